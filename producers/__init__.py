@@ -1,0 +1,25 @@
+"""What an API service imports to emit reseller user events.
+
+Light on purpose: pydantic, celery/kombu and redis only; no HTTP client, no worker code.
+"""
+
+from producers.errors import InvalidEventError, ProducerError, WebhooksError
+from producers.events import EventType, WebhookEvent, build_event, new_event_id
+from producers.publisher import Publisher
+from producers.settings import ProducerSettings
+from producers.user import Address, Organization, ResellerUser
+
+__all__ = [
+    "Address",
+    "EventType",
+    "InvalidEventError",
+    "Organization",
+    "ProducerError",
+    "ProducerSettings",
+    "Publisher",
+    "ResellerUser",
+    "WebhookEvent",
+    "WebhooksError",
+    "build_event",
+    "new_event_id",
+]

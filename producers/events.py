@@ -1,0 +1,102 @@
+"""The webhook envelope: ``{"event", "data", "triggeredAt"}`` and the event id it travels under."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic.alias_generators import to_camel
+
+from producers.errors import InvalidEventError
+from producers.user import ResellerUser, Timestamp
+
+
+class EventType(StrEnum):
+    USER_CREATED = "reseller.user.created"
+    USER_UPDATED = "reseller.user.updated"
+
+
+EVENT_TYPES: tuple[str, ...] = tuple(e.value for e in EventType)
+
+
+def new_event_id() -> str:
+    """``msg_`` + 24 url-safe random characters; never a ``.`` (the id is signed too)."""
+    return "msg_" + secrets.token_urlsafe(18)
+
+
+class WebhookEvent(BaseModel):
+    """What a subscriber receives, exactly: the body is :meth:`body` and nothing else."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, frozen=True, extra="forbid", populate_by_name=True
+    )
+
+    event: EventType
+    data: ResellerUser
+    triggered_at: Timestamp
+
+    def body(self) -> bytes:
+        """The exact bytes that are signed and POSTed (compact JSON, camelCase, UTF-8)."""
+        return self.model_dump_json(by_alias=True).encode()
+
+
+def _problem(error: Mapping[str, Any], prefix: str) -> str:
+    loc = ".".join(str(p) for p in error["loc"])
+    where = f"{prefix}.{loc}" if loc else prefix
+    if error["type"] == "extra_forbidden":
+        field = str(error["loc"][-1])
+        if field.lower() == "password":
+            return f"{where}: not allowed: a password never leaves the producer"
+        return f"{where}: unknown field, not part of the reseller user contract"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}"
+
+
+def parse_event_type(event: str | EventType) -> EventType:
+    try:
+        return EventType(event)
+    except ValueError:
+        raise InvalidEventError(
+            [f"event: unknown event type {event!r}; expected one of {', '.join(EVENT_TYPES)}"]
+        ) from None
+
+
+def validate_user(data: ResellerUser | Mapping[str, Any]) -> ResellerUser:
+    """Validate a user (model or camelCase mapping), raising :class:`InvalidEventError`."""
+    if isinstance(data, ResellerUser):
+        return data
+    if not isinstance(data, Mapping):
+        raise InvalidEventError([f"data: must be a JSON object, got {type(data).__name__}"])
+    try:
+        return ResellerUser.model_validate(dict(data))
+    except ValidationError as exc:
+        raise InvalidEventError(
+            [_problem(e, "data") for e in exc.errors(include_url=False)]
+        ) from None
+
+
+def build_event(
+    event: str | EventType,
+    data: ResellerUser | Mapping[str, Any],
+    *,
+    triggered_at: datetime | None = None,
+) -> WebhookEvent:
+    """Validate everything at once and return the envelope: the gate every publish passes."""
+    problems: list[str] = []
+    event_type: EventType | None = None
+    user: ResellerUser | None = None
+    try:
+        event_type = parse_event_type(event)
+    except InvalidEventError as exc:
+        problems += exc.problems
+    try:
+        user = validate_user(data)
+    except InvalidEventError as exc:
+        problems += exc.problems
+    if problems or event_type is None or user is None:
+        raise InvalidEventError(problems)
+    return WebhookEvent(event=event_type, data=user, triggered_at=triggered_at or datetime.now(UTC))

@@ -1,0 +1,129 @@
+"""Publishing: validate, record durably in Redis, then enqueue a trigger by task name.
+
+The Redis record (event body + an entry in the dispatch set) is written before the Celery message
+is sent, so a message lost in transit costs a delay (the scheduler re-triggers it), never an event.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import redis
+from celery import Celery
+
+from producers.errors import InvalidEventError
+from producers.events import EventType, WebhookEvent, build_event, new_event_id
+from producers.settings import ProducerSettings
+from producers.user import ResellerUser
+from producers.wire import DISPATCH_TASK, Keys
+
+EventItem = tuple[str | EventType, ResellerUser | Mapping[str, Any]] | Mapping[str, Any]
+
+#: Event ids per dispatch message; bounds a message's size and a task's run time.
+DISPATCH_CHUNK = 200
+
+
+def celery_client(settings: ProducerSettings) -> Celery:
+    """A Celery app used only to send messages by name (no task code is imported)."""
+    app = Celery("reseller-webhooks-producer", broker=settings.redis_url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_connection_retry_on_startup=True,
+        task_send_sent_event=True,
+    )
+    return app
+
+
+def _coerce_item(index: int, item: EventItem) -> tuple[Any, Any]:
+    if isinstance(item, Mapping):
+        unknown = sorted(set(item) - {"event", "data"})
+        missing = [k for k in ("event", "data") if k not in item]
+        problems = [f"[{index}].{k}: unknown field; an item is {{event, data}}" for k in unknown]
+        problems += [f"[{index}].{k}: field required" for k in missing]
+        if problems:
+            raise InvalidEventError(problems)
+        return item["event"], item["data"]
+    event, data = item
+    return event, data
+
+
+def validate_batch(items: Iterable[EventItem]) -> list[WebhookEvent]:
+    """Validate every item; one error lists every problem, each prefixed with the item index."""
+    events: list[WebhookEvent] = []
+    problems: list[str] = []
+    for index, item in enumerate(items):
+        try:
+            event, data = _coerce_item(index, item)
+            events.append(build_event(event, data))
+        except InvalidEventError as exc:
+            problems += [p if p.startswith("[") else f"[{index}].{p}" for p in exc.problems]
+    if problems:
+        raise InvalidEventError(problems)
+    return events
+
+
+class Publisher:
+    """Emit ``reseller.user.*`` events. Thread-safe; create one per process and reuse it."""
+
+    def __init__(
+        self,
+        settings: ProducerSettings | None = None,
+        *,
+        celery_app: Celery | None = None,
+    ) -> None:
+        self.settings = settings or ProducerSettings()
+        self.keys = Keys(self.settings.key_prefix)
+        self._redis = redis.Redis.from_url(self.settings.redis_url)
+        self._celery = celery_app or celery_client(self.settings)
+
+    def user_created(self, user: ResellerUser | Mapping[str, Any]) -> str:
+        return self.publish(EventType.USER_CREATED, user)
+
+    def user_updated(self, user: ResellerUser | Mapping[str, Any]) -> str:
+        return self.publish(EventType.USER_UPDATED, user)
+
+    def publish(self, event: str | EventType, data: ResellerUser | Mapping[str, Any]) -> str:
+        """Validate and enqueue one event; returns its id (the ``webhook-id`` subscribers see)."""
+        return self.publish_events([build_event(event, data)])[0]
+
+    def publish_batch(self, items: Iterable[EventItem]) -> list[str]:
+        """Validate all items first; enqueue all or nothing. Returns the ids in input order."""
+        return self.publish_events(validate_batch(items))
+
+    def publish_events(self, events: Sequence[WebhookEvent]) -> list[str]:
+        """Record already-validated events durably, then send their dispatch triggers."""
+        if not events:
+            return []
+        ids = [new_event_id() for _ in events]
+        now_ms = int(time.time() * 1000)
+        lost_after_ms = now_ms + int(self.settings.visibility_timeout_s * 1000)
+        ttl_s = self.settings.event_retention_s
+        pipe = self._redis.pipeline(transaction=True)
+        for event_id, event in zip(ids, events, strict=True):
+            key = self.keys.event(event_id)
+            pipe.hset(
+                key,
+                mapping={"type": event.event.value, "body": event.body(), "published_at": now_ms},
+            )
+            pipe.expire(key, ttl_s)
+        pipe.zadd(self.keys.dispatch, dict.fromkeys(ids, lost_after_ms))
+        pipe.execute()
+        for start in range(0, len(ids), DISPATCH_CHUNK):
+            self._celery.send_task(
+                DISPATCH_TASK, args=[ids[start : start + DISPATCH_CHUNK]], queue=self.keys.queue
+            )
+        return ids
+
+    def close(self) -> None:
+        self._redis.close()
+        self._celery.close()
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""The delivery worker: fan-out, signing, HTTP delivery, retries, dead letters, scheduling."""

@@ -1,0 +1,70 @@
+"""Everything a worker process holds for its lifetime, built once from settings."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import redis
+
+from producers.errors import ConfigError
+from producers.wire import Keys
+from worker.delivery import Deliverer
+from worker.sender import Sender
+from worker.settings import WorkerSettings
+from worker.store import Store
+from worker.subscribers import SubscribersConfig, load_config
+
+
+def load_subscribers(settings: WorkerSettings) -> SubscribersConfig:
+    if settings.subscribers is None:
+        raise ConfigError("WEBHOOKS_SUBSCRIBERS is not set: point it at the subscribers YAML file")
+    return load_config(settings.subscribers)
+
+
+def make_store(settings: WorkerSettings, client: redis.Redis | None = None) -> Store:
+    return Store(
+        client or redis.Redis.from_url(settings.redis_url),
+        Keys(settings.key_prefix),
+        record_retention_s=settings.record_retention_s,
+        dead_letter_retention_s=settings.dead_letter_retention_s,
+        attempt_log_size=settings.attempt_log_size,
+    )
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: WorkerSettings
+    config: SubscribersConfig
+    store: Store
+    deliverer: Deliverer
+
+    @property
+    def keys(self) -> Keys:
+        return self.store.keys
+
+    @classmethod
+    def build(cls, settings: WorkerSettings) -> Runtime:
+        config = load_subscribers(settings)
+        store = make_store(settings)
+        sender = Sender(
+            config,
+            body_limit=settings.response_body_bytes,
+            max_connections=settings.concurrency,
+        )
+        deliverer = Deliverer(config=config, store=store, sender=sender, settings=settings)
+        return cls(settings=settings, config=config, store=store, deliverer=deliverer)
+
+
+_runtime: Runtime | None = None
+_lock = threading.Lock()
+
+
+def get_runtime(settings: WorkerSettings) -> Runtime:
+    """The process-wide runtime, built on first use (thread-safe)."""
+    global _runtime
+    if _runtime is None:
+        with _lock:
+            if _runtime is None:
+                _runtime = Runtime.build(settings)
+    return _runtime

@@ -1,0 +1,130 @@
+"""One HTTP attempt to one subscriber: sign, POST the exact bytes, read a bounded response.
+
+Lower-layer exceptions are translated into the error tree here and only here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+from tenacity import retry, retry_if_exception_type, stop_after_attempt
+
+from worker.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
+from worker.signing import Signer
+from worker.subscribers import Subscriber, SubscribersConfig
+from worker.transport import GuardedTransport
+
+USER_AGENT = "reseller-webhooks/0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """What one attempt observed. ``status`` is None when no response came back."""
+
+    status: int | None
+    duration_ms: float
+    response_excerpt: str = ""
+    retry_after: str | None = None
+    error: DeliveryError | None = None
+
+    @property
+    def error_text(self) -> str | None:
+        return f"{type(self.error).__name__}: {self.error}" if self.error else None
+
+
+def translate(exc: Exception) -> DeliveryError:
+    """The one place where transport exceptions become :class:`DeliveryError`."""
+    if isinstance(exc, DeliveryError):
+        return exc
+    if isinstance(exc, httpx.TimeoutException):
+        return RetryableDeliveryError(f"timed out ({type(exc).__name__})")
+    if isinstance(exc, httpx.TransportError) and not isinstance(
+        exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError
+    ):
+        return RetryableDeliveryError(f"{type(exc).__name__}: {exc}")
+    return PermanentDeliveryError(f"{type(exc).__name__}: {exc}")
+
+
+class DeadlineExceeded(httpx.TimeoutException):
+    """The whole attempt (not one phase) took longer than the subscriber's ``timeout_s``."""
+
+
+class Sender:
+    """Holds one pooled, guarded ``httpx.Client`` and one signer per subscriber. Thread-safe."""
+
+    def __init__(
+        self,
+        config: SubscribersConfig,
+        *,
+        body_limit: int = 4096,
+        max_connections: int = 16,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._body_limit = body_limit
+        self._clock = clock
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        self._clients: dict[str, httpx.Client] = {}
+        self._signers: dict[str, Signer] = {}
+        for sub in config.subscribers:
+            self._signers[sub.id] = Signer(sub.signing_keys)
+            self._clients[sub.id] = httpx.Client(
+                transport=GuardedTransport(
+                    allow_private=config.allow_private_networks, limits=limits
+                ),
+                timeout=httpx.Timeout(sub.timeout_s),
+                follow_redirects=False,
+                headers={
+                    **sub.headers,
+                    "content-type": "application/json",
+                    "user-agent": USER_AGENT,
+                },
+            )
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+
+    def attempt(self, sub: Subscriber, webhook_id: str, body: bytes) -> AttemptResult:
+        """Make one attempt; never raises for delivery problems (they are in the result)."""
+        started = time.perf_counter()
+        try:
+            status, excerpt, retry_after = self._post(sub, webhook_id, body)
+        except Exception as exc:  # translated, recorded, decided on by the caller
+            return AttemptResult(
+                status=None,
+                duration_ms=(time.perf_counter() - started) * 1000,
+                error=translate(exc),
+            )
+        return AttemptResult(
+            status=status,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            response_excerpt=excerpt,
+            retry_after=retry_after,
+        )
+
+    # A kept-alive connection the subscriber closed while idle fails on first use; one immediate
+    # retry on a fresh connection is what a browser would do. Anything else is the schedule's job.
+    @retry(
+        retry=retry_if_exception_type(httpx.RemoteProtocolError),
+        stop=stop_after_attempt(2),
+        reraise=True,
+    )
+    def _post(self, sub: Subscriber, webhook_id: str, body: bytes) -> tuple[int, str, str | None]:
+        headers = self._signers[sub.id].headers(webhook_id, int(self._clock()), body)
+        deadline = time.monotonic() + sub.timeout_s
+        with self._clients[sub.id].stream("POST", str(sub.url), content=body, headers=headers) as r:
+            received = bytearray()
+            for chunk in r.iter_bytes():
+                if len(received) < self._body_limit:
+                    received += chunk[: self._body_limit - len(received)]
+                if time.monotonic() > deadline:
+                    raise DeadlineExceeded("response body still arriving at the deadline")
+                if len(received) >= self._body_limit:
+                    break
+            excerpt = received.decode("utf-8", errors="replace")
+            return r.status_code, excerpt, r.headers.get("retry-after")

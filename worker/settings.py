@@ -1,0 +1,57 @@
+"""Worker settings (environment, prefix ``WEBHOOKS_``), on top of the shared producer settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+
+from producers.settings import ProducerSettings
+
+
+class WorkerSettings(ProducerSettings):
+    subscribers: Path | None = Field(
+        default=None, description="Path of the subscribers YAML file (WEBHOOKS_SUBSCRIBERS)."
+    )
+    redis_server: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("REDIS_SERVER", "WEBHOOKS_REDIS_SERVER"),
+        description="redis-server binary for `dev` (default: PATH, then the bundled one).",
+    )
+    schedule_scale: float = Field(
+        default=1.0,
+        gt=0,
+        description="Multiplies every retry delay; tests and demos use e.g. 0.001 to run a"
+        " 24-hour schedule in under two minutes.",
+    )
+    embedded_scheduler: bool = Field(
+        default=True, description="Run the scheduler as a thread inside each worker."
+    )
+    scheduler_interval_s: float = Field(
+        default=0.25, gt=0, description="How often the scheduler looks for due retries."
+    )
+    scheduler_batch: int = Field(
+        default=500, gt=0, description="Most deliveries one scheduler tick moves to the queue."
+    )
+    concurrency: int = Field(
+        default=8,
+        gt=0,
+        description="Deliveries in flight per worker process (threads; each waits on the network).",
+    )
+    deliver_chunk: int = Field(
+        default=50, gt=0, description="Most deliveries one deliver task carries."
+    )
+    attempt_log_size: int = Field(
+        default=50, gt=0, description="Attempts kept per delivery (newest win)."
+    )
+    response_body_bytes: int = Field(
+        default=4096, ge=0, description="How much of a response body the attempt log keeps."
+    )
+    record_retention_s: int = Field(
+        default=7 * 24 * 3600,
+        gt=0,
+        description="How long finished delivery records and attempt logs are kept.",
+    )
+    dead_letter_retention_s: int = Field(
+        default=30 * 24 * 3600, gt=0, description="How long dead letters are kept."
+    )

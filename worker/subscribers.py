@@ -1,0 +1,269 @@
+"""The subscribers file: who receives which events, how they are signed, how failures are retried.
+
+Loaded once at worker start; any problem stops the worker with a message naming the subscriber and
+the field. Secrets are resolved here (from ``secret`` or the environment variable named by
+``secret_env``) and held only as HMAC keys, never printed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import fnmatch
+import os
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Self
+
+import yaml
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from producers.errors import ConfigError
+from producers.events import EVENT_TYPES
+
+#: Standard Webhooks schedule: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h.
+STANDARD_SCHEDULE_S: tuple[float, ...] = (
+    0,
+    5,
+    300,
+    1800,
+    7200,
+    18000,
+    36000,
+    50400,
+    72000,
+    86400,
+)
+RESERVED_HEADERS = frozenset(
+    {
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "content-type",
+        "content-length",
+        "host",
+        "transfer-encoding",
+        "connection",
+    }
+)
+SubscriberId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
+
+
+def _decode_secret(value: str) -> bytes:
+    if not value.startswith("whsec_"):
+        raise ValueError("must start with 'whsec_' (Standard Webhooks secret format)")
+    try:
+        key = base64.b64decode(value.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the part after 'whsec_' must be valid base64") from None
+    if not 24 <= len(key) <= 64:
+        raise ValueError(f"must encode 24 to 64 random bytes, got {len(key)}")
+    return key
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetryPolicy(_Strict):
+    """When to try again. Delays are seconds after the previous attempt; jitter is +- a fraction."""
+
+    schedule_s: tuple[Annotated[float, Field(ge=0)], ...] = Field(
+        default=STANDARD_SCHEDULE_S, min_length=1
+    )
+    jitter: float = Field(default=0.2, ge=0, lt=1)
+    retry_after_max_s: float = Field(default=86400, gt=0)
+    #: 4xx statuses (besides 408/425/429) this subscriber wants retried rather than dead-lettered.
+    retry_statuses: frozenset[Annotated[int, Field(ge=400, le=499)]] = frozenset()
+    #: A subscriber failing everything for this long is disabled (Svix: 5 days).
+    disable_after_s: float = Field(default=5 * 24 * 3600, gt=0)
+
+    @field_validator("schedule_s")
+    @classmethod
+    def _first_is_immediate(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if value[0] != 0:
+            raise ValueError("the first entry is the first attempt and must be 0")
+        return value
+
+    @property
+    def max_attempts(self) -> int:
+        return len(self.schedule_s)
+
+
+class RetryOverride(_Strict):
+    schedule_s: tuple[Annotated[float, Field(ge=0)], ...] | None = Field(default=None, min_length=1)
+    jitter: float | None = Field(default=None, ge=0, lt=1)
+    retry_after_max_s: float | None = Field(default=None, gt=0)
+    retry_statuses: frozenset[Annotated[int, Field(ge=400, le=499)]] | None = None
+    disable_after_s: float | None = Field(default=None, gt=0)
+
+    def over(self, base: RetryPolicy) -> RetryPolicy:
+        merged = {**base.model_dump(), **self.model_dump(exclude_none=True)}
+        return RetryPolicy.model_validate(merged)
+
+
+class Subscriber(_Strict):
+    id: SubscriberId
+    url: AnyHttpUrl
+    events: tuple[str, ...] = Field(min_length=1)
+    secret: SecretStr | None = None
+    secret_env: str | None = None
+    #: Signs with this too during a rotation window, so receivers can switch at leisure.
+    previous_secret: SecretStr | None = None
+    previous_secret_env: str | None = None
+    headers: Mapping[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(default=15.0, gt=0, le=120)
+    enabled: bool = True
+    retry: RetryOverride | None = None
+
+    _keys: tuple[bytes, ...] = PrivateAttr(default=())
+
+    @field_validator("events")
+    @classmethod
+    def _patterns_match_something(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            if not any(fnmatch.fnmatchcase(t, pattern) for t in EVENT_TYPES):
+                raise ValueError(
+                    f"pattern {pattern!r} matches no event type ({', '.join(EVENT_TYPES)})"
+                )
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _no_reserved_headers(cls, value: Mapping[str, str]) -> Mapping[str, str]:
+        clash = sorted(h for h in value if h.lower() in RESERVED_HEADERS)
+        if clash:
+            raise ValueError(f"may not set {', '.join(clash)}: the worker sets these itself")
+        return dict(value)
+
+    @model_validator(mode="after")
+    def _resolve_secrets(self) -> Self:
+        current = _one_secret(self.secret, self.secret_env, "secret", required=True)
+        previous = _one_secret(
+            self.previous_secret, self.previous_secret_env, "previous_secret", required=False
+        )
+        self._keys = tuple(k for k in (current, previous) if k is not None)
+        return self
+
+    @property
+    def signing_keys(self) -> tuple[bytes, ...]:
+        """HMAC keys, current first. Never logged: this is the only accessor."""
+        return self._keys
+
+    def matches(self, event_type: str) -> bool:
+        return any(fnmatch.fnmatchcase(event_type, p) for p in self.events)
+
+    def __repr_args__(self) -> Any:
+        return [
+            (k, v) for k, v in super().__repr_args__() if k not in {"secret", "previous_secret"}
+        ]
+
+
+def _one_secret(
+    value: SecretStr | None, env: str | None, field: str, *, required: bool
+) -> bytes | None:
+    if value is not None and env is not None:
+        raise ValueError(f"set either {field} or {field}_env, not both")
+    if env is not None:
+        raw = os.environ.get(env)
+        if not raw:
+            raise ValueError(f"{field}_env: environment variable {env} is not set")
+        try:
+            return _decode_secret(raw)
+        except ValueError as exc:
+            raise ValueError(f"{field}_env: the value of {env} {exc}") from None
+    if value is not None:
+        try:
+            return _decode_secret(value.get_secret_value())
+        except ValueError as exc:
+            raise ValueError(f"{field}: {exc}") from None
+    if required:
+        raise ValueError("one of secret or secret_env is required")
+    return None
+
+
+class SubscribersConfig(_Strict):
+    allow_private_networks: bool = False
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    subscribers: tuple[Subscriber, ...] = ()
+
+    @field_validator("subscribers")
+    @classmethod
+    def _unique_ids(cls, value: tuple[Subscriber, ...]) -> tuple[Subscriber, ...]:
+        seen: set[str] = set()
+        for sub in value:
+            if sub.id in seen:
+                raise ValueError(f"duplicate subscriber id {sub.id!r}")
+            seen.add(sub.id)
+        return value
+
+    @cached_property
+    def by_id(self) -> dict[str, Subscriber]:
+        return {s.id: s for s in self.subscribers}
+
+    @cached_property
+    def _routes(self) -> dict[str, tuple[Subscriber, ...]]:
+        return {
+            t: tuple(s for s in self.subscribers if s.enabled and s.matches(t)) for t in EVENT_TYPES
+        }
+
+    def matching(self, event_type: str) -> tuple[Subscriber, ...]:
+        """Enabled subscribers (by config) whose patterns match ``event_type``."""
+        return self._routes.get(event_type, ())
+
+    def policy(self, subscriber: Subscriber) -> RetryPolicy:
+        return subscriber.retry.over(self.retry) if subscriber.retry else self.retry
+
+
+def _describe(error: Mapping[str, Any], raw: Any) -> str:
+    loc = list(error["loc"])
+    parts: list[str] = []
+    if len(loc) >= 2 and loc[0] == "subscribers" and isinstance(loc[1], int):
+        index = loc[1]
+        sub_id = None
+        if isinstance(raw, Mapping):
+            subs = raw.get("subscribers")
+            if isinstance(subs, list) and index < len(subs) and isinstance(subs[index], Mapping):
+                sub_id = subs[index].get("id")
+        parts.append(f"subscriber {sub_id!r}" if sub_id else f"subscribers[{index}]")
+        loc = loc[2:]
+    field = ".".join(str(p) for p in loc)
+    where = " ".join(parts + ([f"field {field!r}"] if field else []))
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{where or 'file'}: {message}"
+
+
+def parse_config(raw: Any, *, source: str = "<config>") -> SubscribersConfig:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: must be a mapping with a 'subscribers' list")
+    try:
+        return SubscribersConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_describe(e, raw) for e in exc.errors(include_url=False, include_input=False)]
+        raise ConfigError(f"{source}: " + "; ".join(lines)) from None
+
+
+def load_config(path: Path | str) -> SubscribersConfig:
+    """Read and validate the subscribers file, raising :class:`ConfigError` on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read subscribers file: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_config(raw, source=str(path))

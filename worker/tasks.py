@@ -1,0 +1,82 @@
+"""The Celery tasks: thin triggers over ``worker.delivery``. Arguments are ids only, never data."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery.signals import task_unknown, worker_ready, worker_shutdown
+
+from producers.wire import DELIVER_TASK, DISPATCH_TASK
+from worker.app import app
+from worker.delivery import chunks_by_subscriber
+from worker.runtime import Runtime, get_runtime
+from worker.scheduler import Scheduler
+
+log = logging.getLogger(__name__)
+
+
+def runtime() -> Runtime:
+    return get_runtime(app.conf.webhooks_settings)
+
+
+def _ids(value: Any, prefix: str) -> list[str] | None:
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(v, str) and v.startswith(prefix) and len(v) < 200 for v in value)
+    ):
+        return value
+    return None
+
+
+@app.task(name=DISPATCH_TASK)
+def dispatch(event_ids: Any) -> dict[str, int]:
+    """Fan an event out to its subscribers, deliver the first chunk here, trigger the rest."""
+    rt = runtime()
+    ids = _ids(event_ids, "msg_")
+    if ids is None:
+        rt.store.bad_message(DISPATCH_TASK, "arguments are not a list of event ids", event_ids)
+        return {"malformed": 1}
+    created = rt.deliverer.dispatch(ids)
+    chunks = chunks_by_subscriber(created, rt.settings.deliver_chunk)
+    for chunk in chunks[1:]:
+        deliver.apply_async(args=[chunk], queue=rt.keys.queue)
+    counts = rt.deliverer.deliver(chunks[0]) if chunks else {}
+    return {"deliveries": len(created), **counts}
+
+
+@app.task(name=DELIVER_TASK)
+def deliver(delivery_ids: Any) -> dict[str, int]:
+    """Attempt each named delivery this worker can claim (others are stale or owned elsewhere)."""
+    rt = runtime()
+    ids = _ids(delivery_ids, "msg_")
+    if ids is None:
+        rt.store.bad_message(DELIVER_TASK, "arguments are not a list of delivery ids", delivery_ids)
+        return {"malformed": 1}
+    return rt.deliverer.deliver(ids)
+
+
+@task_unknown.connect
+def _unknown_task(sender: Any = None, name: str = "", message: Any = None, **_: Any) -> None:
+    """A message for a task this worker does not know: record it instead of losing it silently."""
+    body = getattr(message, "body", None)
+    runtime().store.bad_message(name or "?", "unknown task name", body)
+
+
+_scheduler_stop: list[Any] = []
+
+
+@worker_ready.connect
+def _start(sender: Any = None, **_: Any) -> None:
+    """Build the runtime before the first task, and start the embedded scheduler."""
+    rt = runtime()
+    if rt.settings.embedded_scheduler:
+        _thread, stop = Scheduler(store=rt.store, celery=app, settings=rt.settings).start_thread()
+        _scheduler_stop.append(stop)
+
+
+@worker_shutdown.connect
+def _stop(sender: Any = None, **_: Any) -> None:
+    for stop in _scheduler_stop:
+        stop.set()
