@@ -1,0 +1,203 @@
+"""Real parts for every test: a private redis-server, real worker processes, a loopback receiver.
+
+Each session starts its own Redis on a free loopback port (never the one a machine may already
+run). Without a redis-server the real-process tests are skipped locally, and fail under CI=true.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import yaml
+
+from producers.publisher import Publisher
+from producers.settings import ProducerSettings
+from producers.wire import Keys
+from worker.receiver import Receiver
+from worker.redis_server import RedisServer
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float = 15.0, what: str = "") -> Any:
+    """Poll ``predicate`` until truthy; fail the test after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s}s waiting for {what or predicate}")
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    try:
+        server = RedisServer(
+            tmp_path_factory.mktemp("redis"), binary=os.environ.get("REDIS_SERVER")
+        ).start()
+    except Exception as exc:
+        if IN_CI:
+            pytest.fail(f"CI=true and no redis-server could be started: {exc}")
+        pytest.skip(f"no redis-server available: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def rdb(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def keys() -> Keys:
+    return Keys("rw")
+
+
+@pytest.fixture
+def publisher(redis_url: str) -> Iterator[Publisher]:
+    with Publisher(ProducerSettings(redis_url=redis_url, visibility_timeout_s=3)) as pub:
+        yield pub
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as rcv:
+        yield rcv
+
+
+@dataclass
+class WorkerProcess:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+@dataclass
+class Deployment:
+    """A subscribers file plus the environment workers, schedulers and the CLI run with."""
+
+    tmp_path: Path
+    redis_url: str
+    config: dict[str, Any] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, str] = field(default_factory=dict)
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    def subscriber(
+        self, sub_id: str, url: str, events: list[str] | None = None, **extra: Any
+    ) -> str:
+        """Add a subscriber (secret via env) and return its secret."""
+        secret = new_secret()
+        env_name = f"SECRET_{sub_id.upper().replace('-', '_')}"
+        self.secrets[env_name] = secret
+        self.config.setdefault("subscribers", []).append(
+            {"id": sub_id, "url": url, "events": events or ["reseller.user.*"],
+             "secret_env": env_name, **extra}
+        )
+        return secret
+
+    @property
+    def env(self) -> dict[str, str]:
+        path = self.tmp_path / "subscribers.yaml"
+        path.write_text(yaml.safe_dump({"allow_private_networks": True, **self.config}))
+        return {
+            **os.environ,
+            "REDIS_URL": self.redis_url,
+            "WEBHOOKS_SUBSCRIBERS": str(path),
+            "WEBHOOKS_VISIBILITY_TIMEOUT_S": "3",
+            "WEBHOOKS_SCHEDULER_INTERVAL_S": "0.05",
+            **self.secrets,
+            **self.settings,
+        }
+
+    def cli(self, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "worker", *args],
+            env=self.env,
+            input=input.decode() if input else None,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def start_worker(self, *extra: str, wait: bool = True) -> WorkerProcess:
+        log_path = self.tmp_path / f"worker-{len(self.workers)}.log"
+        env = self.env
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "worker", "worker", *extra],
+                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+            )
+        handle = WorkerProcess(process, log_path, env)
+        self.workers.append(handle)
+        if wait:
+            wait_until(
+                lambda: " ready." in handle.log() or process.poll() is not None,
+                timeout_s=30, what="worker ready",
+            )
+            if process.poll() is not None:
+                pytest.fail(f"worker exited at start:\n{handle.log()[-3000:]}")
+        return handle
+
+
+@pytest.fixture
+def deployment(tmp_path: Path, redis_url: str) -> Iterator[Deployment]:
+    dep = Deployment(tmp_path=tmp_path, redis_url=redis_url)
+    yield dep
+    for w in dep.workers:
+        w.stop()
+
+
+def settled(client: redis.Redis, keys: Keys) -> bool:
+    """Nothing left to dispatch or deliver, and no trigger waiting in a queue."""
+    return (
+        client.zcard(keys.dispatch) == 0
+        and client.zcard(keys.due) == 0
+        and client.llen(keys.queue) == 0
+        and client.llen(keys.retry_queue) == 0
+    )
