@@ -136,8 +136,13 @@ class Deployment:
         env_name = f"SECRET_{sub_id.upper().replace('-', '_')}"
         self.secrets[env_name] = secret
         self.config.setdefault("subscribers", []).append(
-            {"id": sub_id, "url": url, "events": events or ["reseller.user.*"],
-             "secret_env": env_name, **extra}
+            {
+                "id": sub_id,
+                "url": url,
+                "events": events or ["reseller.user.*"],
+                "secret_env": env_name,
+                **extra,
+            }
         )
         return secret
 
@@ -171,14 +176,18 @@ class Deployment:
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "worker", "worker", *extra],
-                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
             )
         handle = WorkerProcess(process, log_path, env)
         self.workers.append(handle)
         if wait:
             wait_until(
                 lambda: " ready." in handle.log() or process.poll() is not None,
-                timeout_s=30, what="worker ready",
+                timeout_s=30,
+                what="worker ready",
             )
             if process.poll() is not None:
                 pytest.fail(f"worker exited at start:\n{handle.log()[-3000:]}")

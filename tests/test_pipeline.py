@@ -40,12 +40,15 @@ def test_events_reach_exactly_the_matching_subscribers_signed(
     deployment: Deployment, receiver: Receiver, publisher: Publisher, rdb: redis.Redis, keys: Keys
 ) -> None:
     secrets = {
-        "all": deployment.subscriber("all", f"{receiver.url}/all", ["reseller.user.*"],
-                                     headers={"X-Tenant": "acme"}),
-        "created": deployment.subscriber("created", f"{receiver.url}/created",
-                                         ["reseller.user.created"]),
-        "updated": deployment.subscriber("updated", f"{receiver.url}/updated",
-                                         ["reseller.user.updated"]),
+        "all": deployment.subscriber(
+            "all", f"{receiver.url}/all", ["reseller.user.*"], headers={"X-Tenant": "acme"}
+        ),
+        "created": deployment.subscriber(
+            "created", f"{receiver.url}/created", ["reseller.user.created"]
+        ),
+        "updated": deployment.subscriber(
+            "updated", f"{receiver.url}/updated", ["reseller.user.updated"]
+        ),
     }
     deployment.subscriber("off", f"{receiver.url}/off", ["reseller.user.*"], enabled=False)
     deployment.start_worker()
@@ -129,7 +132,8 @@ def test_publish_cli_prints_ids_and_refuses_bad_events_without_enqueuing(
     result = deployment.cli("publish", "--batch", "-", input=json.dumps(batch[:1] * 3).encode())
     assert result.returncode == 0, result.stderr
     ids = result.stdout.split()
-    assert len(ids) == 3 and all(i.startswith("msg_") for i in ids)
+    assert len(ids) == 3
+    assert all(i.startswith("msg_") for i in ids)
 
     deployment.start_worker()
     assert sorted(r.headers["webhook-id"] for r in receiver.wait_for(3)) == sorted(ids)
@@ -144,9 +148,7 @@ def test_batch_publish_is_all_or_nothing(publisher: Publisher, rdb: redis.Redis)
     assert rdb.dbsize() == 0
 
 
-def test_queue_messages_carry_ids_only(
-    publisher: Publisher, rdb: redis.Redis, keys: Keys
-) -> None:
+def test_queue_messages_carry_ids_only(publisher: Publisher, rdb: redis.Redis, keys: Keys) -> None:
     """What Flower shows of a task is its arguments: no names, emails or secrets there."""
     user = sample_user()
     event_id = publisher.user_created(user)

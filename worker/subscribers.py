@@ -73,6 +73,12 @@ def _decode_secret(value: str) -> bytes:
     return key
 
 
+def _first_is_immediate(value: tuple[float, ...]) -> tuple[float, ...]:
+    if value and value[0] != 0:
+        raise ValueError("the first entry is the first attempt and must be 0")
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -93,9 +99,7 @@ class RetryPolicy(_Strict):
     @field_validator("schedule_s")
     @classmethod
     def _first_is_immediate(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if value[0] != 0:
-            raise ValueError("the first entry is the first attempt and must be 0")
-        return value
+        return _first_is_immediate(value)
 
     @property
     def max_attempts(self) -> int:
@@ -108,6 +112,11 @@ class RetryOverride(_Strict):
     retry_after_max_s: float | None = Field(default=None, gt=0)
     retry_statuses: frozenset[Annotated[int, Field(ge=400, le=499)]] | None = None
     disable_after_s: float | None = Field(default=None, gt=0)
+
+    @field_validator("schedule_s")
+    @classmethod
+    def _first_is_immediate(cls, value: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        return None if value is None else _first_is_immediate(value)
 
     def over(self, base: RetryPolicy) -> RetryPolicy:
         merged = {**base.model_dump(), **self.model_dump(exclude_none=True)}

@@ -1,0 +1,128 @@
+"""The event contract: what is accepted at publish time, what is refused and how it is said."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from producers.errors import InvalidEventError
+from producers.events import EventType, build_event, new_event_id
+from worker.cli import sample_user
+
+
+def refused(event: str, data: Any) -> list[str]:
+    with pytest.raises(InvalidEventError) as err:
+        build_event(event, data)
+    return err.value.problems
+
+
+def test_body_is_exactly_event_data_triggered_at() -> None:
+    user = sample_user()
+    event = build_event("reseller.user.created", user)
+    body = json.loads(event.body())
+    assert list(body) == ["event", "data", "triggeredAt"]
+    assert body["event"] == "reseller.user.created"
+    assert body["data"] == user
+    assert event.body() == event.body()  # the same bytes every time they are signed
+
+
+def test_event_ids_are_unique_and_dot_free() -> None:
+    ids = {new_event_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(i.startswith("msg_") and "." not in i and len(i) == 28 for i in ids)
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (
+            {"password": "hunter2hunter2"},
+            "data.password: not allowed: a password never leaves the producer",
+        ),
+        (
+            {"favouriteColour": "blue"},
+            "data.favouriteColour: unknown field, not part of the reseller user contract",
+        ),
+        (
+            {"email": "ada.example.com"},
+            "data.email: value is not a valid email address: An email address must have an @-sign.",
+        ),
+        ({"firstName": ""}, "data.firstName: String should have at least 1 character"),
+        ({"firstName": "x" * 257}, "data.firstName: String should have at most 256 characters"),
+        ({"lastName": "x" * 257}, "data.lastName: String should have at most 256 characters"),
+        ({"role": ""}, "data.role: String should have at least 1 character"),
+        ({"role": "r" * 257}, "data.role: String should have at most 256 characters"),
+        ({"company": "c" * 257}, "data.company: String should have at most 256 characters"),
+        (
+            {"organizationId": "o" * 257},
+            "data.organizationId: String should have at most 256 characters",
+        ),
+        ({"twoFactorEnabled": "yes"}, "data.twoFactorEnabled: Input should be a valid boolean"),
+        ({"googleSsoEnabled": 1}, "data.googleSsoEnabled: Input should be a valid boolean"),
+        ({"id": 42}, "data.id: Input should be a valid string"),
+        ({"createdAt": 1700000000}, "data.createdAt: must be an RFC 3339 timestamp string"),
+        (
+            {"createdAt": "2019-08-24T14:15:22"},
+            "data.createdAt: timestamp must carry a UTC offset (e.g. 2019-08-24T14:15:22Z)",
+        ),
+        (
+            {"createdAt": "yesterday"},
+            "data.createdAt: Input should be a valid datetime or date, input is too short",
+        ),
+    ],
+)
+def test_bad_user_fields_are_refused_naming_field_and_rule(
+    change: dict[str, Any], problem: str
+) -> None:
+    assert refused("reseller.user.created", {**sample_user(), **change}) == [problem]
+
+
+def test_bounds_accept_their_edges() -> None:
+    edge = {
+        **sample_user(),
+        "firstName": "x",
+        "lastName": "",
+        "role": "r" * 256,
+        "company": "",
+        "organizationId": "o" * 256,
+    }
+    assert build_event("reseller.user.updated", edge).data.role == "r" * 256
+
+
+def test_nested_organization_is_validated() -> None:
+    user = sample_user()
+    user["organization"]["allowedUsers"] = -1
+    user["organization"]["address"]["zip"] = "x"
+    assert refused("reseller.user.updated", user) == [
+        "data.organization.allowedUsers: Input should be greater than or equal to 0",
+        "data.organization.address.zip: unknown field, not part of the reseller user contract",
+    ]
+
+
+def test_missing_required_fields() -> None:
+    user = sample_user()
+    del user["email"], user["firstName"]
+    assert refused("reseller.user.created", user) == [
+        "data.firstName: Field required",
+        "data.email: Field required",
+    ]
+
+
+def test_unknown_event_type_and_bad_data_are_reported_together() -> None:
+    assert refused("reseller.user.deleted", "not an object") == [
+        "event: unknown event type 'reseller.user.deleted'; expected one of "
+        "reseller.user.created, reseller.user.updated",
+        "data: must be a JSON object, got str",
+    ]
+
+
+def test_event_types_are_the_seeds() -> None:
+    assert [e.value for e in EventType] == ["reseller.user.created", "reseller.user.updated"]
+
+
+def test_timestamps_are_normalised_to_utc_z() -> None:
+    user = {**sample_user(), "updatedAt": "2026-11-22T10:15:22+02:00"}
+    body = json.loads(build_event("reseller.user.updated", user).body())
+    assert body["data"]["updatedAt"] == "2026-11-22T08:15:22Z"
