@@ -7,11 +7,13 @@ run). Without a redis-server the real-process tests are skipped locally, and fai
 from __future__ import annotations
 
 import base64
+import json
 import os
 import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,7 +27,7 @@ import yaml
 from producers.publisher import Publisher
 from producers.settings import ProducerSettings
 from producers.wire import Keys
-from worker.receiver import Receiver
+from worker.receiver import Received, Receiver, Reply
 from worker.redis_server import RedisServer
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -210,3 +212,41 @@ def settled(client: redis.Redis, keys: Keys) -> bool:
         and client.llen(keys.queue) == 0
         and client.llen(keys.retry_queue) == 0
     )
+
+
+class Script:
+    """Receiver behaviour per path: a queue of replies consumed in order, then a default."""
+
+    def __init__(self, default: Reply | None = None) -> None:
+        self.default = default or Reply()
+        self.queues: dict[str, list[Reply]] = {}
+        self.defaults: dict[str, Reply] = {}
+        self._lock = threading.Lock()
+
+    def then(self, path: str, *replies: Reply) -> Script:
+        with self._lock:
+            self.queues.setdefault(path, []).extend(replies)
+        return self
+
+    def always(self, path: str, reply: Reply) -> Script:
+        with self._lock:
+            self.defaults[path] = reply
+        return self
+
+    def __call__(self, item: Received) -> Reply:
+        with self._lock:
+            queue = self.queues.get(item.path)
+            if queue:
+                return queue.pop(0)
+            return self.defaults.get(item.path, self.default)
+
+
+@pytest.fixture
+def script(receiver: Receiver) -> Script:
+    s = Script()
+    receiver.respond = s
+    return s
+
+
+def attempt_log(client: redis.Redis, keys: Keys, delivery_id: str) -> list[dict[str, Any]]:
+    return [json.loads(r) for r in client.lrange(keys.attempts(delivery_id), 0, -1)]

@@ -38,6 +38,7 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "worker_pool": "threads",
         "worker_concurrency": settings.concurrency,
         "worker_hijack_root_logger": False,
+        "worker_consumer": "worker.consumer:Consumer",
         "worker_cancel_long_running_tasks_on_connection_loss": False,
     }
 

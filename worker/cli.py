@@ -178,3 +178,198 @@ def dev(redis_port: int, receiver_port: int, flower_port: int, no_flower: bool) 
         receiver_port=receiver_port,
         flower_port=None if no_flower else flower_port,
     )
+
+
+def _store_and_settings() -> tuple[Any, WorkerSettings]:
+    from worker.runtime import make_store
+
+    settings = WorkerSettings()
+    return make_store(settings), settings
+
+
+def _parse_since(value: str | None) -> int | None:
+    """``--since``: an RFC 3339 time, or a duration back from now like ``90m``, ``2h``, ``3d``."""
+    if value is None:
+        return None
+    import time
+    from datetime import datetime
+
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value[-1:] in units and value[:-1].isdigit():
+        return int((time.time() - int(value[:-1]) * units[value[-1]]) * 1000)
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r}: give an RFC 3339 time or a duration like 90m, 2h, 3d", param_hint="--since"
+        ) from None
+    if when.tzinfo is None:
+        raise click.BadParameter("the time needs a UTC offset, e.g. Z", param_hint="--since")
+    return int(when.timestamp() * 1000)
+
+
+def _dead_letters() -> Any:
+    from worker.deadletters import DeadLetters
+
+    store, settings = _store_and_settings()
+    return DeadLetters(
+        store,
+        visibility_timeout_s=settings.visibility_timeout_s,
+        event_ttl_s=settings.event_retention_s,
+    )
+
+
+@main.group()
+def dlq() -> None:
+    """Dead letters: deliveries that gave up, with their whole story."""
+
+
+@dlq.command("list")
+@click.option("--subscriber", help="Only this subscriber id.")
+@click.option("--event", "event_type", help="Only this event type.")
+@click.option("--since", help="RFC 3339 time or a duration back from now (90m, 2h, 3d).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def dlq_list(
+    subscriber: str | None, event_type: str | None, since: str | None, as_json: bool
+) -> None:
+    letters = _dead_letters().find(
+        subscriber=subscriber, event_type=event_type, since_ms=_parse_since(since)
+    )
+    count = 0
+    for letter in letters:
+        count += 1
+        if as_json:
+            click.echo(json.dumps(letter.summary(), sort_keys=True))
+        else:
+            d = letter.data
+            click.echo(
+                f"{letter.delivery_id}  {d.get('event_type', '?')}  {d.get('dead_at', '?')}  "
+                f"attempts={d.get('attempts', '?')}  {d.get('reason', '')}"
+            )
+    if not as_json:
+        click.echo(f"{count} dead letter(s)")
+
+
+@dlq.command("show")
+@click.argument("delivery_id")
+@click.option("--body", is_flag=True, help="Include the event body (personal data).")
+def dlq_show(delivery_id: str, body: bool) -> None:
+    """A dead letter with every attempt."""
+    dead = _dead_letters()
+    letter = dead.get(delivery_id)
+    if letter is None:
+        click.echo(f"error: no dead letter {delivery_id!r}", err=True)
+        sys.exit(1)
+    shown = letter.data if body else letter.summary()
+    click.echo(json.dumps({**shown, "attempt_log": dead.attempts(delivery_id)}, indent=2))
+
+
+@dlq.command("replay")
+@click.argument("delivery_ids", nargs=-1)
+@click.option("--subscriber", help="Replay every dead letter of this subscriber.")
+@click.option("--since", help="Replay every dead letter since this time or duration.")
+def dlq_replay(delivery_ids: tuple[str, ...], subscriber: str | None, since: str | None) -> None:
+    """Send dead deliveries again: same webhook-id, fresh schedule, logged as manual."""
+    from producers.wire import DELIVER_TASK
+    from worker.app import app
+    from worker.delivery import chunks_by_subscriber
+
+    if not delivery_ids and not subscriber and not since:
+        raise click.UsageError("give delivery ids, --subscriber or --since")
+    dead = _dead_letters()
+    if delivery_ids:
+        wanted = list(delivery_ids)
+    else:
+        wanted = [
+            d.delivery_id for d in dead.find(subscriber=subscriber, since_ms=_parse_since(since))
+        ]
+    blocked: set[str] = set()
+    for did in wanted:
+        letter = dead.get(did)
+        if letter and dead.store.subscriber_state(letter.subscriber_id).get("disabled") == "1":
+            blocked.add(letter.subscriber_id)
+    if blocked:
+        click.echo(
+            f"error: subscriber(s) {', '.join(sorted(blocked))} disabled; "
+            "run `reseller-webhooks subscribers enable ID` first",
+            err=True,
+        )
+        sys.exit(1)
+    replayed = dead.replay(wanted)
+    for chunk in chunks_by_subscriber(replayed, WorkerSettings().deliver_chunk):
+        app.send_task(DELIVER_TASK, args=[chunk], queue=dead.keys.retry_queue)
+    missing = sorted(set(wanted) - set(replayed))
+    for did in missing:
+        click.echo(f"not found: {did}", err=True)
+    click.echo(f"replayed {len(replayed)} delivery(ies)")
+    if missing:
+        sys.exit(1)
+
+
+@dlq.command("purge")
+@click.argument("delivery_ids", nargs=-1)
+@click.option("--subscriber", help="Purge every dead letter of this subscriber.")
+@click.option("--all", "purge_all", is_flag=True, help="Purge every dead letter.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def dlq_purge(
+    delivery_ids: tuple[str, ...], subscriber: str | None, purge_all: bool, yes: bool
+) -> None:
+    """Delete dead letters for good."""
+    dead = _dead_letters()
+    if delivery_ids:
+        wanted = list(delivery_ids)
+    elif subscriber or purge_all:
+        wanted = [d.delivery_id for d in dead.find(subscriber=subscriber)]
+    else:
+        raise click.UsageError("give delivery ids, --subscriber or --all")
+    if not yes and not click.confirm(f"purge {len(wanted)} dead letter(s)?", default=False):
+        sys.exit(1)
+    click.echo(f"purged {dead.purge(wanted)} dead letter(s)")
+
+
+@dlq.command("messages")
+def dlq_messages() -> None:
+    """Queue messages that were not valid triggers (malformed, unknown task), newest first."""
+    store, _ = _store_and_settings()
+    for record in store.bad_messages():
+        click.echo(json.dumps(record, sort_keys=True))
+
+
+@subscribers.command("disable")
+@click.argument("subscriber_id")
+@click.option("--reason", default="disabled by an operator", show_default=True)
+def subscribers_disable(subscriber_id: str, reason: str) -> None:
+    """Stop deliveries to a subscriber; pending ones are dead-lettered with the reason."""
+    store, _ = _store_and_settings()
+    store.disable_subscriber(subscriber_id, reason)
+    click.echo(f"{subscriber_id}: disabled ({reason})")
+
+
+@subscribers.command("enable")
+@click.argument("subscriber_id")
+def subscribers_enable(subscriber_id: str) -> None:
+    """Resume deliveries to a subscriber disabled by an operator, a 410 or persistent failure."""
+    store, _ = _store_and_settings()
+    store.enable_subscriber(subscriber_id)
+    click.echo(f"{subscriber_id}: enabled")
+
+
+@subscribers.command("status")
+def subscribers_status() -> None:
+    """Runtime state of every configured subscriber (enabled, disabled and why)."""
+    from worker.runtime import load_subscribers
+
+    store, settings = _store_and_settings()
+    try:
+        config = load_subscribers(settings)
+    except WebhooksError as exc:
+        _fail(exc)
+    for sub in config.subscribers:
+        state = store.subscriber_state(sub.id)
+        if not sub.enabled:
+            status = "off in config"
+        elif state.get("disabled") == "1":
+            status = f"DISABLED: {state.get('reason', '')}"
+        else:
+            status = "failing" if state.get("failing_since") else "ok"
+        click.echo(f"{sub.id}  {status}")

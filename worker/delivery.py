@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -36,6 +37,13 @@ def redact_url(url: str) -> str:
     """Scheme, host and path only: query strings often carry tokens."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+
+
+def _event_type(body: bytes) -> str:
+    try:
+        return str(json.loads(body)["event"])
+    except (ValueError, KeyError, TypeError):
+        return ""
 
 
 def _iso(ms: float) -> str:
@@ -151,8 +159,10 @@ class Deliverer:
                 "event_id": claim.event_id,
                 "subscriber_id": claim.subscriber_id,
                 "url": url,
+                "event_type": _event_type(claim.body),
                 "attempts": claim.attempt,
                 "dead_at": _iso(now_ms),
+                "dead_at_ms": now_ms,
                 "body": claim.body.decode(errors="replace"),
             }
         disable_after_s = self.config.policy(subscriber).disable_after_s if subscriber else 0.0

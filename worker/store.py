@@ -18,6 +18,7 @@ Every transition is one Lua script, so two workers or two schedulers never both 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -276,8 +277,36 @@ class Store:
     def bad_message(self, task: str, reason: str, payload: Any) -> None:
         """Dead-letter a message that is not a valid trigger; the worker goes on."""
         excerpt = payload if isinstance(payload, str) else repr(payload)
-        record = {"task": task, "reason": reason, "excerpt": excerpt[:500]}
+        record = {
+            "at_ms": int(time.time() * 1000),
+            "task": task,
+            "reason": reason,
+            "excerpt": excerpt[:500],
+        }
         pipe = self.redis.pipeline(transaction=True)
         pipe.lpush(self.keys.bad_messages, json.dumps(record))
         pipe.ltrim(self.keys.bad_messages, 0, 999)
         pipe.execute()
+
+    def disable_subscriber(self, subscriber_id: str, reason: str) -> None:
+        self.redis.hset(
+            self.keys.subscriber_state(subscriber_id),
+            mapping={"disabled": "1", "reason": reason, "disabled_at": int(time.time() * 1000)},
+        )
+
+    def enable_subscriber(self, subscriber_id: str) -> None:
+        """Clear a disable (operator, 410 or persistent failure) and the failure streak."""
+        self.redis.hset(self.keys.subscriber_state(subscriber_id), "disabled", "0")
+        self.redis.hdel(
+            self.keys.subscriber_state(subscriber_id), "reason", "disabled_at", "failing_since"
+        )
+
+    def subscriber_state(self, subscriber_id: str) -> dict[str, str]:
+        raw = cast(
+            dict[bytes, bytes], self.redis.hgetall(self.keys.subscriber_state(subscriber_id))
+        )
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def bad_messages(self) -> list[dict[str, Any]]:
+        raw = cast(list[bytes], self.redis.lrange(self.keys.bad_messages, 0, -1))
+        return [json.loads(r) for r in raw]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import task_unknown, worker_ready, worker_shutdown
+from celery.signals import task_failure, task_unknown, worker_ready, worker_shutdown
 
 from producers.wire import DELIVER_TASK, DISPATCH_TASK
 from worker.app import app
@@ -62,6 +62,18 @@ def _unknown_task(sender: Any = None, name: str = "", message: Any = None, **_: 
     """A message for a task this worker does not know: record it instead of losing it silently."""
     body = getattr(message, "body", None)
     runtime().store.bad_message(name or "?", "unknown task name", body)
+
+
+@task_failure.connect
+def _failed(sender: Any = None, exception: BaseException | None = None, **kw: Any) -> None:
+    """A task that raised (e.g. wrong arguments) had its message acknowledged: keep a record.
+
+    The durable delivery records are untouched, so the scheduler re-triggers whatever the
+    failed task left unfinished.
+    """
+    name = getattr(sender, "name", "?")
+    reason = f"task raised {type(exception).__name__}: {exception}"
+    runtime().store.bad_message(name, reason, {"args": kw.get("args"), "kwargs": kw.get("kwargs")})
 
 
 _scheduler_stop: list[Any] = []
