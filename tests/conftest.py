@@ -173,11 +173,17 @@ class Deployment:
         )
 
     def start_worker(self, *extra: str, wait: bool = True) -> WorkerProcess:
-        log_path = self.tmp_path / f"worker-{len(self.workers)}.log"
+        return self.start_process("worker", *extra, ready=" ready." if wait else None)
+
+    def start_scheduler(self) -> WorkerProcess:
+        return self.start_process("scheduler", ready="scheduler running")
+
+    def start_process(self, command: str, *extra: str, ready: str | None) -> WorkerProcess:
+        log_path = self.tmp_path / f"{command}-{len(self.workers)}.log"
         env = self.env
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "worker", "worker", *extra],
+                [sys.executable, "-m", "worker", command, *extra],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -185,14 +191,14 @@ class Deployment:
             )
         handle = WorkerProcess(process, log_path, env)
         self.workers.append(handle)
-        if wait:
+        if ready:
             wait_until(
-                lambda: " ready." in handle.log() or process.poll() is not None,
+                lambda: ready in handle.log() or process.poll() is not None,
                 timeout_s=30,
-                what="worker ready",
+                what=f"{command} ready",
             )
             if process.poll() is not None:
-                pytest.fail(f"worker exited at start:\n{handle.log()[-3000:]}")
+                pytest.fail(f"{command} exited at start:\n{handle.log()[-3000:]}")
         return handle
 
 

@@ -21,6 +21,9 @@ from worker.subscribers import Subscriber, SubscribersConfig
 
 log = logging.getLogger(__name__)
 
+#: How long the set of failing subscribers is cached.
+FAILING_CACHE_S = 1.0
+
 #: Grace beyond an attempt's own deadline before its lease may be taken over.
 LEASE_MARGIN_S = 5.0
 
@@ -67,6 +70,16 @@ class Deliverer:
         self.settings = settings
         self.clock = clock
         self.rng = rng or random.Random()
+        self._failing: frozenset[str] = frozenset()
+        self._failing_read_at = float("-inf")
+
+    def failing_subscribers(self) -> frozenset[str]:
+        """Subscribers whose last attempt failed; cached for a second (read on every dispatch)."""
+        now = time.monotonic()
+        if now - self._failing_read_at > FAILING_CACHE_S:
+            self._failing = self.store.failing_subscribers([s.id for s in self.config.subscribers])
+            self._failing_read_at = now
+        return self._failing
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)

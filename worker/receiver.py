@@ -17,6 +17,11 @@ from typing import Any
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (a timed-out or killed worker) is normal here."""
+
+
 @dataclass(frozen=True)
 class Received:
     path: str
@@ -58,7 +63,7 @@ class Receiver:
         self.received: list[Received] = []
         self._on_receive = on_receive
         self._cond = threading.Condition()
-        self._server = ThreadingHTTPServer((host, port), self._handler())
+        self._server = _QuietServer((host, port), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 

@@ -301,6 +301,12 @@ class Store:
             self.keys.subscriber_state(subscriber_id), "reason", "disabled_at", "failing_since"
         )
 
+    def failing_subscribers(self, subscriber_ids: Sequence[str]) -> frozenset[str]:
+        pipe = self.redis.pipeline(transaction=False)
+        for sid in subscriber_ids:
+            pipe.hget(self.keys.subscriber_state(sid), "failing_since")
+        return frozenset(sid for sid, v in zip(subscriber_ids, pipe.execute(), strict=True) if v)
+
     def subscriber_state(self, subscriber_id: str) -> dict[str, str]:
         raw = cast(
             dict[bytes, bytes], self.redis.hgetall(self.keys.subscriber_state(subscriber_id))

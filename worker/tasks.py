@@ -12,6 +12,7 @@ from worker.app import app
 from worker.delivery import chunks_by_subscriber
 from worker.runtime import Runtime, get_runtime
 from worker.scheduler import Scheduler
+from worker.store import split_delivery_id
 
 log = logging.getLogger(__name__)
 
@@ -30,30 +31,49 @@ def _ids(value: Any, prefix: str) -> list[str] | None:
     return None
 
 
+def _route(rt: Runtime, chunks: list[list[str]]) -> list[list[str]]:
+    """Send chunks for failing subscribers to the retry queue; return the healthy ones.
+
+    A subscriber whose last attempt failed may well hang until its timeout: its traffic is
+    retry-class traffic until it answers again, so it never holds up first attempts.
+    """
+    failing = rt.deliverer.failing_subscribers()
+    healthy = []
+    for chunk in chunks:
+        if split_delivery_id(chunk[0])[1] in failing:
+            deliver.apply_async(args=[chunk], queue=rt.keys.retry_queue)
+        else:
+            healthy.append(chunk)
+    return healthy
+
+
 @app.task(name=DISPATCH_TASK)
 def dispatch(event_ids: Any) -> dict[str, int]:
-    """Fan an event out to its subscribers, deliver the first chunk here, trigger the rest."""
+    """Fan events out to their subscribers, deliver one chunk here, trigger the rest."""
     rt = runtime()
     ids = _ids(event_ids, "msg_")
     if ids is None:
         rt.store.bad_message(DISPATCH_TASK, "arguments are not a list of event ids", event_ids)
         return {"malformed": 1}
     created = rt.deliverer.dispatch(ids)
-    chunks = chunks_by_subscriber(created, rt.settings.deliver_chunk)
+    chunks = _route(rt, chunks_by_subscriber(created, rt.settings.deliver_chunk))
     for chunk in chunks[1:]:
         deliver.apply_async(args=[chunk], queue=rt.keys.queue)
     counts = rt.deliverer.deliver(chunks[0]) if chunks else {}
     return {"deliveries": len(created), **counts}
 
 
-@app.task(name=DELIVER_TASK)
-def deliver(delivery_ids: Any) -> dict[str, int]:
+@app.task(name=DELIVER_TASK, bind=True)
+def deliver(self: Any, delivery_ids: Any) -> dict[str, int]:
     """Attempt each named delivery this worker can claim (others are stale or owned elsewhere)."""
     rt = runtime()
     ids = _ids(delivery_ids, "msg_")
     if ids is None:
         rt.store.bad_message(DELIVER_TASK, "arguments are not a list of delivery ids", delivery_ids)
         return {"malformed": 1}
+    on_first_attempt_queue = (self.request.delivery_info or {}).get("routing_key") == rt.keys.queue
+    if on_first_attempt_queue and not _route(rt, [ids]):
+        return {"deferred": len(ids)}
     return rt.deliverer.deliver(ids)
 
 

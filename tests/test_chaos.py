@@ -1,0 +1,198 @@
+"""Crashes and restarts with real processes: nothing published is lost; duplicates are counted.
+
+Run with ``-s`` to see the figures the README quotes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import redis
+
+from producers.publisher import Publisher
+from producers.settings import ProducerSettings
+from producers.wire import Keys
+from tests.conftest import Deployment, Script, settled, wait_until
+from worker.cli import sample_user
+from worker.receiver import Received, Receiver, Reply
+from worker.redis_server import RedisServer
+
+pytestmark = pytest.mark.slow
+
+
+def publish_burst(publisher: Publisher, count: int, batch: int = 200) -> list[str]:
+    user = sample_user()
+    ids: list[str] = []
+    for start in range(0, count, batch):
+        n = min(batch, count - start)
+        ids += publisher.publish_batch([("reseller.user.created", user)] * n)
+    return ids
+
+
+def report(name: str, **figures: object) -> None:
+    print(f"\n[{name}] " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+def test_sigkill_during_a_burst_loses_nothing(
+    deployment: Deployment,
+    receiver: Receiver,
+    publisher: Publisher,
+    rdb: redis.Redis,
+    keys: Keys,
+) -> None:
+    total = 3000
+    deployment.subscriber("s", f"{receiver.url}/s", timeout_s=1)
+    first = deployment.start_worker()
+    ids = publish_burst(publisher, total)
+    receiver.wait_for(total // 4, timeout_s=60)
+    first.kill()  # SIGKILL: no warm shutdown, nothing acknowledged on the way out
+    at_kill = len(receiver.received)
+    restarted = time.monotonic()
+    deployment.start_worker()
+
+    wait_until(
+        lambda: {r.headers["webhook-id"] for r in receiver.received} >= set(ids),
+        timeout_s=120,
+        what="every event delivered after the restart",
+    )
+    recovery_s = time.monotonic() - restarted
+    wait_until(lambda: settled(rdb, keys), timeout_s=30, what="nothing left pending")
+    counts = Counter(r.headers["webhook-id"] for r in receiver.received)
+    duplicates = sum(c - 1 for c in counts.values())
+    assert set(counts) == set(ids)
+    report(
+        "sigkill",
+        events=total,
+        delivered_before_kill=at_kill,
+        lost=0,
+        duplicates=duplicates,
+        recovery_s=round(recovery_s, 1),
+    )
+    # Duplicates are bounded by what one worker had in flight: its threads and prefetch,
+    # plus the deliveries it had claimed but not yet finished.
+    assert duplicates <= 100
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> RedisServer:
+    server = RedisServer(tmp_path / "own-redis").start()
+    yield server  # type: ignore[misc]
+    server.stop(kill=True)
+
+
+def test_redis_restart_with_retries_pending_loses_nothing(
+    tmp_path: Path, own_redis: RedisServer, receiver: Receiver, keys: Keys
+) -> None:
+    total = 300
+    down = threading.Event()
+    down.set()
+    receiver.respond = lambda _item: Reply(503) if down.is_set() else Reply(200)
+    deployment = Deployment(tmp_path=tmp_path, redis_url=own_redis.url)
+    deployment.subscriber("s", f"{receiver.url}/s", retry={"schedule_s": [0, 4], "jitter": 0})
+    deployment.start_worker()
+    client = redis.Redis.from_url(own_redis.url)
+    try:
+        with Publisher(ProducerSettings(redis_url=own_redis.url, visibility_timeout_s=3)) as pub:
+            ids = publish_burst(pub, total)
+        receiver.wait_for(total, timeout_s=60)
+        wait_until(lambda: client.zcard(keys.due) == total, what="every retry pending")
+        time.sleep(1.2)  # appendfsync everysec: let the last second reach the disk
+        own_redis.stop(kill=True)  # a crash, not a clean shutdown
+        own_redis.start()
+        down.clear()
+        wait_until(
+            lambda: (
+                {r.headers["webhook-id"] for r in receiver.received if r.at and not down.is_set()}
+                >= set(ids)
+                and len(receiver.received) >= 2 * total
+            ),
+            timeout_s=90,
+            what="every retry delivered after the Redis restart",
+        )
+        wait_until(lambda: settled(client, keys), timeout_s=30, what="nothing left pending")
+        counts = Counter(r.headers["webhook-id"] for r in receiver.received)
+        assert set(counts) == set(ids)
+        report(
+            "redis-restart", events=total, lost=0, duplicates=sum(c - 2 for c in counts.values())
+        )
+    finally:
+        for w in deployment.workers:
+            w.stop()
+        client.close()
+
+
+def test_two_schedulers_never_send_a_retry_twice(
+    deployment: Deployment,
+    receiver: Receiver,
+    publisher: Publisher,
+    rdb: redis.Redis,
+    keys: Keys,
+) -> None:
+    total = 400
+    seen: set[str] = set()
+    lock = threading.Lock()
+
+    def first_fails(item: Received) -> Reply:
+        with lock:
+            known = item.headers["webhook-id"] in seen
+            seen.add(item.headers["webhook-id"])
+        return Reply(200) if known else Reply(503)
+
+    receiver.respond = first_fails
+    deployment.settings["WEBHOOKS_EMBEDDED_SCHEDULER"] = "false"
+    deployment.subscriber("s", f"{receiver.url}/s", retry={"schedule_s": [0, 0.5], "jitter": 0.5})
+    deployment.start_scheduler()
+    deployment.start_scheduler()
+    deployment.start_worker()
+    ids = publish_burst(publisher, total)
+    receiver.wait_for(2 * total, timeout_s=60)
+    wait_until(lambda: settled(rdb, keys), what="nothing left pending")
+    counts = Counter(r.headers["webhook-id"] for r in receiver.received)
+    assert set(counts) == set(ids)
+    assert set(counts.values()) == {2}  # one failure, one retry: never a retry sent twice
+    report("two-schedulers", events=total, retries=total, duplicate_retries=0)
+
+
+def test_retries_do_not_starve_first_attempts(
+    deployment: Deployment, receiver: Receiver, script: Script, publisher: Publisher
+) -> None:
+    """A dead subscriber's retry backlog does not hold up a fresh delivery to a healthy one.
+
+    Two threads, one delivery per message, a subscriber that always times out (0.3 s): its
+    retries keep both threads busy for about half a minute. Sharing one FIFO queue, a new event
+    would wait behind the whole backlog (over 6 s); on its own queue it is taken next.
+    """
+    backlog = 40
+    deployment.settings["WEBHOOKS_DELIVER_CHUNK"] = "1"
+    deployment.subscriber(
+        "dead",
+        f"{receiver.url}/dead",
+        ["reseller.user.created"],
+        timeout_s=0.3,
+        retry={"schedule_s": [0] + [0.05] * 5, "jitter": 0},
+    )
+    deployment.subscriber("healthy", f"{receiver.url}/healthy", ["reseller.user.updated"])
+    script.always("/dead", Reply(200, delay_s=2))
+    deployment.start_worker("--concurrency", "2")
+    publish_burst(publisher, backlog, batch=backlog)
+    wait_until(
+        lambda: sum(r.path == "/dead" for r in receiver.received) >= backlog + 4,
+        timeout_s=30,
+        what="every first attempt made and retries under way",
+    )
+    started = time.monotonic()
+    healthy = publisher.user_updated(sample_user())
+    wait_until(
+        lambda: any(r.headers["webhook-id"] == healthy for r in receiver.received),
+        timeout_s=3,
+        what="the healthy subscriber served ahead of the retry backlog",
+    )
+    report(
+        "starvation",
+        backlog_s=round(backlog * 5 * 0.3 / 2),
+        healthy_latency_s=round(time.monotonic() - started, 2),
+    )
