@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import click
+import redis
+from kombu.exceptions import OperationalError
 
 from producers.errors import WebhooksError
 from producers.publisher import Publisher
@@ -115,6 +117,9 @@ def publish(
                 ids = [publisher.publish(event, data)]
     except WebhooksError as exc:
         _fail(exc)
+    except (redis.RedisError, OperationalError) as exc:
+        click.echo(f"error: cannot reach Redis: {exc}", err=True)
+        sys.exit(3)
     for event_id in ids:
         click.echo(event_id)
 

@@ -82,7 +82,7 @@ def run_dev(*, redis_port: int, receiver_port: int, flower_port: int | None) -> 
                     f"--port={flower_port}",
                     "--address=127.0.0.1",
                 ],
-                env=env,
+                env={**env, "FLOWER_UNAUTHENTICATED_API": "true"},  # loopback only
             )
         )
     click.echo(

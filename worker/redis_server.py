@@ -42,7 +42,7 @@ class RedisServer:
     def __init__(
         self, directory: Path, *, port: int | None = None, binary: str | Path | None = None
     ) -> None:
-        self.directory = directory
+        self.directory = directory.resolve()
         self.port = port or free_port()
         self.binary = find_redis_server(binary)
         self.process: subprocess.Popen[bytes] | None = None
