@@ -185,3 +185,30 @@ def test_broken_subscribers_file_stops_the_worker_at_start(deployment: Deploymen
     log = worker.log()
     assert "subscriber 'acme-crm' field 'url': URL scheme should be 'http' or 'https'" in log
     assert "subscriber 'acme-crm' field 'events': pattern 'reseller.usr.*' matches no event" in log
+
+
+def test_subscribers_check_prints_the_table_without_secrets(
+    deployment: Deployment, receiver: Receiver
+) -> None:
+    inline = deployment.subscriber("acme-crm", "https://hooks.acme.example/r?token=t0k3n")
+    deployment.config["subscribers"][0]["secret"] = inline
+    del deployment.config["subscribers"][0]["secret_env"]
+    from_env = deployment.subscriber("audit", f"{receiver.url}/a", ["reseller.user.updated"])
+    result = deployment.cli("subscribers", "check")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["ID", "URL", "EVENTS", "ENABLED", "TIMEOUT", "SECRET", "ATTEMPTS"]
+    assert lines[1].split() == [
+        "acme-crm",
+        "https://hooks.acme.example/r",
+        "reseller.user.*",
+        "yes",
+        "15s",
+        "inline",
+        "10",
+    ]
+    assert lines[2].split()[5:7] == ["env", "SECRET_AUDIT"]
+    assert "2 subscriber(s); private networks allowed" in result.stdout
+    for secret in (inline, from_env):
+        assert secret.removeprefix("whsec_")[:12] not in result.stdout + result.stderr
+    assert "t0k3n" not in result.stdout

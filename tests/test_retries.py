@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import redis
@@ -202,3 +203,31 @@ def test_a_subscriber_failing_everything_is_disabled_and_its_backlog_dead_letter
     publisher.user_updated(sample_user())
     wait_until(lambda: rdb.zcard(keys.dead) == 2, what="backlog dead-lettered, not dropped")
     assert len(receiver.received) == attempts
+
+
+def test_the_standard_24_hour_schedule_runs_in_seconds_with_a_scale(
+    deployment: Deployment,
+    receiver: Receiver,
+    script: Script,
+    publisher: Publisher,
+    rdb: redis.Redis,
+    keys: Keys,
+) -> None:
+    """The default schedule (5 s ... 24 h, about 3 days) scaled by 1/50,000: about 5.4 s."""
+    scale = 0.00002
+    deployment.settings["WEBHOOKS_SCHEDULE_SCALE"] = str(scale)
+    deployment.subscriber("down", f"{receiver.url}/down")  # default policy
+    script.always("/down", Reply(503))
+    deployment.start_worker()
+    event_id = publisher.user_created(sample_user())
+    wait_until(lambda: rdb.zcard(keys.dead) == 1, timeout_s=30, what="schedule exhausted")
+
+    got = receiver.received
+    assert len(got) == 10
+    assert {r.headers["webhook-id"] for r in got} == {event_id}
+    gaps = [b.at - a.at for a, b in itertools.pairwise(got)]
+    # The long steps dominate: each gap is its step (scaled) +-20 % jitter, plus scheduling slack.
+    for gap, step_s in zip(gaps[5:], (36000, 50400, 72000, 86400), strict=True):
+        assert step_s * scale * 0.8 - 0.01 <= gap <= step_s * scale * 1.2 + 0.25, (gap, step_s)
+    letter = json.loads(rdb.get(keys.dead_letter(f"{event_id}:down")) or b"{}")
+    assert letter["reason"] == "retries exhausted after 10 attempts; last: HTTP 503"

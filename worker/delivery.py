@@ -11,6 +11,9 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
+import redis
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+
 from producers.user import format_timestamp
 from worker.errors import PermanentDeliveryError
 from worker.outcome import Decision, Outcome, decide
@@ -179,7 +182,7 @@ class Deliverer:
                 "body": claim.body.decode(errors="replace"),
             }
         disable_after_s = self.config.policy(subscriber).disable_after_s if subscriber else 0.0
-        self.store.finish(
+        self._record(
             claim,
             Finish(
                 decision.outcome.value if attempted else "skipped",
@@ -202,6 +205,17 @@ class Deliverer:
             decision.outcome.value,
             f" (retry in {decision.delay_s:.1f} s)" if decision.delay_s is not None else "",
         )
+
+    # The attempt happened: recording it must survive a Redis hiccup. A retry after a lost reply
+    # may log the attempt twice, but the state moves once (the lease check in the script).
+    @retry(
+        retry=retry_if_exception_type((redis.ConnectionError, redis.TimeoutError)),
+        wait=wait_exponential(multiplier=0.05, max=2),
+        stop=stop_after_delay(30),
+        reraise=True,
+    )
+    def _record(self, claim: Claim, result: Finish, *, now_ms: int, disable_after_ms: int) -> None:
+        self.store.finish(claim, result, now_ms=now_ms, disable_after_ms=disable_after_ms)
 
     def _end_unattempted(self, claim: Claim, subscriber: Subscriber | None, reason: str) -> str:
         """Dead-letter without an HTTP attempt (and without counting against the subscriber)."""
