@@ -6,7 +6,7 @@ import json
 import logging
 import random
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -29,6 +29,9 @@ FAILING_CACHE_S = 1.0
 
 #: Grace beyond an attempt's own deadline before its lease may be taken over.
 LEASE_MARGIN_S = 5.0
+
+#: Results are written to Redis at least this often while a chunk is being delivered.
+FLUSH_INTERVAL_S = 0.1
 
 
 def chunks_by_subscriber(delivery_ids: Iterable[str], size: int) -> list[list[str]]:
@@ -105,33 +108,61 @@ class Deliverer:
         return created
 
     def deliver(self, delivery_ids: Sequence[str]) -> dict[str, int]:
-        """Attempt each delivery this worker can claim; returns counts by outcome."""
-        counts: dict[str, int] = {}
-        for did in delivery_ids:
-            outcome = self.deliver_one(did)
-            key = outcome or "skipped"
-            counts[key] = counts.get(key, 0) + 1
-        return counts
+        """Attempt every delivery of ``delivery_ids`` this worker can claim, in order.
 
-    def deliver_one(self, did: str) -> str | None:
-        subscriber = self.config.by_id.get(split_delivery_id(did)[1])
-        timeout_s = subscriber.timeout_s if subscriber else 0.0
-        lease = self.now_ms() + int((2 * timeout_s + LEASE_MARGIN_S) * 1000)
-        claim = self.store.claim(did, lease_until_ms=lease)
-        if claim is None:
-            return None  # finished, waiting, or owned by someone else: a stale or duplicate trigger
+        One script call claims them all and one records their results (every
+        ``FLUSH_INTERVAL_S`` at least), so Redis costs two round trips per chunk, not per
+        delivery. A crash loses only unrecorded results: those deliveries are sent again,
+        under the same ``webhook-id``, once the lease expires.
+        """
+        budget_ms = self._attempt_budget_ms(delivery_ids)
+        claims = self.store.claim(delivery_ids, lease_until_ms=self.now_ms() + 2 * budget_ms)
+        counts: Counter[str] = Counter()
+        if len(claims) < len(delivery_ids):
+            counts["skipped"] = len(delivery_ids) - len(claims)
+        done: list[tuple[Claim, Finish]] = []
+        flushed_at = time.monotonic()
+        for index in range(len(claims)):
+            now_ms = self.now_ms()
+            if claims[index].lease - now_ms < budget_ms:  # slow going: keep the rest leased
+                self._record(done)
+                done, flushed_at = [], time.monotonic()
+                claims[index:] = self.store.extend(
+                    claims[index:], lease_until_ms=now_ms + 2 * budget_ms
+                )
+            claim = claims[index]
+            finish = self._attempt(claim, self.config.by_id.get(claim.subscriber_id))
+            counts[finish.attempt["outcome"]] += 1
+            done.append((claim, finish))
+            if time.monotonic() - flushed_at > FLUSH_INTERVAL_S:
+                self._record(done)
+                done, flushed_at = [], time.monotonic()
+        self._record(done)
+        return dict(counts)
+
+    def _attempt_budget_ms(self, delivery_ids: Sequence[str]) -> int:
+        """The longest one attempt to any of these subscribers may take, with a margin."""
+        timeouts = [
+            s.timeout_s
+            for sid in {split_delivery_id(d)[1] for d in delivery_ids}
+            if (s := self.config.by_id.get(sid)) is not None
+        ]
+        return int((max(timeouts, default=0.0) + LEASE_MARGIN_S) * 1000)
+
+    def _attempt(self, claim: Claim, subscriber: Subscriber | None) -> Finish:
+        """Make one attempt (or decide none can be made) and say what to record."""
         if subscriber is None:
-            return self._end_unattempted(
-                claim, None, f"subscriber {claim.subscriber_id!r} is not in the subscribers file"
-            )
+            reason = f"subscriber {claim.subscriber_id!r} is not in the subscribers file"
+            return self._unattempted(claim, None, reason)
         if claim.disabled_reason:
-            return self._end_unattempted(claim, subscriber, claim.disabled_reason)
+            return self._unattempted(claim, subscriber, claim.disabled_reason)
         if not claim.body:
-            return self._end_unattempted(claim, subscriber, "event record expired before delivery")
+            return self._unattempted(claim, subscriber, "event record expired before delivery")
         result = self.sender.attempt(subscriber, claim.event_id, claim.body)
         now = self.clock()
+        policy = self.config.policy(subscriber)
         decision = decide(
-            self.config.policy(subscriber),
+            policy,
             claim.attempt,
             status=result.status,
             error=result.error,
@@ -140,8 +171,24 @@ class Deliverer:
             rng=self.rng,
             scale=self.settings.schedule_scale,
         )
-        self._finish(claim, subscriber, result, decision, now)
-        return decision.outcome.value
+        if decision.outcome is not Outcome.DELIVERED:
+            log.warning(
+                "delivery %s attempt %d to %s: %s -> %s%s",
+                claim.delivery_id,
+                claim.attempt,
+                claim.subscriber_id,
+                result.status if result.status is not None else result.error_text,
+                decision.outcome.value,
+                f" (retry in {decision.delay_s:.1f} s)" if decision.delay_s is not None else "",
+            )
+        return self._finish(
+            claim,
+            subscriber,
+            result,
+            decision,
+            now,
+            disable_after_s=policy.disable_after_s * self.settings.schedule_scale,
+        )
 
     def _finish(
         self,
@@ -151,8 +198,9 @@ class Deliverer:
         decision: Decision,
         now: float,
         *,
+        disable_after_s: float = 0.0,
         attempted: bool = True,
-    ) -> None:
+    ) -> Finish:
         now_ms = int(now * 1000)
         next_due = now_ms + int(decision.delay_s * 1000) if decision.delay_s is not None else None
         url = redact_url(str(subscriber.url)) if subscriber else ""
@@ -181,47 +229,32 @@ class Deliverer:
                 "dead_at_ms": now_ms,
                 "body": claim.body.decode(errors="replace"),
             }
-        disable_after_s = self.config.policy(subscriber).disable_after_s if subscriber else 0.0
-        self._record(
-            claim,
-            Finish(
-                decision.outcome.value if attempted else "skipped",
-                attempt,
-                next_due,
-                decision.reason,
-                letter,
-            ),
-            now_ms=now_ms,
-            disable_after_ms=int(disable_after_s * self.settings.schedule_scale * 1000),
-        )
-        level = logging.INFO if decision.outcome is Outcome.DELIVERED else logging.WARNING
-        log.log(
-            level,
-            "delivery %s attempt %d to %s: %s -> %s%s",
-            claim.delivery_id,
-            claim.attempt,
-            claim.subscriber_id,
-            result.status if result.status is not None else result.error_text,
-            decision.outcome.value,
-            f" (retry in {decision.delay_s:.1f} s)" if decision.delay_s is not None else "",
+        return Finish(
+            decision.outcome.value if attempted else "skipped",
+            attempt,
+            next_due,
+            decision.reason,
+            letter,
+            disable_after_ms=int(disable_after_s * 1000),
         )
 
-    # The attempt happened: recording it must survive a Redis hiccup. A retry after a lost reply
-    # may log the attempt twice, but the state moves once (the lease check in the script).
+    # The attempts happened: recording them must survive a Redis hiccup. A retry after a lost
+    # reply may log an attempt twice, but the state moves once (the lease check in the script).
     @retry(
         retry=retry_if_exception_type((redis.ConnectionError, redis.TimeoutError)),
         wait=wait_exponential(multiplier=0.05, max=2),
         stop=stop_after_delay(30),
         reraise=True,
     )
-    def _record(self, claim: Claim, result: Finish, *, now_ms: int, disable_after_ms: int) -> None:
-        self.store.finish(claim, result, now_ms=now_ms, disable_after_ms=disable_after_ms)
+    def _record(self, done: Sequence[tuple[Claim, Finish]]) -> None:
+        if done:
+            self.store.finish(done, now_ms=self.now_ms())
 
-    def _end_unattempted(self, claim: Claim, subscriber: Subscriber | None, reason: str) -> str:
+    def _unattempted(self, claim: Claim, subscriber: Subscriber | None, reason: str) -> Finish:
         """Dead-letter without an HTTP attempt (and without counting against the subscriber)."""
+        log.warning("delivery %s dead-lettered without an attempt: %s", claim.delivery_id, reason)
         result = AttemptResult(
             status=None, duration_ms=0.0, error=PermanentDeliveryError(f"not attempted: {reason}")
         )
         decision = Decision(Outcome.DEAD, reason=reason)
-        self._finish(claim, subscriber, result, decision, self.clock(), attempted=False)
-        return Outcome.DEAD.value
+        return self._finish(claim, subscriber, result, decision, self.clock(), attempted=False)

@@ -17,6 +17,7 @@ Every transition is one Lua script, so two workers or two schedulers never both 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Iterable, Sequence
@@ -26,115 +27,7 @@ from typing import Any, cast
 import redis
 
 from producers.wire import Keys
-
-_FAN_OUT = """
-local prefix, now, lost_after = ARGV[1], ARGV[2], ARGV[3]
-local i, created = 5, {}
-for _ = 1, tonumber(ARGV[4]) do
-  local eid, n = ARGV[i], tonumber(ARGV[i + 1])
-  i = i + 2
-  if redis.call('ZSCORE', KEYS[1], eid) then
-    for s = 0, n - 1 do
-      local did = eid .. ':' .. ARGV[i + s]
-      local key = prefix .. ':delivery:' .. did
-      if redis.call('EXISTS', key) == 0 then
-        redis.call('HSET', key, 'event', eid, 'sub', ARGV[i + s], 'state', 'queued',
-                   'attempts', 0, 'trigger', 'scheduled', 'created', now)
-        redis.call('ZADD', KEYS[2], lost_after, did)
-        created[#created + 1] = did
-      end
-    end
-    redis.call('ZREM', KEYS[1], eid)
-  end
-  i = i + n
-end
-return created
-"""
-
-_CLAIM = """
-local prefix, did = ARGV[1], ARGV[3]
-local key = prefix .. ':delivery:' .. did
-local rec = redis.call('HMGET', key, 'state', 'event', 'sub', 'trigger')
-if rec[1] ~= 'queued' then return false end
-local n = redis.call('HINCRBY', key, 'attempts', 1)
-redis.call('HSET', key, 'state', 'running', 'lease', ARGV[2])
-redis.call('ZADD', KEYS[1], ARGV[2], did)
-local body = redis.call('HGET', prefix .. ':event:' .. rec[2], 'body') or ''
-local sub = redis.call('HMGET', prefix .. ':subscriber:' .. rec[3], 'disabled', 'reason')
-local disabled = ''
-if sub[1] == '1' then disabled = sub[2] or 'subscriber disabled' end
-return {rec[2], rec[3], n, rec[4] or 'scheduled', body, disabled}
-"""
-
-# KEYS: due, attempts, dead, subscriber state
-# ARGV: prefix, did, lease, outcome, now, attempt json, next due, retention, log size,
-#       dead letter json, dead letter retention, disable after (ms), reason
-_FINISH = """
-local prefix, did, lease, outcome, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local key = prefix .. ':delivery:' .. did
-redis.call('RPUSH', KEYS[2], ARGV[6])
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[9]), -1)
-redis.call('EXPIRE', KEYS[2], ARGV[8])
-local cur = redis.call('HMGET', key, 'state', 'lease')
-if cur[1] ~= 'running' or cur[2] ~= lease then return 0 end
-local reason = ARGV[13]
-if outcome == 'delivered' then
-  redis.call('HDEL', KEYS[4], 'failing_since')
-elseif outcome ~= 'skipped' then
-  redis.call('HSETNX', KEYS[4], 'failing_since', now)
-  local since = tonumber(redis.call('HGET', KEYS[4], 'failing_since'))
-  if outcome == 'gone' then
-    redis.call('HSET', KEYS[4], 'disabled', '1', 'reason', reason, 'disabled_at', now)
-  elseif tonumber(now) - since >= tonumber(ARGV[12]) then
-    reason = 'subscriber disabled: every attempt failed for ' ..
-             math.floor((tonumber(now) - since) / 1000) .. ' s'
-    redis.call('HSET', KEYS[4], 'disabled', '1', 'reason', reason, 'disabled_at', now)
-    outcome = 'dead'
-  end
-end
-if outcome == 'delivered' then
-  redis.call('HSET', key, 'state', 'delivered', 'done', now)
-  redis.call('ZREM', KEYS[1], did)
-  redis.call('EXPIRE', key, ARGV[8])
-elseif outcome == 'retry' then
-  redis.call('HSET', key, 'state', 'waiting', 'next', ARGV[7])
-  redis.call('ZADD', KEYS[1], ARGV[7], did)
-else
-  redis.call('HSET', key, 'state', 'dead', 'done', now, 'reason', reason)
-  redis.call('ZREM', KEYS[1], did)
-  redis.call('EXPIRE', key, ARGV[11])
-  redis.call('EXPIRE', KEYS[2], ARGV[11])
-  local letter = cjson.decode(ARGV[10])
-  letter['reason'] = reason
-  redis.call('SET', prefix .. ':dead:' .. did, cjson.encode(letter), 'EX', ARGV[11])
-  redis.call('ZADD', KEYS[3], now, did)
-end
-return 1
-"""
-
-# KEYS: due, dispatch. ARGV: prefix, now, lost_after, batch, requeue queued (0/1)
-_SWEEP = """
-local prefix, now, lost_after, batch, requeue = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local deliveries, events = {}, {}
-for _, did in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, batch)) do
-  local key = prefix .. ':delivery:' .. did
-  local state = redis.call('HGET', key, 'state')
-  if state == 'waiting' or state == 'running' or (state == 'queued' and requeue == '1') then
-    redis.call('HSET', key, 'state', 'queued')
-    redis.call('ZADD', KEYS[1], lost_after, did)
-    deliveries[#deliveries + 1] = did
-  elseif state == 'queued' then
-    redis.call('ZADD', KEYS[1], lost_after, did)
-  else
-    redis.call('ZREM', KEYS[1], did)
-  end
-end
-for _, eid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, batch)) do
-  redis.call('ZADD', KEYS[2], lost_after, eid)
-  if requeue == '1' then events[#events + 1] = eid end
-end
-return {deliveries, events}
-"""
+from worker import scripts
 
 
 def delivery_id(event_id: str, subscriber_id: str) -> str:
@@ -167,6 +60,7 @@ class Finish:
     next_due_ms: int | None = None
     reason: str = ""
     dead_letter: dict[str, Any] | None = None
+    disable_after_ms: int = 0
 
 
 class Store:
@@ -184,10 +78,11 @@ class Store:
         self._record_ttl = record_retention_s
         self._dead_ttl = dead_letter_retention_s
         self._log_size = attempt_log_size
-        self._fan_out = client.register_script(_FAN_OUT)
-        self._claim = client.register_script(_CLAIM)
-        self._finish = client.register_script(_FINISH)
-        self._sweep = client.register_script(_SWEEP)
+        self._fan_out = client.register_script(scripts.FAN_OUT)
+        self._claim = client.register_script(scripts.CLAIM)
+        self._extend = client.register_script(scripts.EXTEND)
+        self._finish = client.register_script(scripts.FINISH)
+        self._sweep = client.register_script(scripts.SWEEP)
 
     def load_event_types(self, event_ids: Sequence[str]) -> list[str | None]:
         pipe = self.redis.pipeline(transaction=False)
@@ -211,49 +106,74 @@ class Store:
     def drop_dispatch(self, event_id: str) -> None:
         self.redis.zrem(self.keys.dispatch, event_id)
 
-    def claim(self, did: str, *, lease_until_ms: int) -> Claim | None:
-        """Own a queued delivery until ``lease_until_ms``; None if it is not queued (any more)."""
-        raw = self._claim(keys=[self.keys.due], args=[self.keys.prefix, lease_until_ms, did])
-        if not raw:
-            return None
-        event_id, sub, attempt, trigger, body, disabled = raw
-        return Claim(
-            delivery_id=did,
-            event_id=event_id.decode(),
-            subscriber_id=sub.decode(),
-            attempt=int(attempt),
-            trigger=trigger.decode(),
-            body=bytes(body),
-            lease=lease_until_ms,
-            disabled_reason=disabled.decode(),
-        )
+    def claim(self, delivery_ids: Sequence[str], *, lease_until_ms: int) -> list[Claim]:
+        """Own the queued ones among ``delivery_ids`` until ``lease_until_ms``, in one call.
 
-    def finish(self, claim: Claim, result: Finish, *, now_ms: int, disable_after_ms: int) -> bool:
-        """Record the attempt and move the delivery on, if this worker still owns it."""
-        owned = self._finish(
-            keys=[
-                self.keys.due,
-                self.keys.attempts(claim.delivery_id),
-                self.keys.dead,
-                self.keys.subscriber_state(claim.subscriber_id),
-            ],
+        Ids not queued (finished, waiting, or owned by another worker) are left out: their
+        trigger was stale or a duplicate.
+        """
+        raw = self._claim(
+            keys=[self.keys.due], args=[self.keys.prefix, lease_until_ms, *delivery_ids]
+        )
+        claims = []
+        for did, item in zip(delivery_ids, cast(list[Any], raw), strict=True):
+            if not item:
+                continue
+            event_id, sub, attempt, trigger, body, disabled = item
+            claims.append(
+                Claim(
+                    delivery_id=did,
+                    event_id=event_id.decode(),
+                    subscriber_id=sub.decode(),
+                    attempt=int(attempt),
+                    trigger=trigger.decode(),
+                    body=bytes(body),
+                    lease=lease_until_ms,
+                    disabled_reason=disabled.decode(),
+                )
+            )
+        return claims
+
+    def extend(self, claims: Sequence[Claim], *, lease_until_ms: int) -> list[Claim]:
+        """Push the lease of claims still held (all share one lease) to ``lease_until_ms``."""
+        if not claims:
+            return []
+        self._extend(
+            keys=[self.keys.due],
             args=[
                 self.keys.prefix,
-                claim.delivery_id,
-                claim.lease,
-                result.outcome,
-                now_ms,
-                json.dumps(result.attempt, separators=(",", ":")),
-                result.next_due_ms or 0,
-                self._record_ttl,
-                self._log_size,
-                json.dumps(result.dead_letter or {}, separators=(",", ":")),
-                self._dead_ttl,
-                disable_after_ms,
-                result.reason,
+                claims[0].lease,
+                lease_until_ms,
+                *(c.delivery_id for c in claims),
             ],
         )
-        return bool(owned)
+        return [dataclasses.replace(c, lease=lease_until_ms) for c in claims]
+
+    def finish(self, results: Sequence[tuple[Claim, Finish]], *, now_ms: int) -> list[bool]:
+        """Record each attempt and move each delivery on where this worker still owns it."""
+        if not results:
+            return []
+        args: list[Any] = [
+            self.keys.prefix,
+            now_ms,
+            self._record_ttl,
+            self._log_size,
+            self._dead_ttl,
+        ]
+        for claim, result in results:
+            args += [
+                claim.delivery_id,
+                claim.subscriber_id,
+                claim.lease,
+                result.outcome,
+                json.dumps(result.attempt, separators=(",", ":")),
+                result.next_due_ms or 0,
+                json.dumps(result.dead_letter or {}, separators=(",", ":")),
+                result.disable_after_ms,
+                result.reason,
+            ]
+        owned = self._finish(keys=[self.keys.due, self.keys.dead], args=args)
+        return [bool(o) for o in cast(list[int], owned)]
 
     def sweep(
         self, *, now_ms: int, lost_after_ms: int, batch: int, requeue_queued: bool
