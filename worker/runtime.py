@@ -47,7 +47,11 @@ class Runtime:
     def build(cls, settings: WorkerSettings) -> Runtime:
         config = load_subscribers(settings)
         store = make_store(settings)
-        sender = Sender(config, body_limit=settings.response_body_bytes)
+        sender = Sender(
+            config,
+            body_limit=settings.response_body_bytes,
+            max_connections=settings.concurrency,
+        )
         deliverer = Deliverer(config=config, store=store, sender=sender, settings=settings)
         return cls(settings=settings, config=config, store=store, deliverer=deliverer)
 

@@ -5,7 +5,6 @@ Lower-layer exceptions are translated into the error tree here and only here.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,38 +53,28 @@ class DeadlineExceeded(httpx.TimeoutException):
 
 
 class Sender:
-    """One signer per subscriber, and one guarded ``httpx.Client`` per subscriber *and thread*.
-
-    Clients are per thread because a shared connection pool serialises every request on its
-    lock: with several delivery threads that lock, not the network, became the bottleneck.
-    Each thread keeps its own kept-alive connection per subscriber.
-    """
+    """Holds one pooled, guarded ``httpx.Client`` and one signer per subscriber. Thread-safe."""
 
     def __init__(
         self,
         config: SubscribersConfig,
         *,
         body_limit: int = 4096,
+        max_connections: int = 16,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._body_limit = body_limit
         self._clock = clock
-        self._config = config
-        self._signers = {sub.id: Signer(sub.signing_keys) for sub in config.subscribers}
-        self._local = threading.local()
-        self._all: list[httpx.Client] = []
-        self._lock = threading.Lock()
-
-    def _client(self, sub: Subscriber) -> httpx.Client:
-        clients: dict[str, httpx.Client] | None = getattr(self._local, "clients", None)
-        if clients is None:
-            clients = self._local.clients = {}
-        client = clients.get(sub.id)
-        if client is None:
-            client = clients[sub.id] = httpx.Client(
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        self._clients: dict[str, httpx.Client] = {}
+        self._signers: dict[str, Signer] = {}
+        for sub in config.subscribers:
+            self._signers[sub.id] = Signer(sub.signing_keys)
+            self._clients[sub.id] = httpx.Client(
                 transport=GuardedTransport(
-                    allow_private=self._config.allow_private_networks,
-                    limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+                    allow_private=config.allow_private_networks, limits=limits
                 ),
                 timeout=httpx.Timeout(sub.timeout_s),
                 follow_redirects=False,
@@ -95,15 +84,10 @@ class Sender:
                     "user-agent": USER_AGENT,
                 },
             )
-            with self._lock:
-                self._all.append(client)
-        return client
 
     def close(self) -> None:
-        with self._lock:
-            for client in self._all:
-                client.close()
-            self._all.clear()
+        for client in self._clients.values():
+            client.close()
 
     def attempt(self, sub: Subscriber, webhook_id: str, body: bytes) -> AttemptResult:
         """Make one attempt; never raises for delivery problems (they are in the result)."""
@@ -133,7 +117,7 @@ class Sender:
     def _post(self, sub: Subscriber, webhook_id: str, body: bytes) -> tuple[int, str, str | None]:
         headers = self._signers[sub.id].headers(webhook_id, int(self._clock()), body)
         deadline = time.monotonic() + sub.timeout_s
-        with self._client(sub).stream("POST", str(sub.url), content=body, headers=headers) as r:
+        with self._clients[sub.id].stream("POST", str(sub.url), content=body, headers=headers) as r:
             received = bytearray()
             for chunk in r.iter_bytes():
                 if len(received) < self._body_limit:
