@@ -3,7 +3,13 @@
     WebhooksError                     root of everything this project raises on purpose
     +-- ProducerError                 bad input at publish time; carries an HTTP status
     |   +-- InvalidEventError         the event or its data breaks the contract (422)
-    |   +-- (dialect errors)          see producers.dialects: seed-specified texts and statuses
+    |   +-- DialectError              an API dialect refused its request (producers.dialects.errors)
+    |       +-- InvalidRequestError   a body breaks the dialect's constraints (400)
+    |       +-- InvalidValueError     "The value '<x>' is not valid." (400)
+    |       +-- PathNotFoundError     "The target location specified by path segment ..." (400)
+    |       +-- PatchTestFailedError  a JSON Patch ``test`` operation failed (409)
+    |       +-- GraphQLRequestError   parse, validation or variable errors (400)
+    |       +-- NotFoundError         "Not Found" (404)
     +-- ConfigError                   settings or subscribers file invalid (worker will not start)
     +-- DeliveryError                 one attempt to one subscriber failed (worker.errors)
         +-- RetryableDeliveryError    timeout, connection error, 408/425/429/5xx
@@ -15,7 +21,9 @@ The worker-side branches live in ``worker.errors``; they subclass the roots defi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 
 class WebhooksError(Exception):
@@ -38,7 +46,15 @@ class ProducerError(WebhooksError):
             self.status = status
 
     def to_dict(self) -> dict[str, object]:
-        return {"error": self.status, "message": self.message, "status": "error"}
+        """The error body the seeds document: ``{error, message, status, timestamp}``."""
+        from producers.user import format_timestamp
+
+        return {
+            "error": self.status,
+            "message": self.message,
+            "status": "error",
+            "timestamp": format_timestamp(datetime.now(UTC)),
+        }
 
 
 class InvalidEventError(ProducerError):
@@ -52,3 +68,22 @@ class InvalidEventError(ProducerError):
     def __init__(self, problems: Sequence[str]) -> None:
         self.problems = list(problems)
         super().__init__("invalid event: " + "; ".join(self.problems))
+
+
+def describe_validation_error(
+    errors: Sequence[Mapping[str, Any]], prefix: str = "", *, what: str = "contract"
+) -> list[str]:
+    """``"<field path>: <rule>"`` for each pydantic error; never echoes an input value."""
+    problems = []
+    for error in errors:
+        loc = ".".join(str(p) for p in error["loc"])
+        where = ".".join(p for p in (prefix, loc) if p) or "body"
+        if error["type"] == "extra_forbidden":
+            field = str(error["loc"][-1])
+            if field.lower() == "password" and what == "reseller user contract":
+                problems.append(f"{where}: not allowed: a password never leaves the producer")
+            else:
+                problems.append(f"{where}: unknown field, not part of the {what}")
+            continue
+        problems.append(f"{where}: " + str(error["msg"]).removeprefix("Value error, "))
+    return problems

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
-from producers.errors import InvalidEventError
+from producers.errors import InvalidEventError, describe_validation_error
 from producers.user import ResellerUser, Timestamp
 
 
@@ -44,18 +44,6 @@ class WebhookEvent(BaseModel):
         return self.model_dump_json(by_alias=True).encode()
 
 
-def _problem(error: Mapping[str, Any], prefix: str) -> str:
-    loc = ".".join(str(p) for p in error["loc"])
-    where = f"{prefix}.{loc}" if loc else prefix
-    if error["type"] == "extra_forbidden":
-        field = str(error["loc"][-1])
-        if field.lower() == "password":
-            return f"{where}: not allowed: a password never leaves the producer"
-        return f"{where}: unknown field, not part of the reseller user contract"
-    message = str(error["msg"]).removeprefix("Value error, ")
-    return f"{where}: {message}"
-
-
 def parse_event_type(event: str | EventType) -> EventType:
     try:
         return EventType(event)
@@ -75,7 +63,11 @@ def validate_user(data: ResellerUser | Mapping[str, Any]) -> ResellerUser:
         return ResellerUser.model_validate(dict(data))
     except ValidationError as exc:
         raise InvalidEventError(
-            [_problem(e, "data") for e in exc.errors(include_url=False)]
+            describe_validation_error(
+                exc.errors(include_url=False, include_input=False),
+                "data",
+                what="reseller user contract",
+            )
         ) from None
 
 

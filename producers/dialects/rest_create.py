@@ -1,0 +1,65 @@
+"""REST create: ``POST /v3/resellers/{resellerId}/users`` -> ``reseller.user.created``.
+
+The request body is validated with every constraint of the seed; its password is checked (8 to
+256 characters) and kept as a secret that is never printed and never reaches an event. The event
+is built from the created user, the 201 response object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, EmailStr, SecretStr, ValidationError
+
+from producers.dialects.errors import InvalidRequestError
+from producers.errors import describe_validation_error
+from producers.events import EventType, WebhookEvent, build_event
+from producers.publisher import Publisher
+from producers.user import Contract, Name, OptionalText, ResellerUser, Role
+
+
+def _password_length(value: SecretStr) -> SecretStr:
+    length = len(value.get_secret_value())
+    if not 8 <= length <= 256:
+        raise ValueError(f"must be 8 to 256 characters, got {length}")
+    return value
+
+
+Password = Annotated[SecretStr, AfterValidator(_password_length)]
+
+
+class CreateUserRequest(Contract):
+    """The request body schema of the seed, field for field."""
+
+    first_name: Name
+    last_name: OptionalText | None = None
+    email: EmailStr
+    role: Role
+    company: OptionalText | None = None
+    organization_id: OptionalText | None = None
+    allow_customer_portal_access: bool
+    password: Password
+
+
+def parse_request(body: Any) -> CreateUserRequest:
+    """Validate a request body; :class:`InvalidRequestError` (400) names every problem."""
+    if not isinstance(body, Mapping):
+        raise InvalidRequestError([f"body: must be a JSON object, got {type(body).__name__}"])
+    try:
+        return CreateUserRequest.model_validate(dict(body))
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        raise InvalidRequestError(
+            describe_validation_error(errors, what="create request schema")
+        ) from None
+
+
+def created_event(created_user: ResellerUser | Mapping[str, Any]) -> WebhookEvent:
+    """The ``reseller.user.created`` event for the 201 response object."""
+    return build_event(EventType.USER_CREATED, created_user)
+
+
+def publish_created(publisher: Publisher, created_user: ResellerUser | Mapping[str, Any]) -> str:
+    """Publish ``reseller.user.created`` for the created user; returns the event id."""
+    return publisher.user_created(created_user)
