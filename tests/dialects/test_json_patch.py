@@ -1,0 +1,184 @@
+"""JSON Patch (seed 002): every RFC 6902 operation, the seed's errors with their exact texts."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from producers.dialects import json_patch
+from producers.dialects.errors import (
+    DialectError,
+    InvalidRequestError,
+    InvalidValueError,
+    NotFoundError,
+    PatchTestFailedError,
+    PathNotFoundError,
+)
+from producers.user import ResellerUser
+from tests.dialects.conftest import GUID, RecordingPublisher
+
+
+def patch(user: ResellerUser | None, ops: Any) -> tuple[ResellerUser, frozenset[str]]:
+    return json_patch.patch_user(GUID, GUID, user, ops)
+
+
+def refused(
+    user: ResellerUser | None, ops: Any, tenant: str = GUID, uid: str = GUID
+) -> DialectError:
+    with pytest.raises(DialectError) as err:
+        json_patch.patch_user(tenant, uid, user, ops)
+    return err.value
+
+
+def test_seed_example_1_replaces_the_display_name(user: ResellerUser) -> None:
+    new, changed = patch(user, [{"op": "replace", "path": "/displayName", "value": "My New Name"}])
+    assert new.name == "My New Name"
+    assert changed == {"name"}
+
+
+def test_the_view_maps_the_canonical_user(user: ResellerUser) -> None:
+    assert json_patch.to_document(user) == {
+        "displayName": "Ada Lovelace",
+        "firstName": "Ada",
+        "lastName": "Lovelace",
+        "email": "ada@example.com",
+        "roles": ["admin", "billing"],
+    }
+
+
+def test_replace_on_roles_replaces_the_whole_set(user: ResellerUser) -> None:
+    new, changed = patch(user, [{"op": "replace", "path": "/roles", "value": ["support"]}])
+    assert new.role == "support"
+    assert changed == {"role"}
+
+
+@pytest.mark.parametrize(
+    ("ops", "role"),
+    [
+        ([{"op": "add", "path": "/roles/-", "value": "support"}], "admin,billing,support"),
+        ([{"op": "add", "path": "/roles/0", "value": "owner"}], "owner,admin,billing"),
+        ([{"op": "remove", "path": "/roles/0"}], "billing"),
+        ([{"op": "replace", "path": "/roles/1", "value": "audit"}], "admin,audit"),
+        ([{"op": "move", "from": "/roles/0", "path": "/roles/-"}], "billing,admin"),
+        ([{"op": "copy", "from": "/roles/0", "path": "/roles/-"}], "admin,billing"),  # dedup
+        (
+            [
+                {"op": "test", "path": "/roles", "value": ["admin", "billing"]},
+                {"op": "add", "path": "/roles/-", "value": "x"},
+            ],
+            "admin,billing,x",
+        ),
+    ],
+)
+def test_each_operation_on_roles(user: ResellerUser, ops: Any, role: str) -> None:
+    assert patch(user, ops)[0].role == role
+
+
+def test_each_operation_on_fields(user: ResellerUser) -> None:
+    new, changed = patch(
+        user,
+        [
+            {"op": "test", "path": "/email", "value": "ada@example.com"},
+            {"op": "copy", "from": "/firstName", "path": "/displayName"},
+            {"op": "remove", "path": "/lastName"},
+            {"op": "add", "path": "/email", "value": "countess@example.com"},
+        ],
+    )
+    assert (new.name, new.last_name, new.email) == ("Ada", None, "countess@example.com")
+    assert changed == {"name", "lastName", "email"}
+    new, _ = patch(user, [{"op": "move", "from": "/lastName", "path": "/displayName"}])
+    assert (new.name, new.last_name) == ("Lovelace", None)
+
+
+def test_an_empty_patch_changes_nothing(user: ResellerUser) -> None:
+    assert patch(user, []) == (user, frozenset())
+
+
+def test_a_failed_test_refuses_the_whole_patch(user: ResellerUser) -> None:
+    err = refused(
+        user,
+        [
+            {"op": "replace", "path": "/displayName", "value": "X"},
+            {"op": "test", "path": "/email", "value": "someone@else.com"},
+        ],
+    )
+    assert isinstance(err, PatchTestFailedError)
+    assert (err.status, err.message) == (409, "The test operation at path '/email' failed.")
+
+
+@pytest.mark.parametrize(
+    ("ops", "segment"),
+    [
+        ([{"op": "replace", "path": "/favouriteColour", "value": "red"}], "favouriteColour"),
+        ([{"op": "add", "path": "/password", "value": "hunter2hunter2"}], "password"),
+        ([{"op": "remove", "path": "/roles/9"}], "9"),
+        ([{"op": "replace", "path": "/displayName/first", "value": "x"}], "first"),
+        ([{"op": "move", "from": "/nickname", "path": "/displayName"}], "nickname"),
+        ([{"op": "copy", "from": "/roles/5", "path": "/roles/-"}], "5"),
+    ],
+)
+def test_paths_to_missing_properties(user: ResellerUser, ops: Any, segment: str) -> None:
+    err = refused(user, ops)
+    assert isinstance(err, PathNotFoundError)
+    assert err.status == 400
+    assert err.message == (
+        f"The target location specified by path segment '{segment}' was not found."
+    )
+
+
+def test_invalid_tenant_and_user_ids(user: ResellerUser) -> None:
+    err = refused(user, [], tenant="not-a-tenant")
+    assert isinstance(err, InvalidValueError)
+    assert (err.status, err.message) == (400, "The value 'not-a-tenant' is not valid.")
+    err = refused(user, [], uid="42")
+    assert (err.status, err.message) == (400, "The value '42' is not valid.")
+
+
+def test_not_found(user: ResellerUser) -> None:
+    err = refused(None, [])
+    assert isinstance(err, NotFoundError)
+    assert (err.status, err.message) == (404, "Not Found")
+
+
+def test_error_bodies_have_the_seed_shape(user: ResellerUser) -> None:
+    body = refused(user, [{"op": "replace", "path": "/x", "value": 1}]).to_dict()
+    assert list(body) == ["error", "message", "status", "timestamp"]
+    assert body["error"] == 400
+    assert body["status"] == "error"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z", str(body["timestamp"]))
+
+
+@pytest.mark.parametrize(
+    ("ops", "problem"),
+    [
+        ({"op": "replace"}, "body: must be a JSON array of patch operations"),
+        ([{"op": "frobnicate", "path": "/email"}], "body: not a valid JSON Patch"),
+        ([{"path": "/email", "value": 1}], "body: not a valid JSON Patch"),
+        ([{"op": "replace", "path": "/roles", "value": []}], "roles: List should have at least 1"),
+        ([{"op": "replace", "path": "/roles", "value": ["a,b"]}], "roles.0: String should match"),
+        ([{"op": "remove", "path": "/email"}], "email: Field required"),
+        ([{"op": "replace", "path": "/email", "value": "nope"}], "email: value is not a valid"),
+        ([{"op": "replace", "path": "/displayName", "value": 7}], "displayName: Input should be"),
+    ],
+)
+def test_malformed_patches_and_invalid_results(user: ResellerUser, ops: Any, problem: str) -> None:
+    err = refused(user, ops)
+    assert isinstance(err, InvalidRequestError)
+    assert err.status == 400
+    assert err.problems[0].startswith(problem)
+
+
+def test_success_response_shape() -> None:
+    body = json_patch.success_response()
+    assert list(body) == ["status", "timestamp"]
+    assert body["status"] == "success"
+
+
+def test_publish_patch(user: ResellerUser, recorder: RecordingPublisher) -> None:
+    ops = [{"op": "replace", "path": "/displayName", "value": "My New Name"}]
+    assert json_patch.publish_patch(recorder, GUID, GUID, user, ops) == "msg_1"  # type: ignore[arg-type]
+    assert recorder.calls[0][1].name == "My New Name"
+    noop = [{"op": "test", "path": "/firstName", "value": "Ada"}]
+    assert json_patch.publish_patch(recorder, GUID, GUID, user, noop) is None  # type: ignore[arg-type]
