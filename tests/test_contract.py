@@ -126,3 +126,17 @@ def test_timestamps_are_normalised_to_utc_z() -> None:
     user = {**sample_user(), "updatedAt": "2026-11-22T10:15:22+02:00"}
     body = json.loads(build_event("reseller.user.updated", user).body())
     assert body["data"]["updatedAt"] == "2026-11-22T08:15:22Z"
+
+
+def test_producers_stay_light() -> None:
+    """An API service importing producers (dialects included) pulls in no HTTP client, no worker."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, producers, producers.dialects.graphql, producers.dialects.json_patch, "
+        "producers.dialects.rest_create, producers.dialects.rest_update; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'httpx', 'worker', 'flower'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
