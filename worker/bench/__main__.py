@@ -1,0 +1,85 @@
+"""``python -m worker.bench [--quick | --smoke] [-n N] [--json PATH]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from worker.bench import report, scenarios
+from worker.bench.harness import Processes
+
+PRESETS = {
+    "full": scenarios.Sizes(events=3000, pending=100_000, latency_events=1000, lateness_events=500),
+    "quick": scenarios.Sizes(events=600, pending=10_000, latency_events=300, lateness_events=200),
+    "smoke": scenarios.Sizes(events=40, pending=100, latency_events=20, lateness_events=10),
+}
+
+
+def run(sizes: scenarios.Sizes, directory: Path, progress: Any = print) -> dict[str, Any]:
+    p = Processes(directory)
+    try:
+        result: dict[str, Any] = {
+            "machine": {
+                "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                "cores": os.cpu_count(),
+                "python": platform.python_version(),
+                "redis": p.client.info("server")["redis_version"],
+                "platform": platform.platform(),
+            },
+            "sizes": sizes.__dict__,
+        }
+        steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+            ("ours_1_subscriber", lambda: scenarios.ours_throughput(p, sizes, 1)),
+            ("ours_5_subscribers", lambda: scenarios.ours_throughput(p, sizes, 5)),
+            ("naive_1_subscriber", lambda: scenarios.naive_throughput(p, sizes, 1)),
+            ("naive_5_subscribers", lambda: scenarios.naive_throughput(p, sizes, 5)),
+            ("celery_noop", lambda: scenarios.celery_noop(p, sizes)),
+            ("bare_http", lambda: scenarios.bare_http(p, sizes)),
+            ("publish", lambda: scenarios.publish_rates(p, sizes)),
+            (
+                "latency",
+                lambda: scenarios.latency(p, sizes, result["ours_1_subscriber"]["per_s"] / 2),
+            ),
+            ("retry_lateness", lambda: scenarios.retry_lateness(p, sizes)),
+            ("pending_retries", lambda: scenarios.pending_retries(p, sizes)),
+        ]
+        for name, step in steps:
+            progress(f"... {name}", file=sys.stderr, flush=True)
+            result[name] = step()
+    finally:
+        p.close()
+    result["ratios"] = report.ratios(result)
+    result["targets"] = report.verdicts(result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m worker.bench", description=__doc__)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="under a minute")
+    mode.add_argument("--smoke", action="store_true", help="seconds; proves it runs, not speed")
+    parser.add_argument("-n", "--events", type=int, help="events per throughput run")
+    parser.add_argument("--pending", type=int, help="retries left pending for memory figures")
+    parser.add_argument("--concurrency", type=int, default=8, help="threads per worker")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    sizes = PRESETS["smoke" if args.smoke else "quick" if args.quick else "full"]
+    overrides = {"events": args.events, "pending": args.pending, "concurrency": args.concurrency}
+    sizes = scenarios.Sizes(**{**sizes.__dict__, **{k: v for k, v in overrides.items() if v}})
+    with tempfile.TemporaryDirectory(prefix="rw-bench-") as tmp:
+        result = run(sizes, Path(tmp))
+    print(report.render(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Ratios, targets and the printed table of a benchmark run."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+# (label, value getter, target, higher is better)
+TARGETS: list[tuple[str, str, float, bool]] = [
+    ("1 subscriber: ours / naive", "ratios.one_sub_vs_naive", 2.0, True),
+    ("1 subscriber: ours / Celery no-op", "ratios.one_sub_vs_noop", 1.0, True),
+    ("5 subscribers: ours / naive", "ratios.five_subs_vs_naive", 3.0, True),
+    ("batch / single-call publishing", "ratios.batch_vs_single_publish", 10.0, True),
+    ("p99 publish -> receipt at half max rate (ms)", "latency.p99_ms", 50.0, False),
+    ("p99 retry lateness (ms)", "retry_lateness.p99_ms", 1000.0, False),
+    ("retries sent twice", "retry_lateness.sent_twice", 0.0, False),
+    (
+        "worker RSS growth with retries pending (MB)",
+        "pending_retries.worker_rss_growth_mb",
+        20.0,
+        False,
+    ),
+]
+
+
+def lookup(data: dict[str, Any], path: str) -> float:
+    value: Any = data
+    for part in path.split("."):
+        value = value[part]
+    return float(value)
+
+
+def ratios(r: dict[str, Any]) -> dict[str, float]:
+    def ratio(a: float, b: float) -> float:
+        return round(a / b, 2) if b else math.nan
+
+    one, five = r["ours_1_subscriber"]["per_s"], r["ours_5_subscribers"]["per_s"]
+    return {
+        "one_sub_vs_naive": ratio(one, r["naive_1_subscriber"]["per_s"]),
+        "one_sub_vs_noop": ratio(one, r["celery_noop"]["per_s"]),
+        "one_sub_vs_bare_http": ratio(one, r["bare_http"]["per_s"]),
+        "five_subs_vs_naive": ratio(five, r["naive_5_subscribers"]["per_s"]),
+        "five_subs_vs_bare_http": ratio(five, r["bare_http"]["per_s"]),
+        "batch_vs_single_publish": ratio(r["publish"]["batch_per_s"], r["publish"]["single_per_s"]),
+    }
+
+
+def verdicts(r: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for label, path, target, higher in TARGETS:
+        value = lookup(r, path)
+        met = value >= target if higher else value <= target
+        out.append(
+            {
+                "target": label,
+                "value": value,
+                "goal": f"{'>=' if higher else '<='} {target:g}",
+                "met": met,
+            }
+        )
+    return out
+
+
+def render(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    lines = [
+        f"reseller-webhooks benchmark, {m['date']}: {m['cores']} cores, Python {m['python']}, "
+        f"Redis {m['redis']}, N = {r['sizes']['events']} events, "
+        f"concurrency {r['sizes']['concurrency']} threads, one worker process each",
+        "",
+        f"{'scenario':<34}{'completed':>10}{'per second':>12}",
+    ]
+    rows = [
+        ("ours, 1 subscriber", "ours_1_subscriber"),
+        ("ours, 5 subscribers", "ours_5_subscribers"),
+        ("naive Celery task, 1 subscriber", "naive_1_subscriber"),
+        ("naive Celery task, 5 subscribers", "naive_5_subscribers"),
+        ("Celery no-op task", "celery_noop"),
+        ("bare httpx loop, no queue", "bare_http"),
+    ]
+    for label, key in rows:
+        fig = r[key]
+        done = fig.get("completed", fig.get("requests"))
+        lines.append(f"{label:<34}{done:>10}{fig['per_s']:>12.1f}")
+    pub, lat, late, pend = r["publish"], r["latency"], r["retry_lateness"], r["pending_retries"]
+    lines += [
+        "",
+        f"publish: {pub['single_per_s']:.0f} events/s single calls, {pub['batch_per_s']:.0f} "
+        f"events/s in batches of {pub['batch_size']}",
+        f"latency at {lat['rate_per_s']:.0f} events/s (half the 1-subscriber rate): p50 "
+        f"{lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms",
+        f"retry lateness (due -> sent), {late['retries']} retries: p50 {late['p50_ms']} ms, "
+        f"p99 {late['p99_ms']} ms, max {late['max_ms']} ms; sent twice: {late['sent_twice']}",
+        f"{pend['pending']} retries pending: worker RSS {pend['worker_rss_mb_before']} -> "
+        f"{pend['worker_rss_mb_after']} MB; Redis {pend['redis_bytes_per_pending_retry']} "
+        f"bytes per pending retry ({pend['redis_mb_total']} MB in all)",
+        "",
+        "ratios: " + ", ".join(f"{k} {v}" for k, v in r["ratios"].items()),
+        "",
+        "targets:",
+    ]
+    for v in r["targets"]:
+        lines.append(
+            f"  [{'met' if v['met'] else 'MISSED'}] {v['target']}: {v['value']:g} "
+            f"(goal {v['goal']})"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,317 @@
+"""The measured scenarios. Each starts its worker against a preloaded queue, or paces its load,
+and returns plain figures."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from celery import Celery
+
+from producers.publisher import Publisher
+from producers.settings import ProducerSettings
+from worker.bench.harness import Processes, rss_mb, wait_for
+from worker.bench.naive import QUEUE as NAIVE_QUEUE
+from worker.cli import sample_user
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # noqa: S105 (the spec test vector)
+EVENT = "reseller.user.created"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    events: int  # N: events per throughput run
+    pending: int  # retries left pending for the memory figures
+    latency_events: int  # events published at half the maximum rate
+    lateness_events: int  # events whose second attempt is timed against its due time
+    concurrency: int = 8
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _subscribers(p: Processes, paths: list[str], retry: dict[str, Any] | None = None) -> Path:
+    path = p.directory / "subscribers.yaml"
+    config: dict[str, Any] = {
+        "allow_private_networks": True,
+        "subscribers": [
+            {
+                "id": f"s{i}",
+                "url": p.receiver.url(route),
+                "events": ["reseller.user.*"],
+                "secret": SECRET,
+            }
+            for i, route in enumerate(paths)
+        ],
+    }
+    if retry:
+        config["retry"] = retry
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _start_ours(p: Processes, subscribers: Path, sizes: Sizes, name: str) -> Any:
+    return p.start(
+        [
+            sys.executable,
+            "-m",
+            "worker",
+            "worker",
+            f"--concurrency={sizes.concurrency}",
+            "--loglevel=WARNING",
+        ],
+        p.env(WEBHOOKS_SUBSCRIBERS=str(subscribers)),
+        name,
+    )
+
+
+def _publisher(p: Processes) -> Publisher:
+    return Publisher(ProducerSettings(redis_url=p.redis.url))
+
+
+def _drain(count: Any, total: int, timeout_s: float) -> dict[str, float]:
+    """Rate from the first completion to the last (the worker starts against a full queue)."""
+    wait_for(lambda: count() > 0, timeout_s, "the first completion")
+    first = time.perf_counter()
+    wait_for(lambda: count() >= total, timeout_s, f"{total} completions")
+    seconds = time.perf_counter() - first
+    return {"completed": count(), "seconds": round(seconds, 3), "per_s": round(total / seconds, 1)}
+
+
+def ours_throughput(p: Processes, sizes: Sizes, subscribers: int) -> dict[str, Any]:
+    p.flush()
+    config = _subscribers(p, [f"/ours/{i}" for i in range(subscribers)])
+    user = sample_user()
+    with _publisher(p) as publisher:
+        for start in range(0, sizes.events, 500):
+            n = min(500, sizes.events - start)
+            publisher.publish_batch([(EVENT, user)] * n)
+    total = sizes.events * subscribers
+    worker = _start_ours(p, config, sizes, f"ours-{subscribers}")
+    try:
+        figures = _drain(p.receiver.count, total, 60 + total / 50)
+    finally:
+        p.stop(worker)
+    return {"deliveries": total, **figures}
+
+
+def naive_throughput(p: Processes, sizes: Sizes, subscribers: int) -> dict[str, Any]:
+    p.flush()
+    sender = Celery(broker=p.redis.url, set_as_current=False)
+    payload = {"event": EVENT, "data": sample_user(), "triggeredAt": "2026-11-22T12:00:00Z"}
+    total = sizes.events * subscribers
+    with sender.producer_or_acquire() as producer:
+        for i in range(sizes.events):
+            for s in range(subscribers):
+                sender.send_task(
+                    "bench.naive_deliver",
+                    args=[p.receiver.url(f"/naive/{s}"), f"msg_{i}", payload],
+                    queue=NAIVE_QUEUE,
+                    producer=producer,
+                )
+    sender.close()
+    worker = p.start(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.bench.naive",
+            "worker",
+            "-P",
+            "threads",
+            f"--concurrency={sizes.concurrency}",
+            "--loglevel=WARNING",
+            "--without-mingle",
+            "--without-gossip",
+            "-Q",
+            NAIVE_QUEUE,
+        ],
+        p.env(),
+        f"naive-{subscribers}",
+    )
+    try:
+        figures = _drain(p.receiver.count, total, 60 + total / 50)
+    finally:
+        p.stop(worker)
+    return {"deliveries": total, **figures}
+
+
+def celery_noop(p: Processes, sizes: Sizes) -> dict[str, Any]:
+    p.flush()
+    sender = Celery(broker=p.redis.url, set_as_current=False)
+    with sender.producer_or_acquire() as producer:
+        for _ in range(sizes.events):
+            sender.send_task("bench.noop", queue=NAIVE_QUEUE, producer=producer)
+    sender.close()
+    worker = p.start(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.bench.naive",
+            "worker",
+            "-P",
+            "threads",
+            f"--concurrency={sizes.concurrency}",
+            "--loglevel=WARNING",
+            "--without-mingle",
+            "--without-gossip",
+            "-Q",
+            NAIVE_QUEUE,
+        ],
+        p.env(),
+        "noop",
+    )
+    try:
+        figures = _drain(lambda: int(p.client.get("bench:noop") or 0), sizes.events, 120)
+    finally:
+        p.stop(worker)
+    return {"tasks": sizes.events, **figures}
+
+
+def bare_http(p: Processes, sizes: Sizes) -> dict[str, Any]:
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-m", "worker.bench.bare", p.receiver.url("/bare"), str(sizes.events)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    figures = json.loads(out.stdout)
+    return {
+        "requests": figures["requests"],
+        "seconds": round(figures["seconds"], 3),
+        "per_s": round(figures["per_s"], 1),
+    }
+
+
+def publish_rates(p: Processes, sizes: Sizes) -> dict[str, Any]:
+    p.flush()
+    user = sample_user()
+    with _publisher(p) as publisher:
+        started = time.perf_counter()
+        for _ in range(sizes.events):
+            publisher.publish(EVENT, user)
+        single = sizes.events / (time.perf_counter() - started)
+        started = time.perf_counter()
+        batches = max(1, sizes.events * 5 // 500)
+        for _ in range(batches):
+            publisher.publish_batch([(EVENT, user)] * 500)
+        batch = batches * 500 / (time.perf_counter() - started)
+    return {"single_per_s": round(single, 1), "batch_per_s": round(batch, 1), "batch_size": 500}
+
+
+def latency(p: Processes, sizes: Sizes, rate: float) -> dict[str, Any]:
+    """Single events paced at ``rate`` per second; publish -> receipt for each."""
+    p.flush()
+    config = _subscribers(p, ["/latency"])
+    worker = _start_ours(p, config, sizes, "latency")
+    user = sample_user()
+    try:
+        with _publisher(p) as publisher:
+            publisher.publish(EVENT, user)  # warm-up: the worker is up and connected
+            wait_for(lambda: p.receiver.count() >= 1, 60, "the warm-up delivery")
+            sent: dict[str, float] = {}
+            started = time.perf_counter()
+            for i in range(sizes.latency_events):
+                pause = started + i / rate - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
+                at = time.time()
+                sent[publisher.publish(EVENT, user)] = at
+        wait_for(lambda: p.receiver.count() >= sizes.latency_events + 1, 60, "paced deliveries")
+    finally:
+        p.stop(worker)
+    ms = [(t - sent[i]) * 1000 for t, i, _ in p.receiver.records() if i in sent]
+    return {
+        "rate_per_s": round(rate, 1),
+        "events": len(ms),
+        "p50_ms": round(percentile(ms, 0.5), 1),
+        "p99_ms": round(percentile(ms, 0.99), 1),
+        "max_ms": round(max(ms), 1),
+    }
+
+
+def pending_retries(p: Processes, sizes: Sizes) -> dict[str, Any]:
+    """Worker RSS and Redis memory before and after ``pending`` deliveries wait for a retry."""
+    p.flush()
+    config = _subscribers(p, ["/fail"], retry={"schedule_s": [0, 36000], "jitter": 0})
+    worker = _start_ours(p, config, sizes, "pending")
+    user = sample_user()
+    try:
+        with _publisher(p) as publisher:
+            publisher.publish(EVENT, user)
+            wait_for(
+                lambda: p.client.zcard("rw:due") == 1 and p.receiver.count() == 1,
+                60,
+                "the first pending retry",
+            )
+            rss_before = rss_mb(worker.pid)
+            memory_before = int(p.client.info("memory")["used_memory"])
+            for start in range(1, sizes.pending, 500):
+                publisher.publish_batch([(EVENT, user)] * min(500, sizes.pending - start))
+        wait_for(
+            lambda: p.receiver.count() >= sizes.pending,
+            120 + sizes.pending / 100,
+            "every first attempt",
+        )
+        wait_for(lambda: p.client.zcard("rw:due") >= sizes.pending, 60, "every retry pending")
+        rss_after = rss_mb(worker.pid)
+        memory_after = int(p.client.info("memory")["used_memory"])
+    finally:
+        p.stop(worker)
+    return {
+        "pending": sizes.pending,
+        "worker_rss_mb_before": round(rss_before, 1),
+        "worker_rss_mb_after": round(rss_after, 1),
+        "worker_rss_growth_mb": round(rss_after - rss_before, 1),
+        "redis_bytes_per_pending_retry": round(
+            (memory_after - memory_before) / (sizes.pending - 1)
+        ),
+        "redis_mb_total": round(memory_after / 2**20, 1),
+    }
+
+
+def retry_lateness(p: Processes, sizes: Sizes) -> dict[str, Any]:
+    """Each event fails once and is retried 2 s later: how late is the retry, and is any twice?"""
+    p.flush()
+    config = _subscribers(p, ["/flaky"], retry={"schedule_s": [0, 2], "jitter": 0})
+    worker = _start_ours(p, config, sizes, "lateness")
+    user = sample_user()
+    try:
+        with _publisher(p) as publisher:
+            ids = publisher.publish_batch([(EVENT, user)] * sizes.lateness_events)
+        wait_for(lambda: p.receiver.count() >= 2 * len(ids), 120, "every retry")
+        due: dict[str, float] = {}
+        for event_id in ids:
+            first = json.loads(p.client.lindex(f"rw:attempts:{event_id}:s0", 0) or b"{}")
+            due[event_id] = datetime.fromisoformat(first["next_due"]).timestamp()
+    finally:
+        p.stop(worker)
+    arrivals: dict[str, list[float]] = {}
+    for at, event_id, _ in p.receiver.records():
+        arrivals.setdefault(event_id, []).append(at)
+    late_ms = [(sorted(a)[1] - due[i]) * 1000 for i, a in arrivals.items() if len(a) >= 2]
+    return {
+        "retries": len(late_ms),
+        "p50_ms": round(percentile(late_ms, 0.5), 1),
+        "p99_ms": round(percentile(late_ms, 0.99), 1),
+        "max_ms": round(max(late_ms), 1),
+        "sent_twice": sum(1 for a in arrivals.values() if len(a) > 2),
+        "mean_ms": round(statistics.fmean(late_ms), 1),
+    }
