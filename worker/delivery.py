@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import redis
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from producers.events import EVENT_TYPES
 from producers.user import format_timestamp
 from worker.errors import PermanentDeliveryError
 from worker.outcome import Decision, Outcome, decide
@@ -76,6 +77,7 @@ class Deliverer:
         self.settings = settings
         self.clock = clock
         self.rng = rng or random.Random()
+        self._routes = {t: [s.id for s in config.matching(t)] for t in EVENT_TYPES}
         self._failing: frozenset[str] = frozenset()
         self._failing_read_at = float("-inf")
 
@@ -90,22 +92,38 @@ class Deliverer:
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
 
-    def dispatch(self, event_ids: Sequence[str]) -> list[str]:
-        """Create one delivery per enabled matching subscriber; returns the new delivery ids."""
-        routes: list[tuple[str, list[str]]] = []
-        for event_id, event_type in zip(
-            event_ids, self.store.load_event_types(event_ids), strict=True
-        ):
-            if event_type is None:
-                log.warning("event %s has no stored record (expired?); nothing to send", event_id)
-                self.store.drop_dispatch(event_id)
-                continue
-            routes.append((event_id, [s.id for s in self.config.matching(event_type)]))
+    def dispatch(self, event_ids: Sequence[str]) -> tuple[list[str], dict[str, int]]:
+        """Fan events out, then deliver the first healthy subscriber's share right here.
+
+        One script call creates every delivery record and claims up to a chunk of them for this
+        worker, so a lone event costs one call before its attempt. Returns the ids of the
+        deliveries left queued (the caller triggers them) and the counts of what was attempted.
+        """
+        failing = self.failing_subscribers()
+        inline = [s.id for s in self.config.subscribers if s.enabled and s.id not in failing]
         now = self.now_ms()
-        lost_after = now + int(self.settings.visibility_timeout_s * 1000)
-        created = self.store.fan_out(routes, now_ms=now, lost_after_ms=lost_after)
-        log.info("dispatched %d event(s) into %d delivery(ies)", len(routes), len(created))
-        return created
+        budget_ms = int(
+            (max((s.timeout_s for s in self.config.subscribers), default=0.0) + LEASE_MARGIN_S)
+            * 1000
+        )
+        queued, claims, missing = self.store.dispatch(
+            event_ids,
+            self._routes,
+            inline=inline,
+            inline_limit=self.settings.deliver_chunk,
+            now_ms=now,
+            lost_after_ms=now + int(self.settings.visibility_timeout_s * 1000),
+            lease_until_ms=now + 2 * budget_ms,
+        )
+        for event_id in missing:
+            log.warning("event %s has no stored record (expired?); nothing to send", event_id)
+        log.debug(
+            "dispatched %d event(s): %d delivery(ies) here, %d queued",
+            len(event_ids),
+            len(claims),
+            len(queued),
+        )
+        return queued, self._run(claims, budget_ms)
 
     def deliver(self, delivery_ids: Sequence[str]) -> dict[str, int]:
         """Attempt every delivery of ``delivery_ids`` this worker can claim, in order.
@@ -117,9 +135,14 @@ class Deliverer:
         """
         budget_ms = self._attempt_budget_ms(delivery_ids)
         claims = self.store.claim(delivery_ids, lease_until_ms=self.now_ms() + 2 * budget_ms)
-        counts: Counter[str] = Counter()
+        counts = self._run(claims, budget_ms)
         if len(claims) < len(delivery_ids):
             counts["skipped"] = len(delivery_ids) - len(claims)
+        return counts
+
+    def _run(self, claims: list[Claim], budget_ms: int) -> dict[str, int]:
+        """Attempt claimed deliveries in order, recording results in batches."""
+        counts: Counter[str] = Counter()
         done: list[tuple[Claim, Finish]] = []
         flushed_at = time.monotonic()
         for index in range(len(claims)):

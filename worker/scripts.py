@@ -1,27 +1,63 @@
 """Lua scripts: every state change of a delivery record is one atomic script."""
 
-FAN_OUT = """
-local prefix, now, lost_after = ARGV[1], ARGV[2], ARGV[3]
-local i, created = 5, {}
-for _ = 1, tonumber(ARGV[4]) do
-  local eid, n = ARGV[i], tonumber(ARGV[i + 1])
-  i = i + 2
+# KEYS: dispatch, due.
+# ARGV: prefix, now, lost_after, lease, inline limit, route count, then per event type:
+#   type, n, n subscriber ids; then the count of subscribers that may be delivered inline and
+#   their ids; then the event ids.
+# Creates one record per matching subscriber. The deliveries of the first inline-eligible
+# subscriber met (up to the limit) are created already claimed by the caller, so a lone event
+# costs one script call from trigger to attempt. Returns {created ids, claims, missing events}.
+DISPATCH = """
+local prefix, now, lost_after, lease = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local limit = tonumber(ARGV[5])
+local i = 7
+local routes = {}
+for _ = 1, tonumber(ARGV[6]) do
+  local n = tonumber(ARGV[i + 1])
+  local subs = {}
+  for k = 1, n do subs[k] = ARGV[i + 1 + k] end
+  routes[ARGV[i]] = subs
+  i = i + 2 + n
+end
+local eligible = {}
+local n_inline = tonumber(ARGV[i])
+for k = 1, n_inline do eligible[ARGV[i + k]] = true end
+i = i + 1 + n_inline
+local created, claims, missing = {}, {}, {}
+local inline = nil
+for e = i, #ARGV do
+  local eid = ARGV[e]
   if redis.call('ZSCORE', KEYS[1], eid) then
-    for s = 0, n - 1 do
-      local did = eid .. ':' .. ARGV[i + s]
-      local key = prefix .. ':delivery:' .. did
-      if redis.call('EXISTS', key) == 0 then
-        redis.call('HSET', key, 'event', eid, 'sub', ARGV[i + s], 'state', 'queued',
-                   'attempts', 0, 'trigger', 'scheduled', 'created', now)
-        redis.call('ZADD', KEYS[2], lost_after, did)
-        created[#created + 1] = did
+    local event = redis.call('HMGET', prefix .. ':event:' .. eid, 'type', 'body')
+    if event[1] then
+      for _, sub in ipairs(routes[event[1]] or {}) do
+        local did = eid .. ':' .. sub
+        local key = prefix .. ':delivery:' .. did
+        if redis.call('EXISTS', key) == 0 then
+          if inline == nil and eligible[sub] then inline = sub end
+          if sub == inline and #claims < limit then
+            redis.call('HSET', key, 'event', eid, 'sub', sub, 'state', 'running', 'attempts', 1,
+                       'trigger', 'scheduled', 'created', now, 'lease', lease)
+            redis.call('ZADD', KEYS[2], lease, did)
+            local state = redis.call('HMGET', prefix .. ':subscriber:' .. sub, 'disabled', 'reason')
+            local disabled = ''
+            if state[1] == '1' then disabled = state[2] or 'subscriber disabled' end
+            claims[#claims + 1] = {did, eid, sub, 1, 'scheduled', event[2], disabled}
+          else
+            redis.call('HSET', key, 'event', eid, 'sub', sub, 'state', 'queued', 'attempts', 0,
+                       'trigger', 'scheduled', 'created', now)
+            redis.call('ZADD', KEYS[2], lost_after, did)
+            created[#created + 1] = did
+          end
+        end
       end
+    else
+      missing[#missing + 1] = eid
     end
     redis.call('ZREM', KEYS[1], eid)
   end
-  i = i + n
 end
-return created
+return {created, claims, missing}
 """
 
 # KEYS: due. ARGV: prefix, lease, delivery ids... Returns, per id, 0 (not queued: someone else
@@ -41,7 +77,7 @@ for i = 3, #ARGV do
     local sub = redis.call('HMGET', prefix .. ':subscriber:' .. rec[3], 'disabled', 'reason')
     local disabled = ''
     if sub[1] == '1' then disabled = sub[2] or 'subscriber disabled' end
-    out[#out + 1] = {rec[2], rec[3], n, rec[4] or 'scheduled', body, disabled}
+    out[#out + 1] = {did, rec[2], rec[3], n, rec[4] or 'scheduled', body, disabled}
   else
     out[#out + 1] = 0
   end

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -78,33 +78,69 @@ class Store:
         self._record_ttl = record_retention_s
         self._dead_ttl = dead_letter_retention_s
         self._log_size = attempt_log_size
-        self._fan_out = client.register_script(scripts.FAN_OUT)
+        self._dispatch = client.register_script(scripts.DISPATCH)
         self._claim = client.register_script(scripts.CLAIM)
         self._extend = client.register_script(scripts.EXTEND)
         self._finish = client.register_script(scripts.FINISH)
         self._sweep = client.register_script(scripts.SWEEP)
 
-    def load_event_types(self, event_ids: Sequence[str]) -> list[str | None]:
-        pipe = self.redis.pipeline(transaction=False)
-        for eid in event_ids:
-            pipe.hget(self.keys.event(eid), "type")
-        return [v.decode() if v else None for v in pipe.execute()]
+    def dispatch(
+        self,
+        event_ids: Sequence[str],
+        routes: Mapping[str, Sequence[str]],
+        *,
+        inline: Sequence[str],
+        inline_limit: int,
+        now_ms: int,
+        lost_after_ms: int,
+        lease_until_ms: int,
+    ) -> tuple[list[str], list[Claim], list[str]]:
+        """Fan events out in one script call: (queued delivery ids, claims, missing events).
 
-    def fan_out(
-        self, routes: Iterable[tuple[str, Sequence[str]]], *, now_ms: int, lost_after_ms: int
-    ) -> list[str]:
-        """Create the delivery records of each event atomically; returns the new delivery ids."""
-        args: list[Any] = [self.keys.prefix, now_ms, lost_after_ms, 0]
-        count = 0
-        for event_id, subscriber_ids in routes:
-            args += [event_id, len(subscriber_ids), *subscriber_ids]
-            count += 1
-        args[3] = count
-        created = self._fan_out(keys=[self.keys.dispatch, self.keys.due], args=args)
-        return [d.decode() for d in cast(list[bytes], created)]
+        ``routes`` maps each event type to its subscriber ids; deliveries of the first subscriber
+        in ``inline`` that an event routes to come back already claimed (up to
+        ``inline_limit``), to be attempted by the caller at once.
+        """
+        args: list[Any] = [
+            self.keys.prefix,
+            now_ms,
+            lost_after_ms,
+            lease_until_ms,
+            inline_limit,
+            len(routes),
+        ]
+        for event_type, subscriber_ids in routes.items():
+            args += [event_type, len(subscriber_ids), *subscriber_ids]
+        args += [len(inline), *inline, *event_ids]
+        created, claims, missing = cast(
+            list[list[Any]], self._dispatch(keys=[self.keys.dispatch, self.keys.due], args=args)
+        )
+        return (
+            [d.decode() for d in created],
+            self._claims(claims, lease_until_ms),
+            [e.decode() for e in missing],
+        )
 
-    def drop_dispatch(self, event_id: str) -> None:
-        self.redis.zrem(self.keys.dispatch, event_id)
+    @staticmethod
+    def _claims(raw: Sequence[Any], lease: int) -> list[Claim]:
+        claims = []
+        for item in raw:
+            if not item:
+                continue
+            did, event_id, sub, attempt, trigger, body, disabled = item
+            claims.append(
+                Claim(
+                    delivery_id=did.decode(),
+                    event_id=event_id.decode(),
+                    subscriber_id=sub.decode(),
+                    attempt=int(attempt),
+                    trigger=trigger.decode(),
+                    body=bytes(body or b""),
+                    lease=lease,
+                    disabled_reason=disabled.decode(),
+                )
+            )
+        return claims
 
     def claim(self, delivery_ids: Sequence[str], *, lease_until_ms: int) -> list[Claim]:
         """Own the queued ones among ``delivery_ids`` until ``lease_until_ms``, in one call.
@@ -115,24 +151,7 @@ class Store:
         raw = self._claim(
             keys=[self.keys.due], args=[self.keys.prefix, lease_until_ms, *delivery_ids]
         )
-        claims = []
-        for did, item in zip(delivery_ids, cast(list[Any], raw), strict=True):
-            if not item:
-                continue
-            event_id, sub, attempt, trigger, body, disabled = item
-            claims.append(
-                Claim(
-                    delivery_id=did,
-                    event_id=event_id.decode(),
-                    subscriber_id=sub.decode(),
-                    attempt=int(attempt),
-                    trigger=trigger.decode(),
-                    body=bytes(body),
-                    lease=lease_until_ms,
-                    disabled_reason=disabled.decode(),
-                )
-            )
-        return claims
+        return self._claims(cast(list[Any], raw), lease_until_ms)
 
     def extend(self, claims: Sequence[Claim], *, lease_until_ms: int) -> list[Claim]:
         """Push the lease of claims still held (all share one lease) to ``lease_until_ms``."""

@@ -55,12 +55,10 @@ def dispatch(event_ids: Any) -> dict[str, int]:
     if ids is None:
         rt.store.bad_message(DISPATCH_TASK, "arguments are not a list of event ids", event_ids)
         return {"malformed": 1}
-    created = rt.deliverer.dispatch(ids)
-    chunks = _route(rt, chunks_by_subscriber(created, rt.settings.deliver_chunk))
-    for chunk in chunks[1:]:
+    queued, counts = rt.deliverer.dispatch(ids)
+    for chunk in _route(rt, chunks_by_subscriber(queued, rt.settings.deliver_chunk)):
         deliver.apply_async(args=[chunk], queue=rt.keys.queue)
-    counts = rt.deliverer.deliver(chunks[0]) if chunks else {}
-    return {"deliveries": len(created), **counts}
+    return {"queued": len(queued), **counts}
 
 
 @app.task(name=DELIVER_TASK, bind=True)

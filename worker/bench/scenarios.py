@@ -106,6 +106,22 @@ def ours_throughput(p: Processes, sizes: Sizes, subscribers: int) -> dict[str, A
     return {"deliveries": total, **figures}
 
 
+def ours_single_events(p: Processes, sizes: Sizes) -> dict[str, Any]:
+    """The most a worker sustains when every event comes alone (one ``publish`` call each)."""
+    p.flush()
+    config = _subscribers(p, ["/single"])
+    user = sample_user()
+    with _publisher(p) as publisher:
+        for _ in range(sizes.events):
+            publisher.publish(EVENT, user)
+    worker = _start_ours(p, config, sizes, "ours-single")
+    try:
+        figures = _drain(p.receiver.count, sizes.events, 60 + sizes.events / 50)
+    finally:
+        p.stop(worker)
+    return {"deliveries": sizes.events, **figures}
+
+
 def naive_throughput(p: Processes, sizes: Sizes, subscribers: int) -> dict[str, Any]:
     p.flush()
     sender = Celery(broker=p.redis.url, set_as_current=False)
