@@ -378,3 +378,12 @@ def subscribers_status() -> None:
         else:
             status = "failing" if state.get("failing_since") else "ok"
         click.echo(f"{sub.id}  {status}")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def bench(ctx: click.Context) -> None:
+    """Run the benchmark (options as ``python -m worker.bench --help``)."""
+    from worker.bench.__main__ import main as bench_main
+
+    bench_main(list(ctx.args))
