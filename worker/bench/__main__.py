@@ -44,9 +44,10 @@ def run(sizes: scenarios.Sizes, directory: Path, progress: Any = print) -> dict[
             ("celery_noop", lambda: scenarios.celery_noop(p, sizes)),
             ("bare_http", lambda: scenarios.bare_http(p, sizes)),
             ("publish", lambda: scenarios.publish_rates(p, sizes)),
+            ("ours_single_events", lambda: scenarios.ours_single_events(p, sizes)),
             (
                 "latency",
-                lambda: scenarios.latency(p, sizes, result["ours_1_subscriber"]["per_s"] / 2),
+                lambda: scenarios.latency(p, sizes, result["ours_single_events"]["per_s"] / 2),
             ),
             ("retry_lateness", lambda: scenarios.retry_lateness(p, sizes)),
             ("pending_retries", lambda: scenarios.pending_retries(p, sizes)),
