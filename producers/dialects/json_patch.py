@@ -22,9 +22,10 @@ from typing import Annotated, Any
 
 import jsonpatch
 import jsonpointer
-from pydantic import EmailStr, Field, StringConstraints, ValidationError
+from pydantic import EmailStr, Field, StringConstraints
 
 from producers.changes import apply_changes
+from producers.dialects.body import parse_body
 from producers.dialects.errors import (
     InvalidRequestError,
     InvalidValueError,
@@ -32,7 +33,6 @@ from producers.dialects.errors import (
     PatchTestFailedError,
     PathNotFoundError,
 )
-from producers.errors import describe_validation_error
 from producers.publisher import Publisher
 from producers.user import Contract, Name, OptionalText, ResellerUser, format_timestamp
 
@@ -124,11 +124,7 @@ def patch_user(
         raise NotFoundError()
     before = to_document(current)
     after = apply_patch(copy.deepcopy(before), operations)
-    try:
-        patched = PatchedUser.model_validate(after)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_input=False)
-        raise InvalidRequestError(describe_validation_error(errors, what="user")) from None
+    patched = parse_body(PatchedUser, after, what="user")
     changes: dict[str, Any] = {}
     if patched.display_name != before["displayName"]:
         changes["name"] = patched.display_name

@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, EmailStr, SecretStr, ValidationError
+from pydantic import AfterValidator, EmailStr, SecretStr
 
-from producers.dialects.errors import InvalidRequestError
-from producers.errors import describe_validation_error
+from producers.dialects.body import parse_body
 from producers.events import EventType, WebhookEvent, build_event
 from producers.publisher import Publisher
 from producers.user import Contract, Name, OptionalText, ResellerUser, Role
@@ -44,15 +43,7 @@ class CreateUserRequest(Contract):
 
 def parse_request(body: Any) -> CreateUserRequest:
     """Validate a request body; :class:`InvalidRequestError` (400) names every problem."""
-    if not isinstance(body, Mapping):
-        raise InvalidRequestError([f"body: must be a JSON object, got {type(body).__name__}"])
-    try:
-        return CreateUserRequest.model_validate(dict(body))
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_input=False)
-        raise InvalidRequestError(
-            describe_validation_error(errors, what="create request schema")
-        ) from None
+    return parse_body(CreateUserRequest, body, what="create request schema")
 
 
 def created_event(created_user: ResellerUser | Mapping[str, Any]) -> WebhookEvent:

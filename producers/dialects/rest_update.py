@@ -11,15 +11,13 @@ publishes nothing (unless ``publish_unchanged``). When ``organizationId`` change
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from pydantic import EmailStr, ValidationError, field_validator
+from pydantic import EmailStr, field_validator
 
 from producers.changes import apply_changes
-from producers.dialects.errors import InvalidRequestError
-from producers.errors import describe_validation_error
+from producers.dialects.body import parse_body
 from producers.publisher import Publisher
 from producers.user import Contract, Name, OptionalText, Organization, ResellerUser, Role
 
@@ -52,15 +50,8 @@ class UpdateUserRequest(Contract):
 
 
 def parse_request(body: Any) -> UpdateUserRequest:
-    if not isinstance(body, Mapping):
-        raise InvalidRequestError([f"body: must be a JSON object, got {type(body).__name__}"])
-    try:
-        return UpdateUserRequest.model_validate(dict(body))
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_input=False)
-        raise InvalidRequestError(
-            describe_validation_error(errors, what="update request schema")
-        ) from None
+    """Validate a request body; :class:`InvalidRequestError` (400) names every problem."""
+    return parse_body(UpdateUserRequest, body, what="update request schema")
 
 
 def apply_update(

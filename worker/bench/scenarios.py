@@ -122,6 +122,30 @@ def ours_single_events(p: Processes, sizes: Sizes) -> dict[str, Any]:
     return {"deliveries": sizes.events, **figures}
 
 
+def _start_naive(p: Processes, sizes: Sizes, name: str) -> Any:
+    """The baselines' worker: one process, the same threads pool and concurrency as ours."""
+    return p.start(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.bench.naive",
+            "worker",
+            "-P",
+            "threads",
+            f"--concurrency={sizes.concurrency}",
+            "--loglevel=WARNING",
+            "--without-mingle",
+            "--without-gossip",
+            "-Q",
+            NAIVE_QUEUE,
+        ],
+        p.env(),
+        name,
+    )
+
+
 def naive_throughput(p: Processes, sizes: Sizes, subscribers: int) -> dict[str, Any]:
     p.flush()
     sender = Celery(broker=p.redis.url, set_as_current=False)
@@ -137,26 +161,7 @@ def naive_throughput(p: Processes, sizes: Sizes, subscribers: int) -> dict[str, 
                     producer=producer,
                 )
     sender.close()
-    worker = p.start(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.bench.naive",
-            "worker",
-            "-P",
-            "threads",
-            f"--concurrency={sizes.concurrency}",
-            "--loglevel=WARNING",
-            "--without-mingle",
-            "--without-gossip",
-            "-Q",
-            NAIVE_QUEUE,
-        ],
-        p.env(),
-        f"naive-{subscribers}",
-    )
+    worker = _start_naive(p, sizes, f"naive-{subscribers}")
     try:
         figures = _drain(p.receiver.count, total, 60 + total / 50)
     finally:
@@ -171,26 +176,7 @@ def celery_noop(p: Processes, sizes: Sizes) -> dict[str, Any]:
         for _ in range(sizes.events):
             sender.send_task("bench.noop", queue=NAIVE_QUEUE, producer=producer)
     sender.close()
-    worker = p.start(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.bench.naive",
-            "worker",
-            "-P",
-            "threads",
-            f"--concurrency={sizes.concurrency}",
-            "--loglevel=WARNING",
-            "--without-mingle",
-            "--without-gossip",
-            "-Q",
-            NAIVE_QUEUE,
-        ],
-        p.env(),
-        "noop",
-    )
+    worker = _start_naive(p, sizes, "noop")
     try:
         figures = _drain(lambda: int(p.client.get("bench:noop") or 0), sizes.events, 120)
     finally:
