@@ -94,8 +94,16 @@ def test_400_is_dead_lettered_at_once_and_listed(
         s in deployment.cli("dlq", "show", f"{event_id}:s", "--body").stdout for s in secrets
     )
 
+    assert deployment.cli("dlq", "list", "--since", "1h").stdout.startswith(f"{event_id}:s ")
+    assert deployment.cli("dlq", "list", "--since", "2100-01-01T00:00:00Z").stdout.startswith("0")
+    assert deployment.cli("dlq", "list", "--since", "yesterday").returncode == 2
     assert deployment.cli("dlq", "list", "--subscriber", "other").stdout.startswith("0 dead")
     assert deployment.cli("dlq", "list", "--event", "reseller.user.updated").stdout.startswith("0")
+
+    purged = deployment.cli("dlq", "purge", "--all", "--yes")
+    assert purged.stdout.strip() == "purged 1 dead letter(s)"
+    assert rdb.zcard(keys.dead) == 0
+    assert rdb.exists(keys.dead_letter(f"{event_id}:s"), keys.attempts(f"{event_id}:s")) == 0
 
 
 def test_410_disables_the_subscriber_until_enabled_then_replay_delivers(
