@@ -26,16 +26,20 @@ def apply_changes(
 ) -> tuple[ResellerUser, frozenset[str]]:
     """The user after ``changes`` and the camelCase names of the fields whose value changed.
 
-    Values are in wire form (what the webhook carries). Nothing changed: the same user and an
-    empty set (``updatedAt`` untouched). Otherwise ``updatedAt`` becomes ``now``; an invalid
-    result raises :class:`~producers.errors.InvalidEventError` naming the field and the rule.
+    Values are in wire form (what the webhook carries). Changes are compared after validation,
+    so a value the contract normalises to the current one (an email's domain case) is no change.
+    Nothing changed: the same user and an empty set (``updatedAt`` untouched). Otherwise
+    ``updatedAt`` becomes ``now``; an invalid result raises
+    :class:`~producers.errors.InvalidEventError` naming the field and the rule.
     """
     before = current.to_wire()
     after = {**before, **changes}
     if NAME_PARTS & set(changes) and "name" not in changes:
         after["name"] = display_name(after.get("firstName"), after.get("lastName"))
-    changed = frozenset(k for k in after if after[k] != before.get(k))
+    after["updatedAt"] = format_timestamp(now or datetime.now(UTC))
+    updated = validate_user(after)
+    wire = updated.to_wire()
+    changed = frozenset(k for k, v in wire.items() if k != "updatedAt" and v != before[k])
     if not changed:
         return current, frozenset()
-    after["updatedAt"] = format_timestamp(now or datetime.now(UTC))
-    return validate_user(after), changed
+    return updated, changed

@@ -1,16 +1,28 @@
-"""Validating a dialect's request body against its pydantic model, in one place."""
+"""What the dialects share: validating a request body, applying it through the change core, and
+the two publisher calls they make. Each keeps a refusal a 400 that names field and rule."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from producers.changes import apply_changes
 from producers.dialects.errors import InvalidRequestError
-from producers.errors import describe_validation_error
+from producers.errors import InvalidEventError, describe_validation_error
+from producers.user import ResellerUser
 
 Model = TypeVar("Model", bound=BaseModel)
+
+
+class UserEvents(Protocol):
+    """The part of :class:`~producers.publisher.Publisher` a dialect uses."""
+
+    def user_created(self, user: ResellerUser | Mapping[str, Any]) -> str: ...
+
+    def user_updated(self, user: ResellerUser | Mapping[str, Any]) -> str: ...
 
 
 def parse_body(model: type[Model], body: Any, *, what: str) -> Model:
@@ -22,3 +34,16 @@ def parse_body(model: type[Model], body: Any, *, what: str) -> Model:
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False)
         raise InvalidRequestError(describe_validation_error(errors, what=what)) from None
+
+
+def apply_request(
+    current: ResellerUser, changes: Mapping[str, Any], *, now: datetime | None = None
+) -> tuple[ResellerUser, frozenset[str]]:
+    """:func:`~producers.changes.apply_changes`, with a contract refusal answered as a 400.
+
+    The request caused it (a joined role list too long, say), so it is the client's error.
+    """
+    try:
+        return apply_changes(current, changes, now=now)
+    except InvalidEventError as exc:
+        raise InvalidRequestError([p.removeprefix("data.") for p in exc.problems]) from None

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from producers.errors import ProducerError
+from producers.user import ResellerUser
 
 
 class DialectError(ProducerError):
@@ -62,14 +63,22 @@ class NotFoundError(DialectError):
         super().__init__("Not Found")
 
 
+def require_user(current: ResellerUser | None) -> ResellerUser:
+    """The user the API service loaded; :class:`NotFoundError` (404) when it found none."""
+    if current is None:
+        raise NotFoundError()
+    return current
+
+
 class GraphQLRequestError(DialectError):
-    """The GraphQL document or its variables were refused; ``errors`` in GraphQL's format."""
+    """The GraphQL document or its variables were refused (400), or its user is unknown (404);
+    ``errors`` in GraphQL's format."""
 
     status = 400
 
-    def __init__(self, errors: Sequence[dict[str, Any]]) -> None:
+    def __init__(self, errors: Sequence[dict[str, Any]], *, status: int | None = None) -> None:
         self.errors = list(errors)
-        super().__init__("; ".join(str(e.get("message")) for e in self.errors))
+        super().__init__("; ".join(str(e.get("message")) for e in self.errors), status=status)
 
     def to_dict(self) -> dict[str, object]:
         return {"errors": self.errors}

@@ -13,30 +13,46 @@ it holds exactly the fields the client selected.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from functools import cache
 from importlib import resources
 from typing import Annotated, Any
 
-from graphql import GraphQLSchema, build_schema, graphql_sync
+from graphql import (
+    GraphQLError,
+    GraphQLSchema,
+    ObjectFieldNode,
+    StringValueNode,
+    Visitor,
+    build_schema,
+    graphql_sync,
+    parse,
+    print_ast,
+    visit,
+)
+from graphql.pyutils import inspect
 from pydantic import AfterValidator, Field, ValidationError, field_validator
 
-from producers.changes import apply_changes
-from producers.dialects.errors import GraphQLRequestError
+from producers.dialects.body import UserEvents, apply_request
+from producers.dialects.errors import GraphQLRequestError, InvalidRequestError
 from producers.dialects.rest_create import Password
 from producers.errors import describe_validation_error
-from producers.publisher import Publisher
 from producers.user import Contract, Name, OptionalText, ResellerUser
 
 MUTATION = "resellerEditUser"
 Text = Annotated[str, Field(max_length=256)]
+#: The user being edited, or a function from the mutation's ``id`` to it (None: 404).
+CurrentUser = ResellerUser | Callable[[int], ResellerUser | None] | None
 
 
 def _iso_date(value: str) -> str:
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
         raise ValueError("must be a date as YYYY-MM-DD")
-    date.fromisoformat(value)  # raises ValueError for e.g. 2026-02-30
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        raise ValueError("must be a calendar date (YYYY-MM-DD)") from None
     return value
 
 
@@ -83,34 +99,76 @@ def schema() -> GraphQLSchema:
     return build_schema(sdl)
 
 
-def _execute(query: str, variables: Mapping[str, Any] | None, resolve: Any) -> dict[str, Any]:
-    if not isinstance(query, str):
-        raise GraphQLRequestError([{"message": "the query must be a string"}])
-    result = graphql_sync(
-        schema(), query, root_value={MUTATION: resolve}, variable_values=dict(variables or {})
-    )
-    if result.errors:
-        secret = ((variables or {}).get("resellerUserEdit") or {}).get("password")
-        raise GraphQLRequestError([_redact(e.formatted, secret) for e in result.errors])
-    return result.data or {}
+class _PasswordLiterals(Visitor):
+    """Collects how ``password`` values written into the document itself would be quoted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[str] = []
+
+    def enter_object_field(self, node: ObjectFieldNode, *_: Any) -> None:
+        if node.name.value == "password":
+            self.found.append(print_ast(node.value))
+            if isinstance(node.value, StringValueNode):
+                self.found.append(node.value.value)
 
 
-def _redact(error: Mapping[str, Any], secret: Any) -> dict[str, Any]:
+def _secrets(query: str, variables: Mapping[str, Any]) -> list[str]:
+    """Every form in which graphql-core could quote a password of this request."""
+    found: list[str] = []
+    edit = variables.get("resellerUserEdit")
+    if isinstance(edit, Mapping) and edit.get("password") is not None:
+        found += [str(edit["password"]), inspect(edit["password"])]
+    try:
+        literals = _PasswordLiterals()
+        visit(parse(query), literals)
+        found += literals.found
+    except GraphQLError:
+        pass  # a syntax error quotes no values
+    return sorted({s for s in found if s}, key=len, reverse=True)
+
+
+def _redact(error: Mapping[str, Any], secrets: list[str]) -> dict[str, Any]:
     """graphql-core quotes offending values in its messages; a password is never quoted."""
     error = dict(error)
-    if secret is not None and str(secret) and str(secret) in str(error.get("message", "")):
-        error["message"] = str(error["message"]).replace(str(secret), "***")
+    message = str(error.get("message", ""))
+    for secret in secrets:
+        message = message.replace(secret, "***")
+    error["message"] = message
     return error
 
 
-def parse_edit(query: str, variables: Mapping[str, Any] | None = None) -> EditUserRequest:
+def _execute(
+    query: Any, variables: Any, resolve: Any, operation_name: str | None
+) -> dict[str, Any]:
+    if not isinstance(query, str):
+        raise GraphQLRequestError([{"message": "the query must be a string"}])
+    if variables is not None and not isinstance(variables, Mapping):
+        raise GraphQLRequestError([{"message": "the variables must be a JSON object"}])
+    values = dict(variables or {})
+    result = graphql_sync(
+        schema(),
+        query,
+        root_value={MUTATION: resolve},
+        variable_values=values,
+        operation_name=operation_name,
+    )
+    if result.errors:
+        secrets = _secrets(query, values)
+        raise GraphQLRequestError([_redact(e.formatted, secrets) for e in result.errors])
+    return result.data or {}
+
+
+def parse_edit(
+    query: str, variables: Mapping[str, Any] | None = None, operation_name: str | None = None
+) -> EditUserRequest:
     """Parse, validate and coerce a ``resellerEditUser`` request; raises GraphQLRequestError."""
     calls: list[dict[str, Any]] = []
 
     def capture(_info: Any, **arguments: Any) -> None:
         calls.append(arguments)
 
-    _execute(query, variables, capture)
+    _execute(query, variables, capture, operation_name)
     if len(calls) != 1:
         raise GraphQLRequestError(
             [{"message": f"expected exactly one {MUTATION} mutation, got {len(calls)}"}]
@@ -124,10 +182,24 @@ def parse_edit(query: str, variables: Mapping[str, Any] | None = None) -> EditUs
         raise GraphQLRequestError([{"message": p, "path": [MUTATION]} for p in problems]) from None
 
 
+def load_user(current: CurrentUser, request: EditUserRequest) -> ResellerUser:
+    """The user to edit: ``current`` itself or loaded by the mutation's ``id``; else a 404."""
+    user = current(request.id) if callable(current) else current
+    if user is None:
+        raise GraphQLRequestError([{"message": "Not Found", "path": [MUTATION]}], status=404)
+    return user
+
+
 def apply_edit(
     current: ResellerUser, request: EditUserRequest, *, now: datetime | None = None
 ) -> tuple[ResellerUser, frozenset[str]]:
-    return apply_changes(current, request.changes(), now=now)
+    """The edited user and the payload fields that changed (empty when nothing maps)."""
+    try:
+        return apply_request(current, request.changes(), now=now)
+    except InvalidRequestError as exc:
+        raise GraphQLRequestError(
+            [{"message": p, "path": [MUTATION]} for p in exc.problems]
+        ) from None
 
 
 def edit_response(
@@ -135,6 +207,7 @@ def edit_response(
     variables: Mapping[str, Any] | None,
     user: ResellerUser,
     account: Mapping[str, Any] | None = None,
+    operation_name: str | None = None,
 ) -> dict[str, Any]:
     """``{"data": {"resellerEditUser": {...}}}`` with the fields the document selected.
 
@@ -150,19 +223,25 @@ def edit_response(
         "updatedAt": wire["updatedAt"],
         **(account or {}),
     }
-    return {"data": _execute(query, variables, lambda _info, **_args: obj)}
+    return {"data": _execute(query, variables, lambda _info, **_args: obj, operation_name)}
 
 
 def publish_edit(
-    publisher: Publisher,
+    publisher: UserEvents,
     query: str,
     variables: Mapping[str, Any] | None,
-    current: ResellerUser,
+    current: CurrentUser,
     *,
     account: Mapping[str, Any] | None = None,
     publish_unchanged: bool = False,
+    operation_name: str | None = None,
 ) -> tuple[str | None, dict[str, Any]]:
-    """Validate, apply, publish ``reseller.user.updated`` (unless nothing changed), respond."""
-    user, changed = apply_edit(current, parse_edit(query, variables))
+    """Validate, apply, publish ``reseller.user.updated`` (unless nothing changed), respond.
+
+    ``current``: the user, or a function that loads it by the mutation's ``id`` (the id is
+    inside the request, so the service usually passes its lookup).
+    """
+    request = parse_edit(query, variables, operation_name)
+    user, changed = apply_edit(load_user(current, request), request)
     event_id = publisher.user_updated(user) if changed or publish_unchanged else None
-    return event_id, edit_response(query, variables, user, account)
+    return event_id, edit_response(query, variables, user, account, operation_name)

@@ -12,9 +12,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, EmailStr, SecretStr
 
-from producers.dialects.body import parse_body
+from producers.dialects.body import UserEvents, parse_body
 from producers.events import EventType, WebhookEvent, build_event
-from producers.publisher import Publisher
 from producers.user import Contract, Name, OptionalText, ResellerUser, Role
 
 
@@ -51,6 +50,6 @@ def created_event(created_user: ResellerUser | Mapping[str, Any]) -> WebhookEven
     return build_event(EventType.USER_CREATED, created_user)
 
 
-def publish_created(publisher: Publisher, created_user: ResellerUser | Mapping[str, Any]) -> str:
+def publish_created(publisher: UserEvents, created_user: ResellerUser | Mapping[str, Any]) -> str:
     """Publish ``reseller.user.created`` for the created user; returns the event id."""
     return publisher.user_created(created_user)

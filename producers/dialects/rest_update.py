@@ -6,7 +6,7 @@ Only the fields present change. ``null`` decides by field: it clears an optional
 leave it out. ``allowCustomerPortalAccess`` is not part of the webhook payload, so changing only it
 publishes nothing (unless ``publish_unchanged``). When ``organizationId`` changes, the nested
 ``organization`` no longer describes the user's organization: pass the new one, or it becomes
-``null`` rather than stale.
+``null`` rather than stale. No current user (the service found none): 404.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from typing import Any
 
 from pydantic import EmailStr, field_validator
 
-from producers.changes import apply_changes
-from producers.dialects.body import parse_body
-from producers.publisher import Publisher
+from producers.dialects.body import UserEvents, apply_request, parse_body
+from producers.dialects.errors import require_user
 from producers.user import Contract, Name, OptionalText, Organization, ResellerUser, Role
 
 NOT_NULLABLE = ("first_name", "email", "role", "allow_customer_portal_access")
@@ -68,19 +67,23 @@ def apply_update(
         changes["organization"] = organization.model_dump(mode="json", by_alias=True)
     elif new_org != current.organization_id:
         changes["organization"] = None
-    return apply_changes(current, changes, now=now)
+    return apply_request(current, changes, now=now)
 
 
 def publish_update(
-    publisher: Publisher,
-    current: ResellerUser,
+    publisher: UserEvents,
+    current: ResellerUser | None,
     body: Any,
     *,
     organization: Organization | None = None,
     publish_unchanged: bool = False,
 ) -> str | None:
-    """Validate, apply and publish ``reseller.user.updated``; None when nothing changed."""
-    user, changed = apply_update(current, parse_request(body), organization=organization)
+    """Validate, apply and publish ``reseller.user.updated``; None when nothing changed.
+
+    ``current`` is the user the service loaded for the path's ``id`` (None: 404).
+    """
+    user = require_user(current)
+    new, changed = apply_update(user, parse_request(body), organization=organization)
     if not changed and not publish_unchanged:
         return None
-    return publisher.user_updated(user)
+    return publisher.user_updated(new)

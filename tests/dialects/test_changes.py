@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from hypothesis import given
 
 from producers.changes import apply_changes
 from producers.errors import InvalidEventError
 from producers.user import ResellerUser
+from tests.dialects.strategies import update_requests
+from worker.cli import sample_user
 
 NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
 
@@ -40,3 +44,30 @@ def test_invalid_result_is_refused_by_the_contract(user: ResellerUser) -> None:
         "data.email: value is not a valid email address: An email address must have an @-sign.",
         "data.role: String should have at least 1 character",
     ]
+
+
+def test_a_value_the_contract_normalises_to_the_current_one_is_no_change(
+    user: ResellerUser,
+) -> None:
+    # The email's domain part is case-insensitive and stored in lower case.
+    same, changed = apply_changes(user, {"email": "ada@EXAMPLE.com"}, now=NOW)
+    assert (same, changed) == (user, frozenset())
+
+
+def test_a_password_never_enters_the_user(user: ResellerUser) -> None:
+    with pytest.raises(InvalidEventError) as err:
+        apply_changes(user, {"password": "hunter2hunter2"}, now=NOW)
+    assert err.value.problems == [
+        "data.password: not allowed: a password never leaves the producer"
+    ]
+    assert "hunter2" not in str(err.value)
+
+
+@given(update_requests())
+def test_changed_is_exactly_the_fields_that_differ(body: dict[str, Any]) -> None:
+    current = ResellerUser.model_validate(sample_user())
+    changes = {k: v for k, v in body.items() if k != "allowCustomerPortalAccess"}
+    new, changed = apply_changes(current, changes, now=NOW)
+    before, after = current.to_wire(), new.to_wire()
+    assert changed == {k for k in after if k != "updatedAt" and after[k] != before[k]}
+    assert new.updated_at == (NOW if changed else current.updated_at)

@@ -10,6 +10,7 @@ from hypothesis import given
 
 from producers.dialects import rest_create
 from producers.dialects.errors import InvalidRequestError
+from producers.errors import InvalidEventError
 from tests.dialects.conftest import RecordingPublisher
 from tests.dialects.strategies import create_requests, create_requests_with_one_bad_field
 from tests.test_pipeline import SEED_EXAMPLE, shape
@@ -139,6 +140,16 @@ def test_the_201_response_becomes_reseller_user_created() -> None:
 
 
 def test_publish_created_publishes_the_created_user(recorder: RecordingPublisher) -> None:
-    assert rest_create.publish_created(recorder, seed_201()) == "msg_1"  # type: ignore[arg-type]
+    assert rest_create.publish_created(recorder, seed_201()) == "msg_1"
     assert recorder.calls[0][0] == "reseller.user.created"
     assert recorder.calls[0][1].email == "user@example.com"
+
+
+def test_a_created_user_carrying_the_password_is_refused() -> None:
+    with pytest.raises(InvalidEventError) as err:
+        rest_create.created_event({**seed_201(), "password": "stringst"})
+    assert err.value.status == 422
+    assert err.value.problems == [
+        "data.password: not allowed: a password never leaves the producer"
+    ]
+    assert "stringst" not in str(err.value)

@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given
 
 from producers.dialects import rest_update
-from producers.dialects.errors import InvalidRequestError
+from producers.dialects.errors import InvalidRequestError, NotFoundError
 from producers.user import ResellerUser
 from tests.dialects.conftest import RecordingPublisher
-from tests.dialects.strategies import update_requests
+from tests.dialects.strategies import update_requests, update_requests_with_one_bad_field
+from worker.cli import sample_user
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 SEED_REQUEST = {
@@ -109,26 +110,58 @@ def test_nothing_changed_publishes_nothing_unless_asked(
     user: ResellerUser, recorder: RecordingPublisher
 ) -> None:
     body = {"allowCustomerPortalAccess": False, "firstName": user.first_name}
-    assert rest_update.publish_update(recorder, user, body) is None  # type: ignore[arg-type]
+    assert rest_update.publish_update(recorder, user, body) is None
     assert recorder.calls == []
-    event_id = rest_update.publish_update(
-        recorder,
-        user,
-        body,
-        publish_unchanged=True,  # type: ignore[arg-type]
-    )
+    event_id = rest_update.publish_update(recorder, user, body, publish_unchanged=True)
     assert event_id == "msg_1"
-    assert rest_update.publish_update(recorder, user, {"role": "support"}) == "msg_2"  # type: ignore[arg-type]
+    assert rest_update.publish_update(recorder, user, {"role": "support"}) == "msg_2"
     assert [c[1].role for c in recorder.calls] == [user.role, "support"]
+
+
+def test_no_current_user_is_not_found(recorder: RecordingPublisher) -> None:
+    with pytest.raises(NotFoundError) as err:
+        rest_update.publish_update(recorder, None, {"role": "support"})
+    assert (err.value.status, err.value.message) == (404, "Not Found")
+    assert recorder.calls == []
 
 
 @given(update_requests())
 def test_any_valid_partial_update_applies(body: dict[str, Any]) -> None:
-    from worker.cli import sample_user
-
     current = ResellerUser.model_validate(sample_user())
     new, changed = update(current, body)
     for field, value in body.items():
         if field != "allowCustomerPortalAccess":
             assert new.to_wire()[field] == value
     assert changed <= set(body) | {"name", "organization"}
+
+
+@given(update_requests_with_one_bad_field())
+def test_any_update_with_a_bad_field_is_refused_naming_it(case: tuple[str, dict[str, Any]]) -> None:
+    field, body = case
+    with pytest.raises(InvalidRequestError) as err:
+        rest_update.parse_request(body)
+    assert err.value.status == 400
+    assert [p.split(":")[0] for p in err.value.problems] == [field]
+
+
+def test_the_seed_200_object_is_what_the_subscriber_receives(
+    user: ResellerUser, recorder: RecordingPublisher
+) -> None:
+    rest_update.publish_update(recorder, user, {"company": "Navy"})
+    sent = recorder.calls[0][1].to_wire()
+    assert list(sent) == [
+        "id",
+        "createdAt",
+        "updatedAt",
+        "name",
+        "firstName",
+        "lastName",
+        "email",
+        "role",
+        "twoFactorEnabled",
+        "googleSsoEnabled",
+        "lastLoginAt",
+        "organizationId",
+        "organization",
+        "company",
+    ]
