@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import yaml
 from producers.publisher import Publisher
 from producers.settings import ProducerSettings
 from producers.wire import Keys
+from worker.bench.harness import wait_for
 from worker.receiver import Received, Receiver, Reply
 from worker.redis_server import RedisServer
 
@@ -40,14 +40,10 @@ def new_secret() -> str:
 
 def wait_until(predicate: Callable[[], Any], timeout_s: float = 15.0, what: str = "") -> Any:
     """Poll ``predicate`` until truthy; fail the test after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s}s waiting for {what or predicate}")
-        time.sleep(0.02)
+    try:
+        return wait_for(predicate, timeout_s, what or str(predicate))
+    except TimeoutError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")

@@ -54,10 +54,6 @@ class DeadLetter:
     def event_type(self) -> str:
         return str(self.data.get("event_type", ""))
 
-    @property
-    def dead_at_ms(self) -> int:
-        return int(self.data.get("dead_at_ms", 0))
-
     def summary(self) -> dict[str, Any]:
         """Everything but the body (which holds personal data)."""
         return {k: v for k, v in self.data.items() if k != "body"}

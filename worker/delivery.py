@@ -78,6 +78,7 @@ class Deliverer:
         self.clock = clock
         self.rng = rng or random.Random()
         self._routes = {t: [s.id for s in config.matching(t)] for t in EVENT_TYPES}
+        self._timeouts = {s.id: s.timeout_s for s in config.subscribers}
         self._failing: frozenset[str] = frozenset()
         self._failing_read_at = float("-inf")
 
@@ -102,10 +103,7 @@ class Deliverer:
         failing = self.failing_subscribers()
         inline = [s.id for s in self.config.subscribers if s.enabled and s.id not in failing]
         now = self.now_ms()
-        budget_ms = int(
-            (max((s.timeout_s for s in self.config.subscribers), default=0.0) + LEASE_MARGIN_S)
-            * 1000
-        )
+        budget_ms = self._attempt_budget_ms(inline)
         queued, claims, missing = self.store.dispatch(
             event_ids,
             self._routes,
@@ -133,7 +131,7 @@ class Deliverer:
         delivery. A crash loses only unrecorded results: those deliveries are sent again,
         under the same ``webhook-id``, once the lease expires.
         """
-        budget_ms = self._attempt_budget_ms(delivery_ids)
+        budget_ms = self._attempt_budget_ms({split_delivery_id(d)[1] for d in delivery_ids})
         claims = self.store.claim(delivery_ids, lease_until_ms=self.now_ms() + 2 * budget_ms)
         counts = self._run(claims, budget_ms)
         if len(claims) < len(delivery_ids):
@@ -163,13 +161,9 @@ class Deliverer:
         self._record(done)
         return dict(counts)
 
-    def _attempt_budget_ms(self, delivery_ids: Sequence[str]) -> int:
+    def _attempt_budget_ms(self, subscriber_ids: Iterable[str]) -> int:
         """The longest one attempt to any of these subscribers may take, with a margin."""
-        timeouts = [
-            s.timeout_s
-            for sid in {split_delivery_id(d)[1] for d in delivery_ids}
-            if (s := self.config.by_id.get(sid)) is not None
-        ]
+        timeouts = [self._timeouts.get(sid, 0.0) for sid in subscriber_ids]
         return int((max(timeouts, default=0.0) + LEASE_MARGIN_S) * 1000)
 
     def _attempt(self, claim: Claim, subscriber: Subscriber | None) -> Finish:

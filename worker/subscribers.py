@@ -232,8 +232,13 @@ class SubscribersConfig(_Strict):
         """Enabled subscribers (by config) whose patterns match ``event_type``."""
         return self._routes.get(event_type, ())
 
+    @cached_property
+    def _policies(self) -> dict[str, RetryPolicy]:
+        return {s.id: s.retry.over(self.retry) if s.retry else self.retry for s in self.subscribers}
+
     def policy(self, subscriber: Subscriber) -> RetryPolicy:
-        return subscriber.retry.over(self.retry) if subscriber.retry else self.retry
+        """The subscriber's retry policy: its overrides merged over the global one, once."""
+        return self._policies[subscriber.id]
 
 
 def _describe(error: Mapping[str, Any], raw: Any) -> str:

@@ -44,7 +44,7 @@ def run(sizes: scenarios.Sizes, directory: Path, progress: Any = print) -> dict[
             ("celery_noop", lambda: scenarios.celery_noop(p, sizes)),
             ("bare_http", lambda: scenarios.bare_http(p, sizes)),
             ("publish", lambda: scenarios.publish_rates(p, sizes)),
-            ("ours_single_events", lambda: scenarios.ours_single_events(p, sizes)),
+            ("ours_single_events", lambda: scenarios.ours_throughput(p, sizes, 1, batched=False)),
             (
                 "latency",
                 lambda: scenarios.latency(p, sizes, result["ours_single_events"]["per_s"] / 2),

@@ -89,37 +89,28 @@ def _drain(count: Any, total: int, timeout_s: float) -> dict[str, float]:
     return {"completed": count(), "seconds": round(seconds, 3), "per_s": round(total / seconds, 1)}
 
 
-def ours_throughput(p: Processes, sizes: Sizes, subscribers: int) -> dict[str, Any]:
+def ours_throughput(
+    p: Processes, sizes: Sizes, subscribers: int, *, batched: bool = True
+) -> dict[str, Any]:
+    """N events preloaded (in batches of 500, or one ``publish`` call each), then drained."""
     p.flush()
     config = _subscribers(p, [f"/ours/{i}" for i in range(subscribers)])
     user = sample_user()
     with _publisher(p) as publisher:
-        for start in range(0, sizes.events, 500):
-            n = min(500, sizes.events - start)
-            publisher.publish_batch([(EVENT, user)] * n)
+        if batched:
+            for start in range(0, sizes.events, 500):
+                publisher.publish_batch([(EVENT, user)] * min(500, sizes.events - start))
+        else:
+            for _ in range(sizes.events):
+                publisher.publish(EVENT, user)
     total = sizes.events * subscribers
-    worker = _start_ours(p, config, sizes, f"ours-{subscribers}")
+    name = f"ours-{subscribers}-{'batched' if batched else 'single'}"
+    worker = _start_ours(p, config, sizes, name)
     try:
         figures = _drain(p.receiver.count, total, 60 + total / 50)
     finally:
         p.stop(worker)
     return {"deliveries": total, **figures}
-
-
-def ours_single_events(p: Processes, sizes: Sizes) -> dict[str, Any]:
-    """The most a worker sustains when every event comes alone (one ``publish`` call each)."""
-    p.flush()
-    config = _subscribers(p, ["/single"])
-    user = sample_user()
-    with _publisher(p) as publisher:
-        for _ in range(sizes.events):
-            publisher.publish(EVENT, user)
-    worker = _start_ours(p, config, sizes, "ours-single")
-    try:
-        figures = _drain(p.receiver.count, sizes.events, 60 + sizes.events / 50)
-    finally:
-        p.stop(worker)
-    return {"deliveries": sizes.events, **figures}
 
 
 def _start_naive(p: Processes, sizes: Sizes, name: str) -> Any:
