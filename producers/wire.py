@@ -62,6 +62,10 @@ class Keys:
         """HASH: runtime state of a subscriber (disabled, reason, failing_since)."""
         return f"{self.prefix}:subscriber:{subscriber_id}"
 
+    def cpu_claim(self, machine: str, cpu: int) -> str:
+        """STRING (a lock with a TTL): the worker process pinned to this core of this machine."""
+        return f"{self.prefix}:cpu:{machine}:{cpu}"
+
     @property
     def bad_messages(self) -> str:
         """LIST of JSON records of queue messages that were not valid triggers (newest first)."""

@@ -28,6 +28,8 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
     assert result["ours_single_events"]["completed"] >= n
     assert result["naive_1_subscriber"]["completed"] >= n
     assert result["naive_5_subscribers"]["completed"] >= 5 * n
+    assert result["naive_1_subscriber_pinned"]["completed"] >= n
+    assert len(result["rounds"]) == result["sizes"]["rounds"]
     assert result["celery_noop"]["completed"] >= n
     assert result["bare_http"]["requests"] == n
     assert result["latency"]["events"] == result["sizes"]["latency_events"]

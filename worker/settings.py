@@ -38,6 +38,12 @@ class WorkerSettings(ProducerSettings):
         gt=0,
         description="Deliveries in flight per worker process (threads; each waits on the network).",
     )
+    cpu_affinity: str = Field(
+        default="auto",
+        pattern=r"^(auto|off|[0-9]+)$",
+        description="Pin the worker process to one CPU core: 'auto' claims a free core per"
+        " machine in Redis (unpinned when all are taken), 'off', or a core number.",
+    )
     deliver_chunk: int = Field(
         default=50, gt=0, description="Most deliveries one deliver task carries."
     )

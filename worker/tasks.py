@@ -6,9 +6,16 @@ import gc
 import logging
 from typing import Any
 
-from celery.signals import task_failure, task_unknown, worker_ready, worker_shutdown
+from celery.signals import (
+    task_failure,
+    task_unknown,
+    worker_init,
+    worker_ready,
+    worker_shutdown,
+)
 
 from producers.wire import DELIVER_TASK, DISPATCH_TASK
+from worker.affinity import CoreClaim, pin_worker
 from worker.app import app
 from worker.delivery import chunks_by_subscriber
 from worker.runtime import Runtime, get_runtime
@@ -96,6 +103,16 @@ def _failed(sender: Any = None, exception: BaseException | None = None, **kw: An
 
 
 _scheduler_stop: list[Any] = []
+_core_claims: list[CoreClaim] = []
+
+
+@worker_init.connect
+def _pin(sender: Any = None, **_: Any) -> None:
+    """Before the pool starts: one core for this process (see worker.affinity)."""
+    rt = runtime()
+    claim = pin_worker(rt.store.redis, rt.keys, rt.settings.cpu_affinity)
+    if claim is not None:
+        _core_claims.append(claim)
 
 
 @worker_ready.connect
@@ -114,3 +131,5 @@ def _start(sender: Any = None, **_: Any) -> None:
 def _stop(sender: Any = None, **_: Any) -> None:
     for stop in _scheduler_stop:
         stop.set()
+    for claim in _core_claims:
+        claim.release()

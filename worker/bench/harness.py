@@ -73,9 +73,18 @@ class Processes:
     def env(self, **extra: str) -> dict[str, str]:
         return {**os.environ, "REDIS_URL": self.redis.url, **extra}
 
-    def start(self, argv: list[str], env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
+    def start(
+        self, argv: list[str], env: dict[str, str], name: str, *, cpu: int | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start a child logging to ``name``.log; ``cpu`` pins it to that core."""
         log = (self.directory / f"{name}.log").open("wb")
-        child = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        child = subprocess.Popen(
+            argv,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=None if cpu is None else lambda: os.sched_setaffinity(0, {cpu}),
+        )
         self.children.append(child)
         return child
 

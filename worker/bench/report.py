@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Any
 
 # (label, value getter, target, higher is better)
@@ -30,19 +31,40 @@ def lookup(data: dict[str, Any], path: str) -> float:
     return float(value)
 
 
-def ratios(r: dict[str, Any]) -> dict[str, float]:
-    def ratio(a: float, b: float) -> float:
-        return round(a / b, 2) if b else math.nan
+def medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per scenario, the round with the median rate, and every round's rate beside it."""
+    out = {}
+    for name in rounds[0]:
+        runs = sorted((r[name] for r in rounds), key=lambda f: f["per_s"])
+        out[name] = {**runs[(len(runs) - 1) // 2], "per_s_rounds": [f["per_s"] for f in runs]}
+    return out
 
+
+def _round_ratios(r: dict[str, Any]) -> dict[str, float]:
     one, five = r["ours_1_subscriber"]["per_s"], r["ours_5_subscribers"]["per_s"]
     return {
-        "one_sub_vs_naive": ratio(one, r["naive_1_subscriber"]["per_s"]),
-        "one_sub_vs_noop": ratio(one, r["celery_noop"]["per_s"]),
-        "one_sub_vs_bare_http": ratio(one, r["bare_http"]["per_s"]),
-        "five_subs_vs_naive": ratio(five, r["naive_5_subscribers"]["per_s"]),
-        "five_subs_vs_bare_http": ratio(five, r["bare_http"]["per_s"]),
-        "batch_vs_single_publish": ratio(r["publish"]["batch_per_s"], r["publish"]["single_per_s"]),
+        "one_sub_vs_naive": _ratio(one, r["naive_1_subscriber"]["per_s"]),
+        "one_sub_vs_naive_pinned": _ratio(one, r["naive_1_subscriber_pinned"]["per_s"]),
+        "one_sub_vs_noop": _ratio(one, r["celery_noop"]["per_s"]),
+        "one_sub_vs_bare_http": _ratio(one, r["bare_http"]["per_s"]),
+        "five_subs_vs_naive": _ratio(five, r["naive_5_subscribers"]["per_s"]),
+        "five_subs_vs_bare_http": _ratio(five, r["bare_http"]["per_s"]),
     }
+
+
+def _ratio(a: float, b: float) -> float:
+    return round(a / b, 2) if b else math.nan
+
+
+def ratios(r: dict[str, Any], rounds: list[dict[str, Any]]) -> dict[str, float]:
+    """Throughput ratios are taken within each round (scenarios run minutes apart would share
+    less of the machine's mood), then the median over rounds."""
+    per_round = [_round_ratios(figures) for figures in rounds]
+    out = {k: round(statistics.median(x[k] for x in per_round), 2) for k in per_round[0]}
+    out["batch_vs_single_publish"] = _ratio(
+        r["publish"]["batch_per_s"], r["publish"]["single_per_s"]
+    )
+    return out
 
 
 def verdicts(r: dict[str, Any]) -> list[dict[str, Any]]:
@@ -66,9 +88,10 @@ def render(r: dict[str, Any]) -> str:
     lines = [
         f"reseller-webhooks benchmark, {m['date']}: {m['cores']} cores, Python {m['python']}, "
         f"Redis {m['redis']}, N = {r['sizes']['events']} events, "
-        f"concurrency {r['sizes']['concurrency']} threads, one worker process each",
+        f"concurrency {r['sizes']['concurrency']} threads, one worker process each, "
+        f"{r['sizes']['rounds']} interleaved round(s) of the throughput runs",
         "",
-        f"{'scenario':<34}{'completed':>10}{'per second':>12}",
+        f"{'scenario':<44}{'completed':>10}{'per second':>12}  rounds",
     ]
     rows = [
         ("ours, 1 subscriber", "ours_1_subscriber"),
@@ -76,13 +99,15 @@ def render(r: dict[str, Any]) -> str:
         ("ours, events published one by one", "ours_single_events"),
         ("naive Celery task, 1 subscriber", "naive_1_subscriber"),
         ("naive Celery task, 5 subscribers", "naive_5_subscribers"),
+        ("naive Celery task, 1 subscriber, one core", "naive_1_subscriber_pinned"),
         ("Celery no-op task", "celery_noop"),
         ("bare httpx loop, no queue", "bare_http"),
     ]
     for label, key in rows:
         fig = r[key]
         done = fig.get("completed", fig.get("requests"))
-        lines.append(f"{label:<34}{done:>10}{fig['per_s']:>12.1f}")
+        spread = " / ".join(f"{x:.0f}" for x in fig.get("per_s_rounds", []))
+        lines.append(f"{label:<44}{done:>10}{fig['per_s']:>12.1f}  {spread}")
     pub, lat, late, pend = r["publish"], r["latency"], r["retry_lateness"], r["pending_retries"]
     lines += [
         "",

@@ -4,6 +4,7 @@ and returns plain figures."""
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import time
@@ -32,6 +33,7 @@ class Sizes:
     latency_events: int  # events published at half the maximum rate
     lateness_events: int  # events whose second attempt is timed against its due time
     concurrency: int = 8
+    rounds: int = 1  # interleaved rounds of the throughput scenarios; medians are reported
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -113,8 +115,11 @@ def ours_throughput(
     return {"deliveries": total, **figures}
 
 
-def _start_naive(p: Processes, sizes: Sizes, name: str) -> Any:
-    """The baselines' worker: one process, the same threads pool and concurrency as ours."""
+def _start_naive(p: Processes, sizes: Sizes, name: str, *, pinned: bool = False) -> Any:
+    """The baselines' worker: one process, the same threads pool and concurrency as ours.
+
+    ``pinned`` runs it on one core, as ours pins itself, to show what of our lead is the pin.
+    """
     return p.start(
         [
             sys.executable,
@@ -134,10 +139,13 @@ def _start_naive(p: Processes, sizes: Sizes, name: str) -> Any:
         ],
         p.env(),
         name,
+        cpu=min(os.sched_getaffinity(0)) if pinned else None,
     )
 
 
-def naive_throughput(p: Processes, sizes: Sizes, subscribers: int) -> dict[str, Any]:
+def naive_throughput(
+    p: Processes, sizes: Sizes, subscribers: int, *, pinned: bool = False
+) -> dict[str, Any]:
     p.flush()
     sender = Celery(broker=p.redis.url, set_as_current=False)
     payload = {"event": EVENT, "data": sample_user(), "triggeredAt": "2026-11-22T12:00:00Z"}
@@ -152,7 +160,7 @@ def naive_throughput(p: Processes, sizes: Sizes, subscribers: int) -> dict[str, 
                     producer=producer,
                 )
     sender.close()
-    worker = _start_naive(p, sizes, f"naive-{subscribers}")
+    worker = _start_naive(p, sizes, f"naive-{subscribers}", pinned=pinned)
     try:
         figures = _drain(p.receiver.count, total, 60 + total / 50)
     finally:
