@@ -8,6 +8,7 @@ import os
 import platform
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +22,7 @@ PRESETS = {
         events=3000, pending=100_000, latency_events=1000, lateness_events=500, rounds=3
     ),
     "quick": scenarios.Sizes(
-        events=600, pending=10_000, latency_events=300, lateness_events=200, rounds=1
+        events=400, pending=5000, latency_events=300, lateness_events=200, rounds=1
     ),
     "smoke": scenarios.Sizes(
         events=40, pending=100, latency_events=20, lateness_events=10, rounds=1
@@ -30,6 +31,11 @@ PRESETS = {
 
 
 def run(sizes: scenarios.Sizes, directory: Path, progress: Any = print) -> dict[str, Any]:
+    started = time.monotonic()
+
+    def step_begins(name: str) -> None:
+        progress(f"{time.monotonic() - started:6.1f} s  {name}", file=sys.stderr, flush=True)
+
     p = Processes(directory)
     try:
         result: dict[str, Any] = {
@@ -60,7 +66,7 @@ def run(sizes: scenarios.Sizes, directory: Path, progress: Any = print) -> dict[
         for number in range(1, sizes.rounds + 1):
             figures: dict[str, Any] = {}
             for name, step in throughput:
-                progress(f"... round {number}: {name}", file=sys.stderr, flush=True)
+                step_begins(f"round {number}: {name}")
                 figures[name] = step()
             rounds.append(figures)
         result.update(report.medians(rounds))
@@ -76,7 +82,7 @@ def run(sizes: scenarios.Sizes, directory: Path, progress: Any = print) -> dict[
             ("pending_retries", lambda: scenarios.pending_retries(p, sizes)),
         ]
         for name, step in steps:
-            progress(f"... {name}", file=sys.stderr, flush=True)
+            step_begins(name)
             result[name] = step()
     finally:
         p.close()
