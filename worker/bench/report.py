@@ -91,7 +91,7 @@ def render(r: dict[str, Any]) -> str:
         f"concurrency {r['sizes']['concurrency']} threads, one worker process each, "
         f"{r['sizes']['rounds']} interleaved round(s) of the throughput runs",
         "",
-        f"{'scenario':<44}{'completed':>10}{'per second':>12}  rounds",
+        f"{'scenario':<44}{'completed':>10}{'per second':>12}{'CPU ms each':>13}  rounds",
     ]
     rows = [
         ("ours, 1 subscriber", "ours_1_subscriber"),
@@ -107,7 +107,8 @@ def render(r: dict[str, Any]) -> str:
         fig = r[key]
         done = fig.get("completed", fig.get("requests"))
         spread = " / ".join(f"{x:.0f}" for x in fig.get("per_s_rounds", []))
-        lines.append(f"{label:<44}{done:>10}{fig['per_s']:>12.1f}  {spread}")
+        cpu = f"{fig['worker_cpu_ms_each']:.2f}" if "worker_cpu_ms_each" in fig else "-"
+        lines.append(f"{label:<44}{done:>10}{fig['per_s']:>12.1f}{cpu:>13}  {spread}")
     pub, lat, late, pend = r["publish"], r["latency"], r["retry_lateness"], r["pending_retries"]
     lines += [
         "",

@@ -18,7 +18,7 @@ from celery import Celery
 
 from producers.publisher import Publisher
 from producers.settings import ProducerSettings
-from worker.bench.harness import Processes, rss_mb, wait_for
+from worker.bench.harness import Processes, cpu_seconds, rss_mb, wait_for
 from worker.bench.naive import QUEUE as NAIVE_QUEUE
 from worker.cli import sample_user
 
@@ -82,13 +82,20 @@ def _publisher(p: Processes) -> Publisher:
     return Publisher(ProducerSettings(redis_url=p.redis.url))
 
 
-def _drain(count: Any, total: int, timeout_s: float) -> dict[str, float]:
-    """Rate from the first completion to the last (the worker starts against a full queue)."""
+def _drain(count: Any, total: int, timeout_s: float, pid: int) -> dict[str, float]:
+    """Rate from the first completion to the last (the worker starts against a full queue), and
+    the worker's CPU time per completion over the same span."""
     wait_for(lambda: count() > 0, timeout_s, "the first completion")
-    first = time.perf_counter()
+    first, cpu, done = time.perf_counter(), cpu_seconds(pid), count()
     wait_for(lambda: count() >= total, timeout_s, f"{total} completions")
     seconds = time.perf_counter() - first
-    return {"completed": count(), "seconds": round(seconds, 3), "per_s": round(total / seconds, 1)}
+    cpu_ms = (cpu_seconds(pid) - cpu) * 1000 / max(1, total - done)
+    return {
+        "completed": count(),
+        "seconds": round(seconds, 3),
+        "per_s": round(total / seconds, 1),
+        "worker_cpu_ms_each": round(cpu_ms, 3),
+    }
 
 
 def ours_throughput(
@@ -109,7 +116,7 @@ def ours_throughput(
     name = f"ours-{subscribers}-{'batched' if batched else 'single'}"
     worker = _start_ours(p, config, sizes, name)
     try:
-        figures = _drain(p.receiver.count, total, 60 + total / 50)
+        figures = _drain(p.receiver.count, total, 60 + total / 50, worker.pid)
     finally:
         p.stop(worker)
     return {"deliveries": total, **figures}
@@ -162,7 +169,7 @@ def naive_throughput(
     sender.close()
     worker = _start_naive(p, sizes, f"naive-{subscribers}", pinned=pinned)
     try:
-        figures = _drain(p.receiver.count, total, 60 + total / 50)
+        figures = _drain(p.receiver.count, total, 60 + total / 50, worker.pid)
     finally:
         p.stop(worker)
     return {"deliveries": total, **figures}
@@ -177,7 +184,9 @@ def celery_noop(p: Processes, sizes: Sizes) -> dict[str, Any]:
     sender.close()
     worker = _start_naive(p, sizes, "noop")
     try:
-        figures = _drain(lambda: int(p.client.get("bench:noop") or 0), sizes.events, 120)
+        figures = _drain(
+            lambda: int(p.client.get("bench:noop") or 0), sizes.events, 120, worker.pid
+        )
     finally:
         p.stop(worker)
     return {"tasks": sizes.events, **figures}
