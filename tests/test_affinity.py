@@ -94,3 +94,20 @@ def test_affinity_off_leaves_the_worker_alone(deployment: Deployment) -> None:
     worker = deployment.start_worker()
     assert _cpus_allowed(worker.process.pid) == _cpus_allowed(os.getpid())
     assert "pinned" not in worker.log()
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("99", "WEBHOOKS_CPU_AFFINITY: core 99 is not one this process may run on"),
+        ("fast", "WEBHOOKS_CPU_AFFINITY: String should match pattern"),
+    ],
+)
+def test_a_bad_affinity_stops_the_worker_at_start(
+    deployment: Deployment, value: str, message: str
+) -> None:
+    deployment.subscriber("a", "http://127.0.0.1:9/hook")
+    deployment.settings["WEBHOOKS_CPU_AFFINITY"] = value
+    run = deployment.cli("worker")
+    assert run.returncode != 0
+    assert message in run.stderr + run.stdout

@@ -125,6 +125,8 @@ def pin_worker(client: redis.Redis, keys: Keys, setting: str) -> CoreClaim | Non
 
     A core named in the setting is the operator's choice and is taken without a claim.
     """
+    if not hasattr(os, "sched_setaffinity"):  # not Linux: the kernel places the process
+        return None
     candidates = choose(setting, allowed_cpus())
     if not candidates:
         return None

@@ -8,20 +8,27 @@ import os
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import redis
 from kombu.exceptions import OperationalError
 
-from producers.errors import WebhooksError
+from producers.errors import ConfigError, WebhooksError
 from producers.publisher import Publisher
-from worker.settings import WorkerSettings
+from worker.settings import WorkerSettings, load_settings
 
 
-def _fail(exc: WebhooksError) -> None:
+def _fail(exc: WebhooksError) -> NoReturn:
     click.echo(f"error: {exc}", err=True)
     sys.exit(2)
+
+
+def _settings() -> WorkerSettings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        _fail(exc)
 
 
 def _read_json(source: str) -> Any:
@@ -53,11 +60,15 @@ def main(verbose: bool) -> None:
 @click.pass_context
 def worker(ctx: click.Context) -> None:
     """Start a worker. Extra options pass through to ``celery worker``."""
+    from worker.affinity import allowed_cpus
+    from worker.affinity import choose as choose_cores
     from worker.runtime import load_subscribers
 
-    settings = WorkerSettings()
+    settings = _settings()
     try:
         config = load_subscribers(settings)
+        if hasattr(os, "sched_getaffinity"):
+            choose_cores(settings.cpu_affinity, allowed_cpus())
     except WebhooksError as exc:
         _fail(exc)
     click.echo(f"subscribers: {len(config.subscribers)} loaded from {settings.subscribers}")
@@ -84,7 +95,7 @@ def scheduler() -> None:
     from worker.runtime import make_store
     from worker.scheduler import Scheduler
 
-    settings = WorkerSettings()
+    settings = _settings()
     stop = threading.Event()
     try:
         Scheduler(store=make_store(settings), celery=app, settings=settings).run(stop)
@@ -102,7 +113,7 @@ def publish(
 ) -> None:
     """Validate and enqueue events; prints one event id per line."""
     try:
-        with Publisher(WorkerSettings()) as publisher:
+        with Publisher(_settings()) as publisher:
             if batch_source:
                 if event or data_source or sample:
                     raise click.UsageError("--batch takes no EVENT, --data or --sample")
@@ -136,7 +147,7 @@ def subscribers_check(path: Path | None) -> None:
     from worker.delivery import redact_url
     from worker.subscribers import load_config
 
-    target = path or WorkerSettings().subscribers
+    target = path or _settings().subscribers
     if target is None:
         raise click.UsageError("give --file or set WEBHOOKS_SUBSCRIBERS")
     try:
@@ -178,17 +189,20 @@ def dev(redis_port: int, receiver_port: int, flower_port: int, no_flower: bool) 
     sample receiver that verifies signatures. Ctrl-C stops it all."""
     from worker.dev import run_dev
 
-    run_dev(
-        redis_port=redis_port,
-        receiver_port=receiver_port,
-        flower_port=None if no_flower else flower_port,
-    )
+    try:
+        run_dev(
+            redis_port=redis_port,
+            receiver_port=receiver_port,
+            flower_port=None if no_flower else flower_port,
+        )
+    except ConfigError as exc:
+        _fail(exc)
 
 
 def _store_and_settings() -> tuple[Any, WorkerSettings]:
     from worker.runtime import make_store
 
-    settings = WorkerSettings()
+    settings = _settings()
     return make_store(settings), settings
 
 
@@ -301,7 +315,7 @@ def dlq_replay(delivery_ids: tuple[str, ...], subscriber: str | None, since: str
         )
         sys.exit(1)
     replayed = dead.replay(wanted)
-    for chunk in chunks_by_subscriber(replayed, WorkerSettings().deliver_chunk):
+    for chunk in chunks_by_subscriber(replayed, _settings().deliver_chunk):
         app.send_task(DELIVER_TASK, args=[chunk], queue=dead.keys.retry_queue)
     missing = sorted(set(wanted) - set(replayed))
     for did in missing:

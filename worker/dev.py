@@ -16,7 +16,7 @@ import yaml
 
 from worker.receiver import Received, Receiver
 from worker.redis_server import RedisServer
-from worker.settings import WorkerSettings
+from worker.settings import load_settings
 
 DEV_DIR = Path(".dev")
 
@@ -31,7 +31,7 @@ def _print_delivery(item: Received) -> None:
 
 
 def run_dev(*, redis_port: int, receiver_port: int, flower_port: int | None) -> None:
-    settings = WorkerSettings()
+    settings = load_settings()
     DEV_DIR.mkdir(exist_ok=True)
     env_url = os.environ.get("REDIS_URL")
     server = None
