@@ -24,6 +24,20 @@ EventItem = tuple[str | EventType, ResellerUser | Mapping[str, Any]] | Mapping[s
 #: Event ids per dispatch message; bounds a message's size and a task's run time.
 DISPATCH_CHUNK = 200
 
+# KEYS: dispatch. ARGV: prefix, published at (ms), lost after (ms), retention (s), then per event
+# id, type, body. One command for a whole batch: atomic, and far cheaper to send and answer than
+# three commands per event.
+RECORD_EVENTS = """
+local prefix, now, lost_after, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+for i = 5, #ARGV, 3 do
+  local key = prefix .. ':event:' .. ARGV[i]
+  redis.call('HSET', key, 'type', ARGV[i + 1], 'body', ARGV[i + 2], 'published_at', now)
+  redis.call('EXPIRE', key, ttl)
+  redis.call('ZADD', KEYS[1], lost_after, ARGV[i])
+end
+return (#ARGV - 4) / 3
+"""
+
 
 def celery_client(settings: ProducerSettings) -> Celery:
     """A Celery app used only to send messages by name (no task code is imported)."""
@@ -78,6 +92,7 @@ class Publisher:
         self.settings = settings or ProducerSettings()
         self.keys = Keys(self.settings.key_prefix)
         self._redis = redis.Redis.from_url(self.settings.redis_url)
+        self._record = self._redis.register_script(RECORD_EVENTS)
         self._celery = celery_app or celery_client(self.settings)
 
     def user_created(self, user: ResellerUser | Mapping[str, Any]) -> str:
@@ -102,16 +117,10 @@ class Publisher:
         now_ms = int(time.time() * 1000)
         lost_after_ms = now_ms + int(self.settings.visibility_timeout_s * 1000)
         ttl_s = self.settings.event_retention_s
-        pipe = self._redis.pipeline(transaction=True)
+        args: list[Any] = [self.keys.prefix, now_ms, lost_after_ms, ttl_s]
         for event_id, event in zip(ids, events, strict=True):
-            key = self.keys.event(event_id)
-            pipe.hset(
-                key,
-                mapping={"type": event.event.value, "body": event.body(), "published_at": now_ms},
-            )
-            pipe.expire(key, ttl_s)
-        pipe.zadd(self.keys.dispatch, dict.fromkeys(ids, lost_after_ms))
-        pipe.execute()
+            args += [event_id, event.event.value, event.body()]
+        self._record(keys=[self.keys.dispatch], args=args)
         for start in range(0, len(ids), DISPATCH_CHUNK):
             self._celery.send_task(
                 DISPATCH_TASK, args=[ids[start : start + DISPATCH_CHUNK]], queue=self.keys.queue

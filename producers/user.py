@@ -35,10 +35,10 @@ def _to_utc(value: datetime) -> datetime:
 
 def format_timestamp(value: datetime) -> str:
     """RFC 3339 in UTC with a ``Z`` suffix; milliseconds only when present."""
-    value = value.astimezone(UTC)
+    value = value.astimezone(UTC).replace(tzinfo=None)
     if value.microsecond:
-        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return value.isoformat(timespec="milliseconds") + "Z"
+    return value.isoformat(timespec="seconds") + "Z"
 
 
 Timestamp = Annotated[

@@ -128,6 +128,22 @@ def test_timestamps_are_normalised_to_utc_z() -> None:
     assert body["data"]["updatedAt"] == "2026-11-22T08:15:22Z"
 
 
+@pytest.mark.parametrize(
+    ("given", "sent"),
+    [
+        ("2026-11-22T10:15:22+02:00", "2026-11-22T08:15:22Z"),
+        ("2026-11-22T08:15:22.5Z", "2026-11-22T08:15:22.500Z"),
+        ("2026-11-22T08:15:22.123456Z", "2026-11-22T08:15:22.123Z"),
+        ("0009-01-02T03:04:05Z", "0009-01-02T03:04:05Z"),  # four-digit year, as RFC 3339 says
+    ],
+)
+def test_timestamp_wire_format(given: str, sent: str) -> None:
+    body = json.loads(
+        build_event("reseller.user.updated", {**sample_user(), "updatedAt": given}).body()
+    )
+    assert body["data"]["updatedAt"] == sent
+
+
 def test_producers_stay_light() -> None:
     """An API service importing producers (dialects included) pulls in no HTTP client, no worker."""
     import subprocess
