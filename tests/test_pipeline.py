@@ -15,7 +15,7 @@ from svix.webhooks import Webhook as SvixWebhook
 from producers.errors import InvalidEventError
 from producers.publisher import Publisher
 from producers.wire import Keys
-from tests.conftest import Deployment, settled, wait_until
+from tests.conftest import Deployment, attempt_log, settled, wait_until
 from worker.cli import sample_user
 from worker.receiver import Receiver
 
@@ -212,3 +212,19 @@ def test_subscribers_check_prints_the_table_without_secrets(
     for secret in (inline, from_env):
         assert secret.removeprefix("whsec_")[:12] not in result.stdout + result.stderr
     assert "t0k3n" not in result.stdout
+
+
+def test_credentials_in_a_subscriber_url_become_basic_auth_and_stay_out_of_the_log(
+    deployment: Deployment, receiver: Receiver, publisher: Publisher, rdb: redis.Redis, keys: Keys
+) -> None:
+    url = receiver.url.replace("http://", "http://hook-user:p%40ss@") + "/basic?token=t0k"
+    deployment.subscriber("basic", url)
+    deployment.start_worker()
+    event_id = publisher.user_created(sample_user())
+
+    item = receiver.wait_for(1)[0]
+    assert item.headers["authorization"] == "Basic " + base64.b64encode(b"hook-user:p@ss").decode()
+    assert item.headers["user-agent"].startswith("reseller-webhooks/")
+    wait_until(lambda: settled(rdb, keys), what="the delivery finished")
+    logged = attempt_log(rdb, keys, f"{event_id}:basic")
+    assert logged[0]["url"] == receiver.url + "/basic"  # no credentials, no query string

@@ -64,6 +64,18 @@ class _Route:
     signer: Signer
 
 
+def _fixed_headers(sub: Subscriber, url: httpx.URL) -> dict[str, str]:
+    """Headers every request to ``sub`` carries: its own, then ours, then basic auth from the
+    URL's credentials (as ``httpx.Client`` would add them), computed once."""
+    headers = {**sub.headers, "content-type": "application/json", "user-agent": USER_AGENT}
+    if url.username or url.password:
+        flow = httpx.BasicAuth(url.username, url.password).sync_auth_flow(
+            httpx.Request("POST", url)
+        )
+        headers["authorization"] = next(flow).headers["authorization"]
+    return headers
+
+
 class Sender:
     """One pooled, guarded transport and one signer per subscriber. Thread-safe.
 
@@ -85,22 +97,18 @@ class Sender:
         limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
-        self._routes: dict[str, _Route] = {
-            sub.id: _Route(
-                url=httpx.URL(str(sub.url)),
-                headers={
-                    **sub.headers,
-                    "content-type": "application/json",
-                    "user-agent": USER_AGENT,
-                },
+        self._routes: dict[str, _Route] = {}
+        for sub in config.subscribers:
+            url = httpx.URL(str(sub.url))
+            self._routes[sub.id] = _Route(
+                url=url,
+                headers=_fixed_headers(sub, url),
                 timeout=httpx.Timeout(sub.timeout_s).as_dict(),
                 transport=GuardedTransport(
                     allow_private=config.allow_private_networks, limits=limits
                 ),
                 signer=Signer(sub.signing_keys),
             )
-            for sub in config.subscribers
-        }
 
     def close(self) -> None:
         for route in self._routes.values():
