@@ -111,3 +111,15 @@ def test_a_bad_affinity_stops_the_worker_at_start(
     run = deployment.cli("worker")
     assert run.returncode != 0
     assert message in run.stderr + run.stdout
+
+
+def test_a_claim_lost_with_redis_is_taken_again(rdb: redis.Redis, keys: Keys) -> None:
+    """Redis restarted without the claim: the worker claims its core again on the next refresh."""
+    claim = CoreClaim(rdb, keys, ttl_s=1.5)
+    assert claim.acquire([0]) == 0
+    key = keys.cpu_claim(machine_id(), 0)
+    rdb.delete(key)
+    wait_until(lambda: rdb.exists(key), timeout_s=5, what="the core claimed again")
+    assert CoreClaim(rdb, keys).acquire([0]) is None
+    claim.release()
+    assert not rdb.exists(key)

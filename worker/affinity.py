@@ -104,13 +104,24 @@ class CoreClaim:
 
     def _refresh(self) -> None:
         lock = self._lock
+        warned = False
         while lock is not None and not self._stop.wait(self._ttl_s / 3):
             try:
-                lock.reacquire()
+                if lock.owned():
+                    lock.reacquire()
+                    continue
+                # Lost (Redis restarted without it, or we were cut off past the TTL): claim it
+                # again unless another worker has; either way the pin stays.
+                if lock.acquire():
+                    log.info("core %s claimed again", self.cpu)
+                    warned = False
+                elif not warned:
+                    log.warning("core %s is now claimed by another worker too", self.cpu)
+                    warned = True
             except (LockError, redis.RedisError) as exc:
-                # Lost (Redis restarted, or we were cut off past the TTL): keep the pin; at
-                # worst two workers share a core until one restarts.
-                log.warning("core %s claim not refreshed: %s", self.cpu, exc)
+                if not warned:
+                    log.warning("core %s claim not refreshed: %s", self.cpu, exc)
+                    warned = True
 
     def release(self) -> None:
         self._stop.set()
