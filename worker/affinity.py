@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 
 import redis
-from redis.exceptions import LockError
+from redis.exceptions import LockError, LockNotOwnedError
 
 from producers.errors import ConfigError
 from producers.wire import Keys
@@ -42,6 +42,9 @@ def machine_id() -> str:
 
 
 def allowed_cpus() -> list[int]:
+    """The cores this process may run on; none where the OS cannot pin (not Linux)."""
+    if not hasattr(os, "sched_getaffinity"):
+        return []
     return sorted(os.sched_getaffinity(0))
 
 
@@ -56,18 +59,13 @@ def choose(setting: str, cpus: list[int]) -> list[int]:
     """The cores worth trying, in order, for a ``cpu_affinity`` setting (a pure decision).
 
     ``off`` and a single allowed core mean none; ``auto`` means any allowed core; a number
-    means that core, which must be allowed.
+    (the setting's pattern admits nothing else) means that core, which must be allowed.
     """
     if setting == "off":
         return []
     if setting == "auto":
         return cpus if len(cpus) > 1 else []
-    try:
-        wanted = int(setting)
-    except ValueError:
-        raise ConfigError(
-            f"WEBHOOKS_CPU_AFFINITY: expected 'auto', 'off' or a core number, got {setting!r}"
-        ) from None
+    wanted = int(setting)
     if wanted not in cpus:
         raise ConfigError(
             f"WEBHOOKS_CPU_AFFINITY: core {wanted} is not one this process may run on ({cpus})"
@@ -103,25 +101,25 @@ class CoreClaim:
         return None
 
     def _refresh(self) -> None:
-        lock = self._lock
-        warned = False
+        lock, warned = self._lock, False
         while lock is not None and not self._stop.wait(self._ttl_s / 3):
+            problem = self._renew(lock)
+            if problem and not warned:
+                log.warning("core %s %s", self.cpu, problem)
+            warned = problem is not None
+
+    def _renew(self, lock: redis.lock.Lock) -> str | None:
+        """Keep the claim; say why when it could not be kept (the pin stays either way)."""
+        try:
             try:
-                if lock.owned():
-                    lock.reacquire()
-                    continue
-                # Lost (Redis restarted without it, or we were cut off past the TTL): claim it
-                # again unless another worker has; either way the pin stays.
-                if lock.acquire():
-                    log.info("core %s claimed again", self.cpu)
-                    warned = False
-                elif not warned:
-                    log.warning("core %s is now claimed by another worker too", self.cpu)
-                    warned = True
-            except (LockError, redis.RedisError) as exc:
-                if not warned:
-                    log.warning("core %s claim not refreshed: %s", self.cpu, exc)
-                    warned = True
+                lock.reacquire()
+            except LockNotOwnedError:  # lost with a Redis restart, or lapsed: claim it again
+                if not lock.acquire():
+                    return "is now claimed by another worker too"
+                log.info("core %s claimed again", self.cpu)
+        except redis.RedisError as exc:
+            return f"claim not refreshed: {exc}"
+        return None
 
     def release(self) -> None:
         self._stop.set()
@@ -136,8 +134,6 @@ def pin_worker(client: redis.Redis, keys: Keys, setting: str) -> CoreClaim | Non
 
     A core named in the setting is the operator's choice and is taken without a claim.
     """
-    if not hasattr(os, "sched_setaffinity"):  # not Linux: the kernel places the process
-        return None
     candidates = choose(setting, allowed_cpus())
     if not candidates:
         return None

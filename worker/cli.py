@@ -60,15 +60,13 @@ def main(verbose: bool) -> None:
 @click.pass_context
 def worker(ctx: click.Context) -> None:
     """Start a worker. Extra options pass through to ``celery worker``."""
-    from worker.affinity import allowed_cpus
-    from worker.affinity import choose as choose_cores
+    from worker.affinity import allowed_cpus, choose
     from worker.runtime import load_subscribers
 
     settings = _settings()
     try:
         config = load_subscribers(settings)
-        if hasattr(os, "sched_getaffinity"):
-            choose_cores(settings.cpu_affinity, allowed_cpus())
+        choose(settings.cpu_affinity, allowed_cpus())  # a core it may not run on stops it here
     except WebhooksError as exc:
         _fail(exc)
     click.echo(f"subscribers: {len(config.subscribers)} loaded from {settings.subscribers}")

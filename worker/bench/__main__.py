@@ -86,7 +86,7 @@ def run(sizes: scenarios.Sizes, directory: Path, progress: Any = print) -> dict[
             result[name] = step()
     finally:
         p.close()
-    result["ratios"] = report.ratios(result, result["rounds"])
+    result["ratios"] = report.ratios(result)
     result["targets"] = report.verdicts(result)
     return result
 

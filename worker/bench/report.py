@@ -56,10 +56,10 @@ def _ratio(a: float, b: float) -> float:
     return round(a / b, 2) if b else math.nan
 
 
-def ratios(r: dict[str, Any], rounds: list[dict[str, Any]]) -> dict[str, float]:
+def ratios(r: dict[str, Any]) -> dict[str, float]:
     """Throughput ratios are taken within each round (scenarios run minutes apart would share
     less of the machine's mood), then the median over rounds."""
-    per_round = [_round_ratios(figures) for figures in rounds]
+    per_round = [_round_ratios(figures) for figures in r["rounds"]]
     out = {k: round(statistics.median(x[k] for x in per_round), 2) for k in per_round[0]}
     out["batch_vs_single_publish"] = _ratio(
         r["publish"]["batch_per_s"], r["publish"]["single_per_s"]
