@@ -3,7 +3,7 @@
 Light on purpose: pydantic, celery/kombu and redis only; no HTTP client, no worker code.
 """
 
-from producers.errors import InvalidEventError, ProducerError, WebhooksError
+from producers.errors import InvalidEventError, ProducerError, UnavailableError, WebhooksError
 from producers.events import EventType, WebhookEvent, build_event, new_event_id
 from producers.publisher import Publisher
 from producers.settings import ProducerSettings
@@ -18,6 +18,7 @@ __all__ = [
     "ProducerSettings",
     "Publisher",
     "ResellerUser",
+    "UnavailableError",
     "WebhookEvent",
     "WebhooksError",
     "build_event",

@@ -10,6 +10,7 @@
     |       +-- PatchTestFailedError  a JSON Patch ``test`` operation failed (409)
     |       +-- GraphQLRequestError   parse, validation or variable errors (400)
     |       +-- NotFoundError         "Not Found" (404)
+    |   +-- UnavailableError          Redis did not answer; nothing may be recorded (503)
     +-- ConfigError                   settings or subscribers file invalid (worker will not start)
     +-- DeliveryError                 one attempt to one subscriber failed (worker.errors)
         +-- RetryableDeliveryError    timeout, connection error, 408/425/429/5xx
@@ -68,6 +69,13 @@ class InvalidEventError(ProducerError):
     def __init__(self, problems: Sequence[str]) -> None:
         self.problems = list(problems)
         super().__init__("invalid event: " + "; ".join(self.problems))
+
+
+class UnavailableError(ProducerError):
+    """Redis could not be reached or did not answer in time: the publish may not have been
+    recorded. Retrying with the same idempotency key is always safe."""
+
+    status = 503
 
 
 def describe_validation_error(

@@ -30,6 +30,11 @@ class ProducerSettings(BaseSettings):
         gt=0,
         description="How long a published event body is kept in Redis (covers the 3-day schedule).",
     )
+    idempotency_retention_s: int = Field(
+        default=24 * 3600,
+        gt=0,
+        description="How long an idempotency key given at publish maps to its event id.",
+    )
     visibility_timeout_s: float = Field(
         default=60.0,
         gt=0,

@@ -32,9 +32,19 @@ class Keys:
         return f"{self.prefix}:event:{event_id}"
 
     @property
-    def dispatch(self) -> str:
-        """ZSET of event ids not yet fanned out, scored by when their trigger counts as lost."""
-        return f"{self.prefix}:dispatch"
+    def pending(self) -> str:
+        """LIST of event ids not yet fanned out, in publish order (drained by dispatch tasks)."""
+        return f"{self.prefix}:pending"
+
+    @property
+    def dispatch_armed(self) -> str:
+        """STRING: server time (ms) a dispatch trigger was last sent or taken; absent when none
+        is pending. Publishing sends a trigger only when it sets this key."""
+        return f"{self.prefix}:dispatch-armed"
+
+    def idempotency(self, key: str) -> str:
+        """STRING: the event id published under a producer's idempotency key (expires)."""
+        return f"{self.prefix}:idem:{key}"
 
     def delivery(self, delivery_id: str) -> str:
         """HASH: the durable record of one event to one subscriber (see worker.store)."""
@@ -42,8 +52,28 @@ class Keys:
 
     @property
     def due(self) -> str:
-        """ZSET of unfinished delivery ids, scored by their next action time (ms)."""
+        """ZSET of waiting (score: next due time) and running (score: lease end) deliveries, ms."""
         return f"{self.prefix}:due"
+
+    def ready(self, subscriber_id: str) -> str:
+        """LIST of a subscriber's delivery ids ready to be attempted now, oldest first."""
+        return f"{self.prefix}:ready:{subscriber_id}"
+
+    def slots(self, subscriber_id: str) -> str:
+        """ZSET of a subscriber's armed deliver triggers (token -> expiry ms): one per task
+        that may be attempting its deliveries; their number bounds its attempts in flight."""
+        return f"{self.prefix}:slots:{subscriber_id}"
+
+    @property
+    def active_subscribers(self) -> str:
+        """SET of subscriber ids that have had deliveries: what the scheduler checks for ready
+        work left without a trigger (``{prefix}:slot-seq`` numbers the triggers)."""
+        return f"{self.prefix}:active-subscribers"
+
+    def chain(self, subscriber_id: str, user_id: str) -> str:
+        """LIST of one user's unfinished deliveries to one subscriber, in publish order; only
+        the head is ever ready, running or waiting (per-user ordering)."""
+        return f"{self.prefix}:chain:{subscriber_id}:{user_id}"
 
     def attempts(self, delivery_id: str) -> str:
         """LIST of JSON attempt records of one delivery, newest last, capped."""

@@ -209,8 +209,9 @@ def deployment(tmp_path: Path, redis_url: str) -> Iterator[Deployment]:
 def settled(client: redis.Redis, keys: Keys) -> bool:
     """Nothing left to dispatch or deliver, and no trigger waiting in a queue."""
     return (
-        client.zcard(keys.dispatch) == 0
+        client.llen(keys.pending) == 0
         and client.zcard(keys.due) == 0
+        and not any(client.llen(k) for k in client.scan_iter(match=keys.ready("*")))
         and client.llen(keys.queue) == 0
         and client.llen(keys.retry_queue) == 0
     )

@@ -48,8 +48,8 @@ def test_malformed_and_unknown_messages_are_dead_lettered_and_the_worker_goes_on
     sender = Celery(broker=deployment.redis_url, set_as_current=False)
     sender.send_task("webhooks.nonexistent", args=[["msg_x"]], queue=keys.queue)
     sender.send_task(DISPATCH_TASK, args=["not-a-list"], queue=keys.queue)
-    sender.send_task(DELIVER_TASK, args=[[{"id": 1}]], queue=keys.queue)
-    sender.send_task(DISPATCH_TASK, args=[["msg_a"]], kwargs={"bogus": 1}, queue=keys.queue)
+    sender.send_task(DELIVER_TASK, args=[{"id": 1}, "1"], queue=keys.queue)
+    sender.send_task(DISPATCH_TASK, kwargs={"bogus": 1}, queue=keys.queue)
     rdb.lpush(keys.queue, raw_message(b"\x00\x01 not json", "application/json"))
     rdb.lpush(keys.queue, raw_message(b"{}", "application/x-python-serialize"))
     sender.close()
@@ -58,9 +58,9 @@ def test_malformed_and_unknown_messages_are_dead_lettered_and_the_worker_goes_on
     records = [json.loads(r) for r in rdb.lrange(keys.bad_messages, 0, -1)]
     reasons = " | ".join(r["reason"] for r in records)
     assert "unknown task name" in reasons
-    assert "arguments are not a list of event ids" in reasons
-    assert "arguments are not a list of delivery ids" in reasons
-    assert "TypeError" in reasons
+    assert "dispatch() takes 0 positional arguments" in reasons
+    assert "arguments are not (subscriber id, slot token)" in reasons
+    assert "unexpected keyword argument 'bogus'" in reasons
     assert "cannot decode" in reasons
 
     # Still alive and still delivering.

@@ -71,10 +71,15 @@ def test_dev_runs_redis_worker_flower_and_a_verifying_receiver(tmp_path: Path) -
             with urllib.request.urlopen(url, timeout=5) as response:
                 return dict(json.load(response))
 
-        tasks = wait_until(flower_tasks, what="Flower lists the tasks")
-        shown = json.dumps(tasks)
+        def delivered_shown() -> str | None:
+            shown = json.dumps(flower_tasks())
+            return shown if "'delivered': 1" in shown else None
+
+        # Flower shows the triggers and what they did: which subscriber, how many delivered.
+        shown = wait_until(delivered_shown, what="Flower shows the delivery task's result")
         assert "webhooks.dispatch" in shown
-        assert event_id in shown
+        assert "webhooks.deliver" in shown
+        assert "'subscriber': 'sample-receiver'" in shown
         user = sample_user()
         for personal in (user["email"], user["firstName"], user["lastName"]):
             assert personal not in shown

@@ -149,14 +149,19 @@ def test_batch_publish_is_all_or_nothing(publisher: Publisher, rdb: redis.Redis)
 
 
 def test_queue_messages_carry_ids_only(publisher: Publisher, rdb: redis.Redis, keys: Keys) -> None:
-    """What Flower shows of a task is its arguments: no names, emails or secrets there."""
+    """What Flower shows of a task is its arguments: no names, emails or secrets there.
+
+    And a dispatch trigger is shared: while one is pending, publishing sends no other message.
+    """
     user = sample_user()
-    event_id = publisher.user_created(user)
+    first = publisher.user_created(user)
+    second = publisher.user_created(user)
+    assert rdb.lrange(keys.pending, 0, -1) == [first.encode(), second.encode()]
     raw = rdb.lrange(keys.queue, 0, -1)
     assert len(raw) == 1
     message = json.loads(raw[0])
     args = json.loads(base64.b64decode(message["body"]))[0]
-    assert args == [[event_id]]
+    assert args == []
     text = raw[0].decode()
     for personal in (user["email"], user["firstName"], user["lastName"], user["name"]):
         assert personal not in text

@@ -106,15 +106,25 @@ def scheduler() -> None:
 @click.option("--data", "data_source", help="JSON file with the user object ('-' for stdin).")
 @click.option("--batch", "batch_source", help="JSON array of {event, data} ('-' for stdin).")
 @click.option("--sample", is_flag=True, help="Use a built-in sample user as the data.")
+@click.option(
+    "--idempotency-key",
+    help="Publishing again with this key returns the first event's id and sends nothing new.",
+)
 def publish(
-    event: str | None, data_source: str | None, batch_source: str | None, sample: bool
+    event: str | None,
+    data_source: str | None,
+    batch_source: str | None,
+    sample: bool,
+    idempotency_key: str | None,
 ) -> None:
     """Validate and enqueue events; prints one event id per line."""
     try:
         with Publisher(_settings()) as publisher:
             if batch_source:
-                if event or data_source or sample:
-                    raise click.UsageError("--batch takes no EVENT, --data or --sample")
+                if event or data_source or sample or idempotency_key:
+                    raise click.UsageError(
+                        "--batch takes no EVENT, --data, --sample or --idempotency-key"
+                    )
                 items = _read_json(batch_source)
                 if not isinstance(items, list):
                     raise click.BadParameter("the batch file must hold a JSON array")
@@ -123,7 +133,7 @@ def publish(
                 if not event or (data_source is None) == (not sample):
                     raise click.UsageError("give EVENT and exactly one of --data or --sample")
                 data = sample_user() if sample else _read_json(data_source or "-")
-                ids = [publisher.publish(event, data)]
+                ids = [publisher.publish(event, data, idempotency_key=idempotency_key)]
     except WebhooksError as exc:
         _fail(exc)
     except (redis.RedisError, OperationalError) as exc:
@@ -229,11 +239,7 @@ def _dead_letters() -> Any:
     from worker.deadletters import DeadLetters
 
     store, settings = _store_and_settings()
-    return DeadLetters(
-        store,
-        visibility_timeout_s=settings.visibility_timeout_s,
-        event_ttl_s=settings.event_retention_s,
-    )
+    return DeadLetters(store, event_ttl_s=settings.event_retention_s)
 
 
 @main.group()
@@ -287,9 +293,8 @@ def dlq_show(delivery_id: str, body: bool) -> None:
 @click.option("--since", help="Replay every dead letter since this time or duration.")
 def dlq_replay(delivery_ids: tuple[str, ...], subscriber: str | None, since: str | None) -> None:
     """Send dead deliveries again: same webhook-id, fresh schedule, logged as manual."""
-    from producers.wire import DELIVER_TASK
     from worker.app import app
-    from worker.delivery import chunks_by_subscriber
+    from worker.triggers import send_deliver
 
     if not delivery_ids and not subscriber and not since:
         raise click.UsageError("give delivery ids, --subscriber or --since")
@@ -312,9 +317,8 @@ def dlq_replay(delivery_ids: tuple[str, ...], subscriber: str | None, since: str
             err=True,
         )
         sys.exit(1)
-    replayed = dead.replay(wanted)
-    for chunk in chunks_by_subscriber(replayed, _settings().deliver_chunk):
-        app.send_task(DELIVER_TASK, args=[chunk], queue=dead.keys.retry_queue)
+    replayed, triggers = dead.replay(wanted)
+    send_deliver(app, dead.keys, triggers)
     missing = sorted(set(wanted) - set(replayed))
     for did in missing:
         click.echo(f"not found: {did}", err=True)

@@ -2,43 +2,20 @@
 
 A dead letter is ``{prefix}:dead:{delivery_id}`` (JSON: event id and type, subscriber, redacted
 URL, attempts, reason, the exact body) indexed by the ``{prefix}:dead`` ZSET (scored by time of
-death), with the delivery's attempt log kept as long as the letter. Replaying one puts the delivery
-back in the queue with a fresh schedule and the same ``webhook-id``; its attempts are logged with
-``trigger: manual``.
+death), with the delivery's attempt log kept as long as the letter. Replaying one makes the delivery
+ready again with a fresh schedule and the same ``webhook-id`` (outside its user's ordering chain,
+which moved on when it died); its attempts are logged with ``trigger: manual``.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
 from producers.wire import Keys
-from worker.store import Store
-
-# KEYS: due, dead. ARGV: prefix, did, lost_after, event ttl.
-_REPLAY = """
-local prefix, did = ARGV[1], ARGV[2]
-local letter = redis.call('GET', prefix .. ':dead:' .. did)
-if not letter then return 0 end
-local data = cjson.decode(letter)
-local key = prefix .. ':delivery:' .. did
-local ekey = prefix .. ':event:' .. data['event_id']
-if redis.call('EXISTS', ekey) == 0 then
-  redis.call('HSET', ekey, 'type', data['event_type'], 'body', data['body'])
-  redis.call('EXPIRE', ekey, ARGV[4])
-end
-redis.call('HSET', key, 'event', data['event_id'], 'sub', data['subscriber_id'],
-           'state', 'queued', 'attempts', 0, 'trigger', 'manual')
-redis.call('HDEL', key, 'reason', 'done', 'next')
-redis.call('PERSIST', key)
-redis.call('ZADD', KEYS[1], ARGV[3], did)
-redis.call('ZREM', KEYS[2], did)
-redis.call('DEL', prefix .. ':dead:' .. did)
-return 1
-"""
+from worker.store import Store, Trigger
 
 
 @dataclass(frozen=True)
@@ -60,12 +37,10 @@ class DeadLetter:
 
 
 class DeadLetters:
-    def __init__(self, store: Store, *, visibility_timeout_s: float, event_ttl_s: int) -> None:
+    def __init__(self, store: Store, *, event_ttl_s: int) -> None:
         self.store = store
         self.keys: Keys = store.keys
-        self._visibility_ms = int(visibility_timeout_s * 1000)
         self._event_ttl = event_ttl_s
-        self._replay = store.redis.register_script(_REPLAY)
 
     def ids(self, *, since_ms: int | None = None) -> list[str]:
         low = since_ms if since_ms is not None else "-inf"
@@ -98,17 +73,19 @@ class DeadLetters:
                 continue
             yield letter
 
-    def replay(self, delivery_ids: Iterable[str]) -> list[str]:
-        """Requeue dead deliveries (fresh schedule, same webhook-id); returns those requeued."""
-        lost_after = int(time.time() * 1000) + self._visibility_ms
-        done = []
+    def replay(self, delivery_ids: Iterable[str]) -> tuple[list[str], list[Trigger]]:
+        """Make dead deliveries ready again (fresh schedule, same webhook-id).
+
+        Returns the ids replayed and the triggers to send (``worker.triggers.send_deliver``).
+        """
+        done: list[str] = []
+        triggers: list[Trigger] = []
         for did in delivery_ids:
-            if self._replay(
-                keys=[self.keys.due, self.keys.dead],
-                args=[self.keys.prefix, did, lost_after, self._event_ttl],
-            ):
+            armed = self.store.replay(did, event_ttl_s=self._event_ttl)
+            if armed is not None:
                 done.append(did)
-        return done
+                triggers += armed
+        return done, triggers
 
     def purge(self, delivery_ids: Iterable[str]) -> int:
         count = 0

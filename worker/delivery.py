@@ -6,8 +6,9 @@ import json
 import logging
 import random
 import time
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -18,29 +19,26 @@ from producers.events import EVENT_TYPES
 from producers.user import format_timestamp
 from worker.errors import PermanentDeliveryError
 from worker.outcome import Decision, Outcome, decide
-from worker.sender import AttemptResult, Sender
+from worker.sender import AttemptResult, Sender, attempt_bound_s
 from worker.settings import WorkerSettings
-from worker.store import Claim, Finish, Store, split_delivery_id
+from worker.store import Claim, ClaimBatch, Drained, Finish, Route, Store, Trigger
 from worker.subscribers import Subscriber, SubscribersConfig
 
 log = logging.getLogger(__name__)
 
-#: How long the set of failing subscribers is cached.
-FAILING_CACHE_S = 1.0
-
-#: Grace beyond an attempt's own deadline before its lease may be taken over.
+#: Grace beyond an attempt's own bound before its lease may be taken over.
 LEASE_MARGIN_S = 5.0
 
 #: Results are written to Redis at least this often while a chunk is being delivered.
 FLUSH_INTERVAL_S = 0.1
 
+#: Most events one drain script call fans out.
+DRAIN_BATCH = 500
 
-def chunks_by_subscriber(delivery_ids: Iterable[str], size: int) -> list[list[str]]:
-    """Group deliveries per subscriber (one slow subscriber then delays only its own chunks)."""
-    groups: dict[str, list[str]] = defaultdict(list)
-    for did in delivery_ids:
-        groups[split_delivery_id(did)[1]].append(did)
-    return [ids[i : i + size] for ids in groups.values() for i in range(0, len(ids), size)]
+#: A task that has worked this long hands its trigger back to the queue, behind the others.
+TIME_SLICE_S = 2.0
+
+SendTriggers = Callable[[Sequence[Trigger]], None]
 
 
 def redact_url(url: str) -> str:
@@ -60,6 +58,15 @@ def _iso(ms: float) -> str:
     return format_timestamp(datetime.fromtimestamp(ms / 1000, UTC))
 
 
+@dataclass
+class Served:
+    """What one deliver task did for one subscriber."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    #: The time slice ran out with work left: the caller sends the trigger again.
+    resend: bool = False
+
+
 class Deliverer:
     def __init__(
         self,
@@ -77,102 +84,106 @@ class Deliverer:
         self.settings = settings
         self.clock = clock
         self.rng = rng or random.Random()
-        self._routes = {t: [s.id for s in config.matching(t)] for t in EVENT_TYPES}
-        self._timeouts = {s.id: s.timeout_s for s in config.subscribers}
-        self._failing: frozenset[str] = frozenset()
-        self._failing_read_at = float("-inf")
-
-    def failing_subscribers(self) -> frozenset[str]:
-        """Subscribers whose last attempt failed; cached for a second (read on every dispatch)."""
-        now = time.monotonic()
-        if now - self._failing_read_at > FAILING_CACHE_S:
-            self._failing = self.store.failing_subscribers([s.id for s in self.config.subscribers])
-            self._failing_read_at = now
-        return self._failing
+        self._routes = {
+            t: [
+                Route(s.id, ordered=s.ordering == "per_user", coalesce=s.coalesce)
+                for s in config.matching(t)
+            ]
+            for t in EVENT_TYPES
+        }
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
 
-    def dispatch(self, event_ids: Sequence[str]) -> tuple[list[str], dict[str, int]]:
-        """Fan events out, then deliver the first healthy subscriber's share right here.
+    def drain(self) -> Drained:
+        """Fan out the next batch of pending events (publish order) in one script call."""
+        drained = self.store.drain(self._routes, batch=DRAIN_BATCH, now_iso=_iso(self.now_ms()))
+        if drained.missing:
+            log.warning("%d event(s) had no stored record (expired?)", drained.missing)
+        return drained
 
-        One script call creates every delivery record and claims up to a chunk of them for this
-        worker, so a lone event costs one call before its attempt. Returns the ids of the
-        deliveries left queued (the caller triggers them) and the counts of what was attempted.
+    def serve(
+        self,
+        subscriber_id: str,
+        token: str,
+        send: SendTriggers,
+        *,
+        time_slice_s: float = TIME_SLICE_S,
+    ) -> Served:
+        """Attempt the subscriber's ready deliveries while slot ``token`` is live.
+
+        Claims a chunk at a time in one script call and records results in batches, so Redis
+        costs two round trips per chunk, not per delivery. A crash loses only unrecorded
+        results: those deliveries are sent again, under the same ``webhook-id``, once the lease
+        expires. Returns when nothing is left, or when the time slice is used up (``resend``).
         """
-        failing = self.failing_subscribers()
-        inline = [s.id for s in self.config.subscribers if s.enabled and s.id not in failing]
-        now = self.now_ms()
-        budget_ms = self._attempt_budget_ms(inline)
-        queued, claims, missing = self.store.dispatch(
-            event_ids,
-            self._routes,
-            inline=inline,
-            inline_limit=self.settings.deliver_chunk,
-            now_ms=now,
-            lost_after_ms=now + int(self.settings.visibility_timeout_s * 1000),
-            lease_until_ms=now + 2 * budget_ms,
-        )
-        for event_id in missing:
-            log.warning("event %s has no stored record (expired?); nothing to send", event_id)
-        log.debug(
-            "dispatched %d event(s): %d delivery(ies) here, %d queued",
-            len(event_ids),
-            len(claims),
-            len(queued),
-        )
-        return queued, self._run(claims, budget_ms)
+        sub = self.config.by_id.get(subscriber_id)
+        budget_s = attempt_bound_s(sub.timeout_s if sub else 0.0) + LEASE_MARGIN_S
+        lease_ms = int(2 * budget_s * 1000)
+        served = Served()
+        started = time.monotonic()
+        while True:
+            batch = self.store.claim(
+                subscriber_id,
+                token,
+                most=self.settings.deliver_chunk,
+                lease_ms=lease_ms,
+                bound=sub.max_in_flight if sub else 1,
+            )
+            if batch is None:
+                return served
+            if batch.more:
+                send(batch.more)
+            served.counts += self._run(token, batch, sub, budget_s, lease_ms)
+            if time.monotonic() - started > time_slice_s:
+                served.resend = True
+                return served
 
-    def deliver(self, delivery_ids: Sequence[str]) -> dict[str, int]:
-        """Attempt every delivery of ``delivery_ids`` this worker can claim, in order.
-
-        One script call claims them all and one records their results (every
-        ``FLUSH_INTERVAL_S`` at least), so Redis costs two round trips per chunk, not per
-        delivery. A crash loses only unrecorded results: those deliveries are sent again,
-        under the same ``webhook-id``, once the lease expires.
-        """
-        budget_ms = self._attempt_budget_ms({split_delivery_id(d)[1] for d in delivery_ids})
-        claims = self.store.claim(delivery_ids, lease_until_ms=self.now_ms() + 2 * budget_ms)
-        counts = self._run(claims, budget_ms)
-        if len(claims) < len(delivery_ids):
-            counts["skipped"] = len(delivery_ids) - len(claims)
-        return counts
-
-    def _run(self, claims: list[Claim], budget_ms: int) -> dict[str, int]:
+    def _run(
+        self,
+        token: str,
+        batch: ClaimBatch,
+        sub: Subscriber | None,
+        budget_s: float,
+        lease_ms: int,
+    ) -> Counter[str]:
         """Attempt claimed deliveries in order, recording results in batches."""
         counts: Counter[str] = Counter()
+        claims = list(batch.claims)
         done: list[tuple[Claim, Finish]] = []
         flushed_at = time.monotonic()
-        for index in range(len(claims)):
-            now_ms = self.now_ms()
-            if claims[index].lease - now_ms < budget_ms:  # slow going: keep the rest leased
+        index = 0
+        while index < len(claims):
+            if claims[index].expires_at - time.monotonic() < budget_s:  # keep the rest leased
                 self._record(done)
                 done, flushed_at = [], time.monotonic()
-                claims[index:] = self.store.extend(
-                    claims[index:], lease_until_ms=now_ms + 2 * budget_ms
-                )
+                kept = self.store.extend(token, claims[index:], lease_ms=lease_ms)
+                if len(kept) < len(claims) - index:
+                    log.warning(
+                        "%d lease(s) to %s lapsed before their attempt; left to their new owner",
+                        len(claims) - index - len(kept),
+                        claims[index].subscriber_id,
+                    )
+                claims[index:] = kept
+                continue
             claim = claims[index]
-            finish = self._attempt(claim, self.config.by_id.get(claim.subscriber_id))
+            finish = self._attempt(claim, sub, batch.disabled_reason)
             counts[finish.attempt["outcome"]] += 1
             done.append((claim, finish))
+            index += 1
             if time.monotonic() - flushed_at > FLUSH_INTERVAL_S:
                 self._record(done)
                 done, flushed_at = [], time.monotonic()
         self._record(done)
-        return dict(counts)
+        return counts
 
-    def _attempt_budget_ms(self, subscriber_ids: Iterable[str]) -> int:
-        """The longest one attempt to any of these subscribers may take, with a margin."""
-        timeouts = [self._timeouts.get(sid, 0.0) for sid in subscriber_ids]
-        return int((max(timeouts, default=0.0) + LEASE_MARGIN_S) * 1000)
-
-    def _attempt(self, claim: Claim, subscriber: Subscriber | None) -> Finish:
+    def _attempt(self, claim: Claim, subscriber: Subscriber | None, disabled: str) -> Finish:
         """Make one attempt (or decide none can be made) and say what to record."""
         if subscriber is None:
             reason = f"subscriber {claim.subscriber_id!r} is not in the subscribers file"
             return self._unattempted(claim, None, reason)
-        if claim.disabled_reason:
-            return self._unattempted(claim, subscriber, claim.disabled_reason)
+        if disabled:
+            return self._unattempted(claim, subscriber, disabled)
         if not claim.body:
             return self._unattempted(claim, subscriber, "event record expired before delivery")
         result = self.sender.attempt(subscriber, claim.event_id, claim.body)
@@ -219,7 +230,8 @@ class Deliverer:
         attempted: bool = True,
     ) -> Finish:
         now_ms = int(now * 1000)
-        next_due = now_ms + int(decision.delay_s * 1000) if decision.delay_s is not None else None
+        delay_ms = int(decision.delay_s * 1000) if decision.delay_s is not None else None
+        next_due = now_ms + delay_ms if delay_ms is not None else None
         url = redact_url(str(subscriber.url)) if subscriber else ""
         attempt = {
             "attempt": claim.attempt,
@@ -243,13 +255,12 @@ class Deliverer:
                 "event_type": _event_type(claim.body),
                 "attempts": claim.attempt,
                 "dead_at": _iso(now_ms),
-                "dead_at_ms": now_ms,
                 "body": claim.body.decode(errors="replace"),
             }
         return Finish(
             decision.outcome.value if attempted else "skipped",
             attempt,
-            next_due,
+            delay_ms,
             decision.reason,
             letter,
             disable_after_ms=int(disable_after_s * 1000),
@@ -265,7 +276,7 @@ class Deliverer:
     )
     def _record(self, done: Sequence[tuple[Claim, Finish]]) -> None:
         if done:
-            self.store.finish(done, now_ms=self.now_ms())
+            self.store.finish(done)
 
     def _unattempted(self, claim: Claim, subscriber: Subscriber | None, reason: str) -> Finish:
         """Dead-letter without an HTTP attempt (and without counting against the subscriber)."""

@@ -29,6 +29,7 @@ def make_store(settings: WorkerSettings, client: redis.Redis | None = None) -> S
         record_retention_s=settings.record_retention_s,
         dead_letter_retention_s=settings.dead_letter_retention_s,
         attempt_log_size=settings.attempt_log_size,
+        trigger_expiry_s=settings.visibility_timeout_s,
     )
 
 

@@ -1,4 +1,4 @@
-"""Moves due retries, expired leases and lost triggers back onto the queue.
+"""Makes due retries ready, takes back expired leases and re-sends lapsed triggers.
 
 Runs as a thread inside every worker (default) or as its own process (``reseller-webhooks
 scheduler``). Any number may run at once: each tick is one atomic Lua sweep, so a delivery is
@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable
 
 import redis
 from celery import Celery
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from producers.wire import DELIVER_TASK, DISPATCH_TASK
-from worker.delivery import chunks_by_subscriber
 from worker.settings import WorkerSettings
 from worker.store import Store
+from worker.triggers import send_deliver, send_dispatch
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +28,10 @@ class Scheduler:
         store: Store,
         celery: Celery,
         settings: WorkerSettings,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.celery = celery
         self.settings = settings
-        self.clock = clock
 
     # A Redis hiccup should not end the loop; a long outage is logged once per tick.
     @retry(
@@ -46,28 +41,23 @@ class Scheduler:
         reraise=True,
     )
     def tick(self) -> tuple[int, int]:
-        """One sweep; returns (deliveries triggered, events re-dispatched)."""
+        """One sweep; returns (deliveries made ready again, triggers sent)."""
         keys = self.store.keys
-        now = int(self.clock() * 1000)
-        # A queued delivery whose trigger is overdue was lost only if the queues have drained
-        # past it; while they are long, its trigger is most likely still waiting in line.
-        requeue = self.store.queue_depth() < self.settings.scheduler_batch
-        deliveries, events = self.store.sweep(
-            now_ms=now,
-            lost_after_ms=now + int(self.settings.visibility_timeout_s * 1000),
+        swept = self.store.sweep(
             batch=self.settings.scheduler_batch,
-            requeue_queued=requeue,
+            dispatch_lost_after_s=self.settings.visibility_timeout_s,
         )
-        for chunk in chunks_by_subscriber(deliveries, self.settings.deliver_chunk):
-            self.celery.send_task(DELIVER_TASK, args=[chunk], queue=keys.retry_queue)
-        for start in range(0, len(events), self.settings.deliver_chunk):
-            chunk = events[start : start + self.settings.deliver_chunk]
-            self.celery.send_task(DISPATCH_TASK, args=[chunk], queue=keys.queue)
-        if deliveries or events:
+        send_deliver(self.celery, keys, swept.triggers)
+        if swept.dispatch:
+            send_dispatch(self.celery, keys)
+        sent = len(swept.triggers) + int(swept.dispatch)
+        if swept.moved or sent:
             log.info(
-                "scheduler: triggered %d delivery(ies), %d event(s)", len(deliveries), len(events)
+                "scheduler: %d delivery(ies) due or taken back, %d trigger(s) sent",
+                swept.moved,
+                sent,
             )
-        return len(deliveries), len(events)
+        return swept.moved, sent
 
     def run(self, stop: threading.Event) -> None:
         log.info("scheduler running every %.2f s", self.settings.scheduler_interval_s)
@@ -78,7 +68,7 @@ class Scheduler:
                 log.exception("scheduler tick failed; trying again")
                 moved = (0, 0)
             # Keep draining without a pause while a tick was full.
-            if sum(moved) < self.settings.scheduler_batch:
+            if moved[0] < self.settings.scheduler_batch:
                 stop.wait(self.settings.scheduler_interval_s)
 
     def start_thread(self) -> tuple[threading.Thread, threading.Event]:

@@ -1,113 +1,260 @@
-"""Lua scripts: every state change of a delivery record is one atomic script."""
+"""Lua scripts: every state change of a delivery record is one atomic script.
 
-# KEYS: dispatch, due.
-# ARGV: prefix, now, lost_after, lease, inline limit, route count, then per event type:
-#   type, n, n subscriber ids; then the count of subscribers that may be delivered inline and
-#   their ids; then the event ids.
-# Creates one record per matching subscriber. The deliveries of the first inline-eligible
-# subscriber met (up to the limit) are created already claimed by the caller, so a lone event
-# costs one script call from trigger to attempt. Returns {created ids, claims, missing events}.
-DISPATCH = """
-local prefix, now, lost_after, lease = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local limit = tonumber(ARGV[5])
-local i = 7
-local routes = {}
-for _ = 1, tonumber(ARGV[6]) do
-  local n = tonumber(ARGV[i + 1])
-  local subs = {}
-  for k = 1, n do subs[k] = ARGV[i + 1 + k] end
-  routes[ARGV[i]] = subs
-  i = i + 2 + n
-end
-local eligible = {}
-local n_inline = tonumber(ARGV[i])
-for k = 1, n_inline do eligible[ARGV[i + k]] = true end
-i = i + 1 + n_inline
-local created, claims, missing = {}, {}, {}
-local inline = nil
-for e = i, #ARGV do
-  local eid = ARGV[e]
-  if redis.call('ZSCORE', KEYS[1], eid) then
-    local event = redis.call('HMGET', prefix .. ':event:' .. eid, 'type', 'body')
-    if event[1] then
-      for _, sub in ipairs(routes[event[1]] or {}) do
-        local did = eid .. ':' .. sub
-        local key = prefix .. ':delivery:' .. did
-        if redis.call('EXISTS', key) == 0 then
-          if inline == nil and eligible[sub] then inline = sub end
-          if sub == inline and #claims < limit then
-            redis.call('HSET', key, 'event', eid, 'sub', sub, 'state', 'running', 'attempts', 1,
-                       'trigger', 'scheduled', 'created', now, 'lease', lease)
-            redis.call('ZADD', KEYS[2], lease, did)
-            local state = redis.call('HMGET', prefix .. ':subscriber:' .. sub, 'disabled', 'reason')
-            local disabled = ''
-            if state[1] == '1' then disabled = state[2] or 'subscriber disabled' end
-            claims[#claims + 1] = {did, eid, sub, 1, 'scheduled', event[2], disabled}
-          else
-            redis.call('HSET', key, 'event', eid, 'sub', sub, 'state', 'queued', 'attempts', 0,
-                       'trigger', 'scheduled', 'created', now)
-            redis.call('ZADD', KEYS[2], lost_after, did)
-            created[#created + 1] = did
-          end
-        end
-      end
-    else
-      missing[#missing + 1] = eid
-    end
-    redis.call('ZREM', KEYS[1], eid)
-  end
-end
-return {created, claims, missing}
+Times are the Redis server's (``TIME``), never a worker's clock: a worker whose clock is off
+cannot send a retry early or cut a lease short. Callers pass durations, not instants.
+
+A deliver trigger is a *slot*: ``{prefix}:slots:{sub}`` holds one token per Celery message that
+may be attempting the subscriber's deliveries, scored by when it lapses. A script that makes
+deliveries ready arms a slot when the subscriber has none (and says so: the caller sends the
+message); a claim arms one more while work is left, up to the subscriber's bound. So the number
+of messages follows the number of subscribers with work, not the number of events.
 """
 
-# KEYS: due. ARGV: prefix, lease, delivery ids... Returns, per id, 0 (not queued: someone else
-# has it, or it is finished) or {event, subscriber, attempt, trigger, body, disabled reason}.
-CLAIM = """
-local prefix, lease = ARGV[1], ARGV[2]
-local out = {}
-for i = 3, #ARGV do
-  local did = ARGV[i]
+# Shared by the scripts below: the server clock and slot arming. ``out`` collects
+# {subscriber, token, failing (0/1)} for the caller to send as deliver triggers.
+_PRELUDE = """
+local function server_now()
+  local t = redis.call('TIME')
+  return t[1] * 1000 + math.floor(t[2] / 1000)
+end
+local function arm(prefix, sub, expiry, out)
+  local token = redis.call('INCR', prefix .. ':slot-seq')
+  redis.call('ZADD', prefix .. ':slots:' .. sub, expiry, token)
+  local failing = redis.call('HEXISTS', prefix .. ':subscriber:' .. sub, 'failing_since')
+  out[#out + 1] = {sub, tostring(token), failing}
+end
+local function live_slots(prefix, sub, now)
+  local key = prefix .. ':slots:' .. sub
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  return redis.call('ZCARD', key)
+end
+local function ensure_slot(prefix, sub, now, expiry, out)
+  if redis.call('LLEN', prefix .. ':ready:' .. sub) > 0 and live_slots(prefix, sub, now) == 0 then
+    arm(prefix, sub, expiry, out)
+  end
+end
+"""
+
+# KEYS: pending, dispatch-armed, due, active subscribers.
+# ARGV: prefix, batch, trigger expiry (ms), record ttl (s), log size, now (ISO, for the attempt
+# log), route count, then per event type: type, n, n x (subscriber, ordered 0/1, coalesce 0/1).
+# Takes up to a batch of events off the pending list (publish order) and creates one delivery per
+# matching subscriber. With per-user ordering, a delivery joins its (subscriber, user) chain and
+# is ready only at its head; with coalescing, a newer update supersedes the chain's undelivered
+# updates (a waiting head's place in the retry schedule passes to the newcomer). Disarms the
+# dispatch trigger when the list is empty, else refreshes it.
+# Returns {events taken, events whose record expired, triggers, 1 if more are pending}.
+DRAIN = (
+    _PRELUDE
+    + """
+local prefix, batch, expiry_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local ttl, log_size, now_iso = ARGV[4], tonumber(ARGV[5]), ARGV[6]
+local now = server_now()
+local routes, i = {}, 8
+for _ = 1, tonumber(ARGV[7]) do
+  local n = tonumber(ARGV[i + 1])
+  local subs = {}
+  for k = 0, n - 1 do
+    local j = i + 2 + 3 * k
+    subs[#subs + 1] = {ARGV[j], ARGV[j + 1] == '1', ARGV[j + 2] == '1'}
+  end
+  routes[ARGV[i]] = subs
+  i = i + 2 + 3 * n
+end
+local UPDATED = 'reseller.user.updated'
+local touched, order = {}, {}
+local function make_ready(sub, did)
+  redis.call('HSET', prefix .. ':delivery:' .. did, 'state', 'ready')
+  redis.call('RPUSH', prefix .. ':ready:' .. sub, did)
+  if not touched[sub] then
+    touched[sub] = true
+    order[#order + 1] = sub
+  end
+end
+local function supersede(did, by)
   local key = prefix .. ':delivery:' .. did
-  local rec = redis.call('HMGET', key, 'state', 'event', 'sub', 'trigger')
-  if rec[1] == 'queued' then
-    local n = redis.call('HINCRBY', key, 'attempts', 1)
+  redis.call('HSET', key, 'state', 'superseded', 'done', now, 'reason', 'superseded by ' .. by)
+  redis.call('EXPIRE', key, ttl)
+  local log = prefix .. ':attempts:' .. did
+  redis.call('RPUSH', log, cjson.encode({at = now_iso, trigger = 'coalesce',
+                                          outcome = 'superseded', superseded_by = by}))
+  redis.call('LTRIM', log, -log_size, -1)
+  redis.call('EXPIRE', log, ttl)
+end
+local function coalesce(chain, by)
+  local inherit = nil
+  for _, did in ipairs(redis.call('LRANGE', chain, 0, -1)) do
+    local rec = redis.call('HMGET', prefix .. ':delivery:' .. did, 'state', 'type', 'attempts')
+    if rec[2] == UPDATED and (rec[1] == 'blocked' or rec[1] == 'ready' or rec[1] == 'waiting') then
+      if rec[1] == 'waiting' then
+        local due = redis.call('ZSCORE', KEYS[3], did)
+        if due then inherit = {due, rec[3]} end
+        redis.call('ZREM', KEYS[3], did)
+      end
+      supersede(did, by)
+      redis.call('LREM', chain, 1, did)
+    end
+  end
+  return inherit
+end
+local ids = redis.call('LPOP', KEYS[1], batch) or {}
+local missing = 0
+for _, eid in ipairs(ids) do
+  local ev = redis.call('HMGET', prefix .. ':event:' .. eid, 'type', 'user')
+  if not ev[1] then
+    missing = missing + 1
+  else
+    for _, route in ipairs(routes[ev[1]] or {}) do
+      local sub = route[1]
+      local did = eid .. ':' .. sub
+      local key = prefix .. ':delivery:' .. did
+      if redis.call('EXISTS', key) == 0 then
+        local chain, state, inherit = '', 'ready', nil
+        if route[2] and ev[2] and ev[2] ~= '' then
+          chain = prefix .. ':chain:' .. sub .. ':' .. ev[2]
+          local head = redis.call('LINDEX', chain, 0)
+          if route[3] and ev[1] == UPDATED then inherit = coalesce(chain, eid) end
+          local new_head = redis.call('LINDEX', chain, 0)
+          if new_head then
+            if new_head ~= head then
+              -- the head was superseded: the next in line goes now
+              if redis.call('HGET', prefix .. ':delivery:' .. new_head, 'state') == 'blocked' then
+                make_ready(sub, new_head)
+              end
+            end
+            state, inherit = 'blocked', nil
+          elseif inherit then
+            state = 'waiting'
+          end
+          redis.call('RPUSH', chain, did)
+        end
+        redis.call('HSET', key, 'event', eid, 'sub', sub, 'type', ev[1], 'state', state,
+                   'attempts', inherit and inherit[2] or 0, 'trigger', 'scheduled',
+                   'created', now, 'chain', chain)
+        if state == 'ready' then
+          make_ready(sub, did)
+        elseif state == 'waiting' then
+          redis.call('HSET', key, 'next', inherit[1])
+          redis.call('ZADD', KEYS[3], inherit[1], did)
+        end
+      end
+    end
+  end
+end
+local more = 0
+if redis.call('LLEN', KEYS[1]) > 0 then
+  redis.call('SET', KEYS[2], now)
+  more = 1
+else
+  redis.call('DEL', KEYS[2])
+end
+local triggers = {}
+for _, sub in ipairs(order) do
+  redis.call('SADD', KEYS[4], sub)
+  ensure_slot(prefix, sub, now, now + expiry_ms, triggers)
+end
+return {#ids, missing, triggers, more}
+"""
+)
+
+# KEYS: due. ARGV: prefix, subscriber, slot token, lease (ms), most, bound, trigger expiry (ms).
+# Claims up to ``most`` ready deliveries of the subscriber for the holder of a live slot, in
+# order, and renews the slot until the lease ends. A slot with nothing left to claim is released
+# (the task ends). While work is left, arms one more slot up to ``bound`` (1 while failing).
+# Returns {lease (0: slot gone or nothing claimed), claims, triggers, disabled reason}; a claim
+# is {delivery id, event id, attempt number, trigger, body}.
+CLAIM = (
+    _PRELUDE
+    + """
+local prefix, sub, token = ARGV[1], ARGV[2], ARGV[3]
+local lease_ms, most, bound = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local now = server_now()
+local slots = prefix .. ':slots:' .. sub
+local score = redis.call('ZSCORE', slots, token)
+if not score or tonumber(score) <= now then
+  redis.call('ZREM', slots, token)
+  return {0, {}, {}, ''}
+end
+local health = redis.call('HMGET', prefix .. ':subscriber:' .. sub,
+                          'disabled', 'reason', 'failing_since')
+local disabled = ''
+if health[1] == '1' then disabled = health[2] or 'subscriber disabled' end
+local lease = now + lease_ms
+local ready = prefix .. ':ready:' .. sub
+local out = {}
+while #out < most do
+  local did = redis.call('LPOP', ready)
+  if not did then break end
+  local key = prefix .. ':delivery:' .. did
+  local rec = redis.call('HMGET', key, 'state', 'event', 'attempts', 'trigger')
+  if rec[1] == 'ready' then
     redis.call('HSET', key, 'state', 'running', 'lease', lease)
     redis.call('ZADD', KEYS[1], lease, did)
     local body = redis.call('HGET', prefix .. ':event:' .. rec[2], 'body') or ''
-    local sub = redis.call('HMGET', prefix .. ':subscriber:' .. rec[3], 'disabled', 'reason')
-    local disabled = ''
-    if sub[1] == '1' then disabled = sub[2] or 'subscriber disabled' end
-    out[#out + 1] = {did, rec[2], rec[3], n, rec[4] or 'scheduled', body, disabled}
-  else
-    out[#out + 1] = 0
+    out[#out + 1] = {did, rec[2], tonumber(rec[3] or 0) + 1, rec[4] or 'scheduled', body}
   end
 end
-return out
+local extra = {}
+if #out == 0 then
+  redis.call('ZREM', slots, token)
+  return {0, out, extra, disabled}
+end
+redis.call('ZADD', slots, lease, token)
+if health[3] then bound = 1 end
+if redis.call('LLEN', ready) > 0 and live_slots(prefix, sub, now) < bound then
+  arm(prefix, sub, now + tonumber(ARGV[7]), extra)
+end
+return {lease, out, extra, disabled}
 """
+)
 
-# KEYS: due. ARGV: prefix, old lease, new lease, delivery ids... Extends leases still held.
-EXTEND = """
-local prefix, old, new = ARGV[1], ARGV[2], ARGV[3]
-local count = 0
-for i = 4, #ARGV do
+# KEYS: due. ARGV: prefix, subscriber, slot token, old lease, lease (ms), delivery ids...
+# Extends the leases still held (and the slot). Returns {new lease, ids kept}.
+EXTEND = (
+    _PRELUDE
+    + """
+local prefix = ARGV[1]
+local lease = server_now() + tonumber(ARGV[5])
+local kept = {}
+for i = 6, #ARGV do
   local key = prefix .. ':delivery:' .. ARGV[i]
   local cur = redis.call('HMGET', key, 'state', 'lease')
-  if cur[1] == 'running' and cur[2] == old then
-    redis.call('HSET', key, 'lease', new)
-    redis.call('ZADD', KEYS[1], new, ARGV[i])
-    count = count + 1
+  if cur[1] == 'running' and cur[2] == ARGV[4] then
+    redis.call('HSET', key, 'lease', lease)
+    redis.call('ZADD', KEYS[1], lease, ARGV[i])
+    kept[#kept + 1] = ARGV[i]
   end
 end
-return count
+redis.call('ZADD', prefix .. ':slots:' .. ARGV[2], 'XX', lease, ARGV[3])
+return {lease, kept}
 """
+)
 
-# KEYS: due, dead. ARGV: prefix, now, record ttl, log size, dead-letter ttl, then per delivery
-# nine fields: id, subscriber, lease, outcome, attempt json, next due, letter json,
-# disable after (ms), reason. Records every attempt; moves state only while the lease is held.
-FINISH = """
-local prefix, now, ttl, log_size, dead_ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+# KEYS: due, dead. ARGV: prefix, record ttl, log size, dead-letter ttl, then per delivery nine
+# fields: id, subscriber, lease, outcome, attempt json, retry delay (ms), letter json, disable
+# after (ms), reason. Logs every attempt; counts it and moves the state only while the lease is
+# held (a worker that overran its lease never records over the new owner). A finished delivery
+# hands its user's chain to the next in line.
+FINISH = (
+    _PRELUDE
+    + """
+local prefix, ttl, log_size, dead_ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local now = server_now()
 local owned = {}
-for i = 6, #ARGV, 9 do
+local function advance(key, did, sub)
+  local chain = redis.call('HGET', key, 'chain')
+  if not chain or chain == '' then return end
+  redis.call('LREM', chain, 1, did)
+  local head = redis.call('LINDEX', chain, 0)
+  if head then
+    local hkey = prefix .. ':delivery:' .. head
+    if redis.call('HGET', hkey, 'state') == 'blocked' then
+      redis.call('HSET', hkey, 'state', 'ready')
+      redis.call('RPUSH', prefix .. ':ready:' .. sub, head)
+    end
+  end
+end
+for i = 5, #ARGV, 9 do
   local did, sub, lease, outcome = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local reason = ARGV[i + 8]
   local key = prefix .. ':delivery:' .. did
@@ -120,6 +267,7 @@ for i = 6, #ARGV, 9 do
   if cur[1] ~= 'running' or cur[2] ~= lease then
     owned[#owned + 1] = 0
   else
+    if outcome ~= 'skipped' then redis.call('HINCRBY', key, 'attempts', 1) end
     if outcome == 'delivered' then
       redis.call('HDEL', health, 'failing_since')
     elseif outcome ~= 'skipped' then
@@ -127,9 +275,9 @@ for i = 6, #ARGV, 9 do
       local since = tonumber(redis.call('HGET', health, 'failing_since'))
       if outcome == 'gone' then
         redis.call('HSET', health, 'disabled', '1', 'reason', reason, 'disabled_at', now)
-      elseif tonumber(now) - since >= tonumber(ARGV[i + 7]) then
+      elseif now - since >= tonumber(ARGV[i + 7]) then
         reason = 'subscriber disabled: every attempt failed for ' ..
-                 math.floor((tonumber(now) - since) / 1000) .. ' s'
+                 math.floor((now - since) / 1000) .. ' s'
         redis.call('HSET', health, 'disabled', '1', 'reason', reason, 'disabled_at', now)
         outcome = 'dead'
       end
@@ -137,17 +285,21 @@ for i = 6, #ARGV, 9 do
     if outcome == 'delivered' then
       redis.call('HSET', key, 'state', 'delivered', 'done', now)
       redis.call('ZREM', KEYS[1], did)
+      advance(key, did, sub)
       redis.call('EXPIRE', key, ttl)
     elseif outcome == 'retry' then
-      redis.call('HSET', key, 'state', 'waiting', 'next', ARGV[i + 5])
-      redis.call('ZADD', KEYS[1], ARGV[i + 5], did)
+      local next_due = now + tonumber(ARGV[i + 5])
+      redis.call('HSET', key, 'state', 'waiting', 'next', next_due)
+      redis.call('ZADD', KEYS[1], next_due, did)
     else
       redis.call('HSET', key, 'state', 'dead', 'done', now, 'reason', reason)
       redis.call('ZREM', KEYS[1], did)
+      advance(key, did, sub)
       redis.call('EXPIRE', key, dead_ttl)
       redis.call('EXPIRE', log, dead_ttl)
       local letter = cjson.decode(ARGV[i + 6])
       letter['reason'] = reason
+      letter['attempts'] = tonumber(redis.call('HGET', key, 'attempts'))
       redis.call('SET', prefix .. ':dead:' .. did, cjson.encode(letter), 'EX', dead_ttl)
       redis.call('ZADD', KEYS[2], now, did)
     end
@@ -156,27 +308,80 @@ for i = 6, #ARGV, 9 do
 end
 return owned
 """
+)
 
-# KEYS: due, dispatch. ARGV: prefix, now, lost_after, batch, requeue queued (0/1)
-SWEEP = """
-local prefix, now, lost_after, batch, requeue = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local deliveries, events = {}, {}
+# KEYS: due, pending, dispatch-armed, active subscribers.
+# ARGV: prefix, trigger expiry (ms), batch, dispatch lost after (ms).
+# Makes due retries ready, takes back deliveries whose lease ran out (their worker died or lost
+# Redis), arms a slot for every subscriber with ready work and none live (a lost or lapsed
+# trigger), and re-arms the dispatch trigger when events wait and it lapsed.
+# Returns {triggers, 1 if a dispatch trigger must be sent, deliveries moved}.
+SWEEP = (
+    _PRELUDE
+    + """
+local prefix, expiry_ms, batch, lost_ms = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local now = server_now()
+local moved = 0
 for _, did in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, batch)) do
   local key = prefix .. ':delivery:' .. did
-  local state = redis.call('HGET', key, 'state')
-  if state == 'waiting' or state == 'running' or (state == 'queued' and requeue == '1') then
-    redis.call('HSET', key, 'state', 'queued')
-    redis.call('ZADD', KEYS[1], lost_after, did)
-    deliveries[#deliveries + 1] = did
-  elseif state == 'queued' then
-    redis.call('ZADD', KEYS[1], lost_after, did)
-  else
-    redis.call('ZREM', KEYS[1], did)
+  local rec = redis.call('HMGET', key, 'state', 'sub')
+  redis.call('ZREM', KEYS[1], did)
+  if rec[1] == 'waiting' then
+    redis.call('HSET', key, 'state', 'ready', 'trigger', 'scheduled')
+    redis.call('RPUSH', prefix .. ':ready:' .. rec[2], did)
+    redis.call('SADD', KEYS[4], rec[2])
+    moved = moved + 1
+  elseif rec[1] == 'running' then
+    redis.call('HSET', key, 'state', 'ready')
+    redis.call('LPUSH', prefix .. ':ready:' .. rec[2], did)
+    redis.call('SADD', KEYS[4], rec[2])
+    moved = moved + 1
   end
 end
-for _, eid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, batch)) do
-  redis.call('ZADD', KEYS[2], lost_after, eid)
-  if requeue == '1' then events[#events + 1] = eid end
+local triggers = {}
+for _, sub in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+  ensure_slot(prefix, sub, now, now + expiry_ms, triggers)
 end
-return {deliveries, events}
+local dispatch = 0
+if redis.call('LLEN', KEYS[2]) > 0 then
+  local armed = redis.call('GET', KEYS[3])
+  if not armed or now - tonumber(armed) > lost_ms then
+    redis.call('SET', KEYS[3], now)
+    dispatch = 1
+  end
+end
+return {triggers, dispatch, moved}
 """
+)
+
+# KEYS: dead, active subscribers. ARGV: prefix, delivery id, event ttl (s), trigger expiry (ms).
+# Puts a dead delivery back as ready (fresh schedule, same webhook-id, trigger 'manual'), outside
+# any ordering chain. Returns 0 when there is no such letter, else {1, triggers}.
+REPLAY = (
+    _PRELUDE
+    + """
+local prefix, did = ARGV[1], ARGV[2]
+local now = server_now()
+local letter = redis.call('GET', prefix .. ':dead:' .. did)
+if not letter then return 0 end
+local data = cjson.decode(letter)
+local sub = data['subscriber_id']
+local key = prefix .. ':delivery:' .. did
+local ekey = prefix .. ':event:' .. data['event_id']
+if redis.call('EXISTS', ekey) == 0 then
+  redis.call('HSET', ekey, 'type', data['event_type'], 'body', data['body'])
+  redis.call('EXPIRE', ekey, ARGV[3])
+end
+redis.call('HSET', key, 'event', data['event_id'], 'sub', sub, 'type', data['event_type'],
+           'state', 'ready', 'attempts', 0, 'trigger', 'manual', 'chain', '')
+redis.call('HDEL', key, 'reason', 'done', 'next', 'lease')
+redis.call('PERSIST', key)
+redis.call('RPUSH', prefix .. ':ready:' .. sub, did)
+redis.call('SADD', KEYS[2], sub)
+redis.call('ZREM', KEYS[1], did)
+redis.call('DEL', prefix .. ':dead:' .. did)
+local triggers = {}
+ensure_slot(prefix, sub, now, now + tonumber(ARGV[4]), triggers)
+return {1, triggers}
+"""
+)

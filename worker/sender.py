@@ -49,6 +49,11 @@ def translate(exc: Exception) -> DeliveryError:
     return PermanentDeliveryError(f"{type(exc).__name__}: {exc}")
 
 
+def attempt_bound_s(timeout_s: float) -> float:
+    """The longest one attempt with this ``timeout_s`` can run (delivery leases are sized on it)."""
+    return timeout_s + 1.0
+
+
 class DeadlineExceeded(httpx.TimeoutException):
     """The whole attempt (not one phase) took longer than the subscriber's ``timeout_s``."""
 

@@ -1,18 +1,22 @@
-"""The durable delivery records in Redis: the source of truth; Celery messages only trigger them.
+r"""The durable delivery records in Redis: the source of truth; Celery messages only trigger them.
 
-A delivery (one event to one subscriber) is a HASH ``{prefix}:delivery:{event_id}:{subscriber_id}``
-with ``event``, ``sub``, ``state``, ``attempts``, ``trigger``, ``created``, ``lease`` and, once
-finished, ``done`` and ``reason``. Every unfinished delivery is in the ``due`` ZSET, scored by the
-time (ms) at which the scheduler must act on it:
+An event waits in the ``pending`` list until a dispatch task drains it into one delivery (one
+event to one subscriber) per matching subscriber: a HASH
+``{prefix}:delivery:{event_id}:{subscriber_id}`` with ``event``, ``sub``, ``type``, ``state``,
+``attempts`` (made), ``trigger``, ``created``, ``chain``, ``lease``, ``next`` and, once finished,
+``done`` and ``reason``::
 
-    queued  --claim-->  running  --finish-->  delivered | dead          (removed from due)
-      ^                    |  \\--finish-->  waiting (score = next due time)
-      |                    |                    |
-      +-- sweep: lease ----+                    +-- sweep: due --> queued + trigger
-          expired (worker died)
-      +-- sweep: queued too long while the queues are short (trigger lost) --> trigger again
+    blocked --(head of its user's chain)--> ready --claim--> running --finish--> delivered | dead
+                                              ^                 |  \--finish--> waiting
+                                              +-- sweep: lease -+                  |
+                                              |   expired (worker died)            |
+                                              +-------- sweep: due ----------------+
+    blocked | ready | waiting --(a newer update, coalescing)--> superseded
 
-Every transition is one Lua script, so two workers or two schedulers never both own a delivery.
+Ready deliveries wait in their subscriber's ``ready`` list; running and waiting ones are in the
+``due`` ZSET, scored by lease end or next due time. Every transition is one Lua script
+(``worker.scripts``) on the Redis server's clock, so two workers or two schedulers never both own
+a delivery and a worker's clock cannot move a deadline.
 """
 
 from __future__ import annotations
@@ -40,8 +44,17 @@ def split_delivery_id(did: str) -> tuple[str, str]:
 
 
 @dataclass(frozen=True, slots=True)
+class Trigger:
+    """A deliver trigger a script armed: the caller sends it as a Celery message."""
+
+    subscriber_id: str
+    token: str
+    failing: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Claim:
-    """A delivery this worker now owns until ``lease`` (ms)."""
+    """A delivery this worker owns while ``lease`` (server ms, the ownership token) holds."""
 
     delivery_id: str
     event_id: str
@@ -50,17 +63,53 @@ class Claim:
     trigger: str
     body: bytes
     lease: int
+    #: Local monotonic time by which the lease has certainly ended (taken before the claim).
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimBatch:
+    claims: list[Claim]
+    more: list[Trigger]
     disabled_reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Drained:
+    events: int
+    missing: int
+    triggers: list[Trigger]
+    more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Swept:
+    triggers: list[Trigger]
+    dispatch: bool
+    moved: int
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One subscriber an event type goes to, with its ordering choices."""
+
+    subscriber_id: str
+    ordered: bool
+    coalesce: bool
 
 
 @dataclass(frozen=True, slots=True)
 class Finish:
     outcome: str  # delivered | retry | dead | gone | skipped
     attempt: dict[str, Any]
-    next_due_ms: int | None = None
+    delay_ms: int | None = None
     reason: str = ""
     dead_letter: dict[str, Any] | None = None
     disable_after_ms: int = 0
+
+
+def _triggers(raw: Sequence[Any]) -> list[Trigger]:
+    return [Trigger(sub.decode(), token.decode(), bool(failing)) for sub, token, failing in raw]
 
 
 class Store:
@@ -72,113 +121,113 @@ class Store:
         record_retention_s: int,
         dead_letter_retention_s: int,
         attempt_log_size: int,
+        trigger_expiry_s: float = 60.0,
     ) -> None:
         self.redis = client
         self.keys = keys
         self._record_ttl = record_retention_s
         self._dead_ttl = dead_letter_retention_s
         self._log_size = attempt_log_size
-        self._dispatch = client.register_script(scripts.DISPATCH)
+        self._trigger_ms = int(trigger_expiry_s * 1000)
+        self._drain = client.register_script(scripts.DRAIN)
         self._claim = client.register_script(scripts.CLAIM)
         self._extend = client.register_script(scripts.EXTEND)
         self._finish = client.register_script(scripts.FINISH)
         self._sweep = client.register_script(scripts.SWEEP)
+        self.replay_script = client.register_script(scripts.REPLAY)
 
-    def dispatch(
-        self,
-        event_ids: Sequence[str],
-        routes: Mapping[str, Sequence[str]],
-        *,
-        inline: Sequence[str],
-        inline_limit: int,
-        now_ms: int,
-        lost_after_ms: int,
-        lease_until_ms: int,
-    ) -> tuple[list[str], list[Claim], list[str]]:
-        """Fan events out in one script call: (queued delivery ids, claims, missing events).
-
-        ``routes`` maps each event type to its subscriber ids; deliveries of the first subscriber
-        in ``inline`` that an event routes to come back already claimed (up to
-        ``inline_limit``), to be attempted by the caller at once.
-        """
+    def drain(self, routes: Mapping[str, Sequence[Route]], *, batch: int, now_iso: str) -> Drained:
+        """Fan out up to ``batch`` pending events in one script call (see ``scripts.DRAIN``)."""
         args: list[Any] = [
             self.keys.prefix,
-            now_ms,
-            lost_after_ms,
-            lease_until_ms,
-            inline_limit,
+            batch,
+            self._trigger_ms,
+            self._record_ttl,
+            self._log_size,
+            now_iso,
             len(routes),
         ]
-        for event_type, subscriber_ids in routes.items():
-            args += [event_type, len(subscriber_ids), *subscriber_ids]
-        args += [len(inline), *inline, *event_ids]
-        created, claims, missing = cast(
-            list[list[Any]], self._dispatch(keys=[self.keys.dispatch, self.keys.due], args=args)
+        for event_type, subs in routes.items():
+            args += [event_type, len(subs)]
+            for r in subs:
+                args += [r.subscriber_id, int(r.ordered), int(r.coalesce)]
+        k = self.keys
+        events, missing, triggers, more = cast(
+            list[Any],
+            self._drain(keys=[k.pending, k.dispatch_armed, k.due, k.active_subscribers], args=args),
         )
-        return (
-            [d.decode() for d in created],
-            self._claims(claims, lease_until_ms),
-            [e.decode() for e in missing],
-        )
+        return Drained(int(events), int(missing), _triggers(triggers), bool(more))
 
-    @staticmethod
-    def _claims(raw: Sequence[Any], lease: int) -> list[Claim]:
-        claims = []
-        for item in raw:
-            if not item:
-                continue
-            did, event_id, sub, attempt, trigger, body, disabled = item
-            claims.append(
-                Claim(
-                    delivery_id=did.decode(),
-                    event_id=event_id.decode(),
-                    subscriber_id=sub.decode(),
-                    attempt=int(attempt),
-                    trigger=trigger.decode(),
-                    body=bytes(body or b""),
-                    lease=lease,
-                    disabled_reason=disabled.decode(),
-                )
+    def claim(
+        self, subscriber_id: str, token: str, *, most: int, lease_ms: int, bound: int
+    ) -> ClaimBatch | None:
+        """Claim up to ``most`` ready deliveries for the holder of slot ``token``; None when the
+        slot is gone or nothing is left (the slot is then released)."""
+        started = time.monotonic()
+        lease, raw, more, disabled = cast(
+            list[Any],
+            self._claim(
+                keys=[self.keys.due],
+                args=[
+                    self.keys.prefix,
+                    subscriber_id,
+                    token,
+                    lease_ms,
+                    most,
+                    bound,
+                    self._trigger_ms,
+                ],
+            ),
+        )
+        if not lease:
+            return None
+        expires_at = started + lease_ms / 1000
+        claims = [
+            Claim(
+                delivery_id=did.decode(),
+                event_id=event_id.decode(),
+                subscriber_id=subscriber_id,
+                attempt=int(attempt),
+                trigger=trigger.decode(),
+                body=bytes(body or b""),
+                lease=int(lease),
+                expires_at=expires_at,
             )
-        return claims
+            for did, event_id, attempt, trigger, body in raw
+        ]
+        return ClaimBatch(claims, _triggers(more), disabled.decode())
 
-    def claim(self, delivery_ids: Sequence[str], *, lease_until_ms: int) -> list[Claim]:
-        """Own the queued ones among ``delivery_ids`` until ``lease_until_ms``, in one call.
-
-        Ids not queued (finished, waiting, or owned by another worker) are left out: their
-        trigger was stale or a duplicate.
-        """
-        raw = self._claim(
-            keys=[self.keys.due], args=[self.keys.prefix, lease_until_ms, *delivery_ids]
-        )
-        return self._claims(cast(list[Any], raw), lease_until_ms)
-
-    def extend(self, claims: Sequence[Claim], *, lease_until_ms: int) -> list[Claim]:
-        """Push the lease of claims still held (all share one lease) to ``lease_until_ms``."""
+    def extend(self, token: str, claims: Sequence[Claim], *, lease_ms: int) -> list[Claim]:
+        """Extend the leases still held (all share one lease); returns the claims kept."""
         if not claims:
             return []
-        self._extend(
-            keys=[self.keys.due],
-            args=[
-                self.keys.prefix,
-                claims[0].lease,
-                lease_until_ms,
-                *(c.delivery_id for c in claims),
-            ],
+        started = time.monotonic()
+        lease, kept = cast(
+            list[Any],
+            self._extend(
+                keys=[self.keys.due],
+                args=[
+                    self.keys.prefix,
+                    claims[0].subscriber_id,
+                    token,
+                    claims[0].lease,
+                    lease_ms,
+                    *(c.delivery_id for c in claims),
+                ],
+            ),
         )
-        return [dataclasses.replace(c, lease=lease_until_ms) for c in claims]
+        held = {k.decode() for k in kept}
+        return [
+            dataclasses.replace(c, lease=int(lease), expires_at=started + lease_ms / 1000)
+            for c in claims
+            if c.delivery_id in held
+        ]
 
-    def finish(self, results: Sequence[tuple[Claim, Finish]], *, now_ms: int) -> list[bool]:
+    def finish(self, results: Sequence[tuple[Claim, Finish]]) -> list[bool]:
         """Record each attempt and move each delivery on where this worker still owns it."""
         if not results:
             return []
-        args: list[Any] = [
-            self.keys.prefix,
-            now_ms,
-            self._record_ttl,
-            self._log_size,
-            self._dead_ttl,
-        ]
+        args: list[Any] = [self.keys.prefix, self._record_ttl, self._log_size, self._dead_ttl]
         for claim, result in results:
             args += [
                 claim.delivery_id,
@@ -186,7 +235,7 @@ class Store:
                 claim.lease,
                 result.outcome,
                 json.dumps(result.attempt, separators=(",", ":")),
-                result.next_due_ms or 0,
+                result.delay_ms or 0,
                 json.dumps(result.dead_letter or {}, separators=(",", ":")),
                 result.disable_after_ms,
                 result.reason,
@@ -194,18 +243,27 @@ class Store:
         owned = self._finish(keys=[self.keys.due, self.keys.dead], args=args)
         return [bool(o) for o in cast(list[int], owned)]
 
-    def sweep(
-        self, *, now_ms: int, lost_after_ms: int, batch: int, requeue_queued: bool
-    ) -> tuple[list[str], list[str]]:
-        """Atomically take what is due: deliveries to trigger again, events to dispatch again."""
-        deliveries, events = cast(
-            list[list[bytes]],
+    def sweep(self, *, batch: int, dispatch_lost_after_s: float) -> Swept:
+        """Atomically take what is due or lapsed (see ``scripts.SWEEP``)."""
+        k = self.keys
+        triggers, dispatch, moved = cast(
+            list[Any],
             self._sweep(
-                keys=[self.keys.due, self.keys.dispatch],
-                args=[self.keys.prefix, now_ms, lost_after_ms, batch, int(requeue_queued)],
+                keys=[k.due, k.pending, k.dispatch_armed, k.active_subscribers],
+                args=[k.prefix, self._trigger_ms, batch, int(dispatch_lost_after_s * 1000)],
             ),
         )
-        return [d.decode() for d in deliveries], [e.decode() for e in events]
+        return Swept(_triggers(triggers), bool(dispatch), int(moved))
+
+    def replay(self, delivery_id: str, *, event_ttl_s: int) -> list[Trigger] | None:
+        """Put a dead delivery back as ready; None when there is no such dead letter."""
+        out = self.replay_script(
+            keys=[self.keys.dead, self.keys.active_subscribers],
+            args=[self.keys.prefix, delivery_id, event_ttl_s, self._trigger_ms],
+        )
+        if not out:
+            return None
+        return _triggers(cast(list[Any], out)[1])
 
     def queue_depth(self) -> int:
         pipe = self.redis.pipeline(transaction=False)

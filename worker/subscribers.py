@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import (
@@ -136,8 +136,20 @@ class Subscriber(_Strict):
     timeout_s: float = Field(default=15.0, gt=0, le=120)
     enabled: bool = True
     retry: RetryOverride | None = None
+    #: Attempts in flight to this subscriber at once, across every worker (1 while it fails).
+    max_in_flight: int = Field(default=4, ge=1, le=64)
+    #: ``per_user``: a user's changes arrive in publish order, one at a time; ``none``: any order.
+    ordering: Literal["per_user", "none"] = "per_user"
+    #: While a user's delivery waits, a newer update supersedes the older undelivered ones.
+    coalesce: bool = False
 
     _keys: tuple[bytes, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="after")
+    def _coalescing_needs_order(self) -> Self:
+        if self.coalesce and self.ordering != "per_user":
+            raise ValueError("coalesce: true needs ordering: per_user (updates coalesce per user)")
+        return self
 
     @field_validator("events")
     @classmethod

@@ -1,9 +1,17 @@
-"""The Celery tasks: thin triggers over ``worker.delivery``. Arguments are ids only, never data."""
+"""The Celery tasks: thin triggers over ``worker.delivery``. Arguments are ids only, never data.
+
+``webhooks.dispatch()`` drains the pending events into deliveries; ``webhooks.deliver(subscriber,
+slot)`` attempts one subscriber's ready deliveries while its slot is live. Both end with a result
+Flower shows: how many events, or which subscriber and how many attempts of each outcome.
+"""
 
 from __future__ import annotations
 
 import gc
 import logging
+import re
+import time
+from collections.abc import Sequence
 from typing import Any
 
 from celery.signals import (
@@ -17,70 +25,70 @@ from celery.signals import (
 from producers.wire import DELIVER_TASK, DISPATCH_TASK
 from worker.affinity import CoreClaim, pin_worker
 from worker.app import app
-from worker.delivery import chunks_by_subscriber
+from worker.delivery import TIME_SLICE_S
 from worker.runtime import Runtime, get_runtime
 from worker.scheduler import Scheduler
-from worker.store import split_delivery_id
+from worker.store import Trigger
+from worker.triggers import send_deliver, send_dispatch
 
 log = logging.getLogger(__name__)
+
+_SUBSCRIBER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_TOKEN = re.compile(r"^[0-9]{1,20}$")
 
 
 def runtime() -> Runtime:
     return get_runtime(app.conf.webhooks_settings)
 
 
-def _ids(value: Any, prefix: str) -> list[str] | None:
-    if (
-        isinstance(value, list)
-        and value
-        and all(isinstance(v, str) and v.startswith(prefix) and len(v) < 200 for v in value)
-    ):
-        return value
-    return None
+def _send(rt: Runtime) -> Any:
+    def send(triggers: Sequence[Trigger]) -> None:
+        send_deliver(app, rt.keys, triggers)
 
-
-def _route(rt: Runtime, chunks: list[list[str]]) -> list[list[str]]:
-    """Send chunks for failing subscribers to the retry queue; return the healthy ones.
-
-    A subscriber whose last attempt failed may well hang until its timeout: its traffic is
-    retry-class traffic until it answers again, so it never holds up first attempts.
-    """
-    failing = rt.deliverer.failing_subscribers()
-    healthy = []
-    for chunk in chunks:
-        if split_delivery_id(chunk[0])[1] in failing:
-            deliver.apply_async(args=[chunk], queue=rt.keys.retry_queue)
-        else:
-            healthy.append(chunk)
-    return healthy
+    return send
 
 
 @app.task(name=DISPATCH_TASK)
-def dispatch(event_ids: Any) -> dict[str, int]:
-    """Fan events out to their subscribers, deliver one chunk here, trigger the rest."""
+def dispatch() -> dict[str, int]:
+    """Fan pending events out to their subscribers in batches and arm their deliver triggers."""
     rt = runtime()
-    ids = _ids(event_ids, "msg_")
-    if ids is None:
-        rt.store.bad_message(DISPATCH_TASK, "arguments are not a list of event ids", event_ids)
-        return {"malformed": 1}
-    queued, counts = rt.deliverer.dispatch(ids)
-    for chunk in _route(rt, chunks_by_subscriber(queued, rt.settings.deliver_chunk)):
-        deliver.apply_async(args=[chunk], queue=rt.keys.queue)
-    return {"queued": len(queued), **counts}
+    send = _send(rt)
+    started = time.monotonic()
+    events = missing = 0
+    while True:
+        drained = rt.deliverer.drain()
+        send(drained.triggers)
+        events += drained.events
+        missing += drained.missing
+        if not drained.more:
+            break
+        if time.monotonic() - started > TIME_SLICE_S:
+            send_dispatch(app, rt.keys)  # still armed: carry on behind the queued triggers
+            break
+    return {"events": events, "expired": missing} if missing else {"events": events}
 
 
 @app.task(name=DELIVER_TASK, bind=True)
-def deliver(self: Any, delivery_ids: Any) -> dict[str, int]:
-    """Attempt each named delivery this worker can claim (others are stale or owned elsewhere)."""
+def deliver(self: Any, subscriber_id: Any, token: Any) -> dict[str, Any]:
+    """Attempt one subscriber's ready deliveries while this trigger's slot is live."""
     rt = runtime()
-    ids = _ids(delivery_ids, "msg_")
-    if ids is None:
-        rt.store.bad_message(DELIVER_TASK, "arguments are not a list of delivery ids", delivery_ids)
+    if not (
+        isinstance(subscriber_id, str)
+        and _SUBSCRIBER_ID.match(subscriber_id)
+        and isinstance(token, str)
+        and _TOKEN.match(token)
+    ):
+        rt.store.bad_message(
+            DELIVER_TASK,
+            "arguments are not (subscriber id, slot token)",
+            {"args": [subscriber_id, token]},
+        )
         return {"malformed": 1}
-    on_first_attempt_queue = (self.request.delivery_info or {}).get("routing_key") == rt.keys.queue
-    if on_first_attempt_queue and not _route(rt, [ids]):
-        return {"deferred": len(ids)}
-    return rt.deliverer.deliver(ids)
+    served = rt.deliverer.serve(subscriber_id, token, _send(rt))
+    if served.resend:
+        queue = (self.request.delivery_info or {}).get("routing_key") or rt.keys.queue
+        self.apply_async(args=[subscriber_id, token], queue=queue)
+    return {"subscriber": subscriber_id, **served.counts}
 
 
 @task_unknown.connect
