@@ -26,11 +26,14 @@ pytestmark = pytest.mark.slow
 
 
 def publish_burst(publisher: Publisher, count: int, batch: int = 200) -> list[str]:
+    """``count`` users created (one event per user, as a sign-up burst would be)."""
     user = sample_user()
     ids: list[str] = []
     for start in range(0, count, batch):
         n = min(batch, count - start)
-        ids += publisher.publish_batch([("reseller.user.created", user)] * n)
+        ids += publisher.publish_batch(
+            [("reseller.user.created", {**user, "id": f"usr_{start + k}"}) for k in range(n)]
+        )
     return ids
 
 

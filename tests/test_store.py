@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -20,8 +19,8 @@ ROUTES = {
 
 
 @pytest.fixture
-def store(rdb: redis.Redis, keys: Keys) -> Iterator[Store]:
-    yield Store(
+def store(rdb: redis.Redis, keys: Keys) -> Store:
+    return Store(
         rdb,
         keys,
         record_retention_s=3600,
@@ -81,7 +80,8 @@ def test_attempts_count_only_attempts_made_and_a_late_owner_records_nothing(
     assert batch is not None
     (stale,) = batch.claims
     assert stale.attempt == 1
-    time.sleep(0.1)  # the lease (50 ms, server clock) runs out: its worker died
+    time.sleep(0.1)  # the lease (50 ms, server clock) runs out: its worker died ...
+    rdb.zadd(keys.slots("s"), {token: 1})  # ... and its heartbeat stopped renewing the slot
     swept = store.sweep(batch=100, dispatch_lost_after_s=60)
     assert swept.moved == 1
     token2 = swept.triggers[0].token
@@ -92,7 +92,7 @@ def test_attempts_count_only_attempts_made_and_a_late_owner_records_nothing(
     # The old owner comes back and reports: logged, but it moves nothing.
     assert store.finish([(stale, finish("delivered"))]) == [False]
     assert rdb.hget(keys.delivery(did), "state") == b"running"
-    assert store.extend(token, [stale], lease_ms=10_000) == []
+    assert store.extend([stale], lease_ms=10_000) == []
     assert store.finish([(fresh, finish("retry", delay_ms=60_000))]) == [True]
     record = rdb.hgetall(keys.delivery(did))
     assert (record[b"state"], record[b"attempts"]) == (b"waiting", b"1")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -91,6 +92,8 @@ class Deliverer:
             ]
             for t in EVENT_TYPES
         }
+        self._held: set[tuple[str, str]] = set()
+        self._held_lock = threading.Lock()
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -122,26 +125,38 @@ class Deliverer:
         lease_ms = int(2 * budget_s * 1000)
         served = Served()
         started = time.monotonic()
-        while True:
-            batch = self.store.claim(
-                subscriber_id,
-                token,
-                most=self.settings.deliver_chunk,
-                lease_ms=lease_ms,
-                bound=sub.max_in_flight if sub else 1,
-            )
-            if batch is None:
-                return served
-            if batch.more:
-                send(batch.more)
-            served.counts += self._run(token, batch, sub, budget_s, lease_ms)
-            if time.monotonic() - started > time_slice_s:
-                served.resend = True
-                return served
+        slot = (subscriber_id, token)
+        try:
+            while True:
+                batch = self.store.claim(
+                    subscriber_id,
+                    token,
+                    most=self.settings.deliver_chunk,
+                    lease_ms=lease_ms,
+                    bound=sub.max_in_flight if sub else 1,
+                )
+                if batch is None:
+                    return served
+                with self._held_lock:
+                    self._held.add(slot)
+                if batch.more:
+                    send(batch.more)
+                served.counts += self._run(batch, sub, budget_s, lease_ms)
+                if time.monotonic() - started > time_slice_s:
+                    served.resend = True
+                    return served
+        finally:
+            with self._held_lock:
+                self._held.discard(slot)
+
+    def heartbeat(self) -> None:
+        """Renew the slots this process's tasks hold (called every second by a thread)."""
+        with self._held_lock:
+            held = list(self._held)
+        self.store.heartbeat(held)
 
     def _run(
         self,
-        token: str,
         batch: ClaimBatch,
         sub: Subscriber | None,
         budget_s: float,
@@ -157,7 +172,7 @@ class Deliverer:
             if claims[index].expires_at - time.monotonic() < budget_s:  # keep the rest leased
                 self._record(done)
                 done, flushed_at = [], time.monotonic()
-                kept = self.store.extend(token, claims[index:], lease_ms=lease_ms)
+                kept = self.store.extend(claims[index:], lease_ms=lease_ms)
                 if len(kept) < len(claims) - index:
                     log.warning(
                         "%d lease(s) to %s lapsed before their attempt; left to their new owner",

@@ -157,9 +157,11 @@ return {#ids, missing, triggers, more}
 """
 )
 
-# KEYS: due. ARGV: prefix, subscriber, slot token, lease (ms), most, bound, trigger expiry (ms).
-# Claims up to ``most`` ready deliveries of the subscriber for the holder of a live slot, in
-# order, and renews the slot until the lease ends. A slot with nothing left to claim is released
+# KEYS: due. ARGV: prefix, subscriber, slot token, lease (ms), most, bound, trigger expiry (ms),
+# slot ttl (ms). Claims up to ``most`` ready deliveries of the subscriber for the holder of a live
+# slot, in order, and renews the slot for ``slot ttl`` (the holder's heartbeat renews it while it
+# works: a killed worker's slots lapse in seconds, its leased deliveries when their lease ends).
+# A slot with nothing left to claim is released
 # (the task ends). While work is left, arms one more slot up to ``bound`` (1 while failing).
 # Returns {lease (0: slot gone or nothing claimed), claims, triggers, disabled reason}; a claim
 # is {delivery id, event id, attempt number, trigger, body}.
@@ -199,7 +201,7 @@ if #out == 0 then
   redis.call('ZREM', slots, token)
   return {0, out, extra, disabled}
 end
-redis.call('ZADD', slots, lease, token)
+redis.call('ZADD', slots, now + tonumber(ARGV[8]), token)
 if health[3] then bound = 1 end
 if redis.call('LLEN', ready) > 0 and live_slots(prefix, sub, now) < bound then
   arm(prefix, sub, now + tonumber(ARGV[7]), extra)
@@ -208,25 +210,38 @@ return {lease, out, extra, disabled}
 """
 )
 
-# KEYS: due. ARGV: prefix, subscriber, slot token, old lease, lease (ms), delivery ids...
-# Extends the leases still held (and the slot). Returns {new lease, ids kept}.
+# KEYS: due. ARGV: prefix, old lease, lease (ms), delivery ids...
+# Extends the leases still held. Returns {new lease, ids kept}.
 EXTEND = (
     _PRELUDE
     + """
 local prefix = ARGV[1]
-local lease = server_now() + tonumber(ARGV[5])
+local lease = server_now() + tonumber(ARGV[3])
 local kept = {}
-for i = 6, #ARGV do
+for i = 4, #ARGV do
   local key = prefix .. ':delivery:' .. ARGV[i]
   local cur = redis.call('HMGET', key, 'state', 'lease')
-  if cur[1] == 'running' and cur[2] == ARGV[4] then
+  if cur[1] == 'running' and cur[2] == ARGV[2] then
     redis.call('HSET', key, 'lease', lease)
     redis.call('ZADD', KEYS[1], lease, ARGV[i])
     kept[#kept + 1] = ARGV[i]
   end
 end
-redis.call('ZADD', prefix .. ':slots:' .. ARGV[2], 'XX', lease, ARGV[3])
 return {lease, kept}
+"""
+)
+
+# ARGV: prefix, slot ttl (ms), then pairs of subscriber, slot token. Renews the slots a live
+# worker holds (only those still there: a lapsed one stays lapsed).
+HEARTBEAT = (
+    _PRELUDE
+    + """
+local prefix = ARGV[1]
+local expiry = server_now() + tonumber(ARGV[2])
+for i = 3, #ARGV, 2 do
+  redis.call('ZADD', prefix .. ':slots:' .. ARGV[i], 'XX', expiry, ARGV[i + 1])
+end
+return 0
 """
 )
 

@@ -33,6 +33,9 @@ import redis
 from producers.wire import Keys
 from worker import scripts
 
+#: How long a slot stays live without its holder's heartbeat (renewed every second).
+SLOT_TTL_S = 5.0
+
 
 def delivery_id(event_id: str, subscriber_id: str) -> str:
     return f"{event_id}:{subscriber_id}"
@@ -134,6 +137,7 @@ class Store:
         self._extend = client.register_script(scripts.EXTEND)
         self._finish = client.register_script(scripts.FINISH)
         self._sweep = client.register_script(scripts.SWEEP)
+        self._heartbeat = client.register_script(scripts.HEARTBEAT)
         self.replay_script = client.register_script(scripts.REPLAY)
 
     def drain(self, routes: Mapping[str, Sequence[Route]], *, batch: int, now_iso: str) -> Drained:
@@ -176,6 +180,7 @@ class Store:
                     most,
                     bound,
                     self._trigger_ms,
+                    int(SLOT_TTL_S * 1000),
                 ],
             ),
         )
@@ -197,7 +202,15 @@ class Store:
         ]
         return ClaimBatch(claims, _triggers(more), disabled.decode())
 
-    def extend(self, token: str, claims: Sequence[Claim], *, lease_ms: int) -> list[Claim]:
+    def heartbeat(self, held: Sequence[tuple[str, str]]) -> None:
+        """Renew the (subscriber, slot token) pairs this worker's tasks hold."""
+        if held:
+            args: list[Any] = [self.keys.prefix, int(SLOT_TTL_S * 1000)]
+            for pair in held:
+                args += pair
+            self._heartbeat(args=args)
+
+    def extend(self, claims: Sequence[Claim], *, lease_ms: int) -> list[Claim]:
         """Extend the leases still held (all share one lease); returns the claims kept."""
         if not claims:
             return []
@@ -208,8 +221,6 @@ class Store:
                 keys=[self.keys.due],
                 args=[
                     self.keys.prefix,
-                    claims[0].subscriber_id,
-                    token,
                     claims[0].lease,
                     lease_ms,
                     *(c.delivery_id for c in claims),

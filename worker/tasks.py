@@ -26,6 +26,7 @@ from producers.wire import DELIVER_TASK, DISPATCH_TASK
 from worker.affinity import CoreClaim, pin_worker
 from worker.app import app
 from worker.delivery import TIME_SLICE_S
+from worker.heartbeat import start_heartbeat
 from worker.runtime import Runtime, get_runtime
 from worker.scheduler import Scheduler
 from worker.store import Trigger
@@ -130,6 +131,7 @@ def _start(sender: Any = None, **_: Any) -> None:
     # Everything built so far lives as long as the process: keep it out of the collector's
     # full passes, which otherwise stall deliveries for tens of milliseconds.
     gc.freeze()
+    _scheduler_stop.append(start_heartbeat(rt.deliverer))
     if rt.settings.embedded_scheduler:
         _thread, stop = Scheduler(store=rt.store, celery=app, settings=rt.settings).start_thread()
         _scheduler_stop.append(stop)
