@@ -25,17 +25,19 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
     n = result["sizes"]["events"]
     assert result["ours_1_subscriber"]["completed"] >= n
     assert result["ours_5_subscribers"]["completed"] >= 5 * n
-    assert result["ours_single_events"]["completed"] >= n
+    assert result["ours_1_subscriber_batched"]["completed"] >= n
+    assert result["ours_few_users"]["completed"] >= n
     assert result["naive_1_subscriber"]["completed"] >= n
     assert result["naive_5_subscribers"]["completed"] >= 5 * n
     assert result["naive_1_subscriber_pinned"]["completed"] >= n
     assert len(result["rounds"]) == result["sizes"]["rounds"]
     assert result["celery_noop"]["completed"] >= n
     assert result["bare_http"]["requests"] == n
-    assert result["latency"]["events"] == result["sizes"]["latency_events"]
+    assert result["live_max"]["events"] == result["latency"]["events"] == n // 4 * 4
+    assert result["live_max"]["lost"] == result["latency"]["lost"] == 0
     assert result["retry_lateness"]["retries"] == result["sizes"]["lateness_events"]
     assert result["retry_lateness"]["sent_twice"] == 0
     assert result["pending_retries"]["pending"] == result["sizes"]["pending"]
     assert {"cores", "python", "redis", "date"} <= set(result["machine"])
-    assert len(result["targets"]) == 8
+    assert len(result["targets"]) == 11
     assert "ratios:" in run.stdout

@@ -94,6 +94,7 @@ class Deliverer:
         }
         self._held: set[tuple[str, str]] = set()
         self._held_lock = threading.Lock()
+        self.threads_per_subscriber = max(1, settings.concurrency // 2)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -126,6 +127,16 @@ class Deliverer:
         served = Served()
         started = time.monotonic()
         slot = (subscriber_id, token)
+        with self._held_lock:
+            mine = sum(1 for held_sub, _ in self._held if held_sub == subscriber_id)
+            full = mine >= self.threads_per_subscriber
+            if not full:
+                self._held.add(slot)
+        if full:
+            # Half this worker's threads at most: a slow endpoint never takes them all.
+            self.store.release(subscriber_id, token)
+            served.counts["released"] += 1
+            return served
         try:
             while True:
                 batch = self.store.claim(
@@ -137,8 +148,6 @@ class Deliverer:
                 )
                 if batch is None:
                     return served
-                with self._held_lock:
-                    self._held.add(slot)
                 if batch.more:
                     send(batch.more)
                 served.counts += self._run(batch, sub, budget_s, lease_ms)

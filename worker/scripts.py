@@ -161,8 +161,8 @@ return {#ids, missing, triggers, more}
 # slot ttl (ms). Claims up to ``most`` ready deliveries of the subscriber for the holder of a live
 # slot, in order, and renews the slot for ``slot ttl`` (the holder's heartbeat renews it while it
 # works: a killed worker's slots lapse in seconds, its leased deliveries when their lease ends).
-# A slot with nothing left to claim is released
-# (the task ends). While work is left, arms one more slot up to ``bound`` (1 while failing).
+# A slot with nothing left to claim is released (the task ends), and so is every slot but one
+# of a failing subscriber. While work is left, arms one more slot up to ``bound``.
 # Returns {lease (0: slot gone or nothing claimed), claims, triggers, disabled reason}; a claim
 # is {delivery id, event id, attempt number, trigger, body}.
 CLAIM = (
@@ -179,6 +179,13 @@ if not score or tonumber(score) <= now then
 end
 local health = redis.call('HMGET', prefix .. ':subscriber:' .. sub,
                           'disabled', 'reason', 'failing_since')
+if health[3] then
+  bound = 1
+  if live_slots(prefix, sub, now) > 1 then  -- failing: give back all but one slot
+    redis.call('ZREM', slots, token)
+    return {0, {}, {}, ''}
+  end
+end
 local disabled = ''
 if health[1] == '1' then disabled = health[2] or 'subscriber disabled' end
 local lease = now + lease_ms
@@ -202,7 +209,6 @@ if #out == 0 then
   return {0, out, extra, disabled}
 end
 redis.call('ZADD', slots, now + tonumber(ARGV[8]), token)
-if health[3] then bound = 1 end
 if redis.call('LLEN', ready) > 0 and live_slots(prefix, sub, now) < bound then
   arm(prefix, sub, now + tonumber(ARGV[7]), extra)
 end

@@ -202,6 +202,10 @@ class Store:
         ]
         return ClaimBatch(claims, _triggers(more), disabled.decode())
 
+    def release(self, subscriber_id: str, token: str) -> None:
+        """Give a slot back (its task will not serve the subscriber)."""
+        self.redis.zrem(self.keys.slots(subscriber_id), token)
+
     def heartbeat(self, held: Sequence[tuple[str, str]]) -> None:
         """Renew the (subscriber, slot token) pairs this worker's tasks hold."""
         if held:

@@ -128,6 +128,9 @@ def _pin(sender: Any = None, **_: Any) -> None:
 def _start(sender: Any = None, **_: Any) -> None:
     """Build the runtime before the first task, and start the embedded scheduler."""
     rt = runtime()
+    threads = getattr(getattr(sender, "controller", None), "concurrency", None)
+    if isinstance(threads, int) and threads > 0:  # --concurrency may override the setting
+        rt.deliverer.threads_per_subscriber = max(1, threads // 2)
     # Everything built so far lives as long as the process: keep it out of the collector's
     # full passes, which otherwise stall deliveries for tens of milliseconds.
     gc.freeze()

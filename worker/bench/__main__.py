@@ -18,16 +18,17 @@ from worker.bench import report, scenarios
 from worker.bench.harness import Processes
 
 PRESETS = {
-    "full": scenarios.Sizes(
-        events=3000, pending=100_000, latency_events=1000, lateness_events=500, rounds=3
-    ),
-    "quick": scenarios.Sizes(
-        events=400, pending=5000, latency_events=300, lateness_events=200, rounds=1
-    ),
-    "smoke": scenarios.Sizes(
-        events=40, pending=100, latency_events=20, lateness_events=10, rounds=1
-    ),
+    "full": scenarios.Sizes(events=3000, pending=100_000, lateness_events=500, rounds=3),
+    "quick": scenarios.Sizes(events=400, pending=5000, lateness_events=200, rounds=1),
+    "smoke": scenarios.Sizes(events=40, pending=100, lateness_events=10, rounds=1),
 }
+
+
+#: Producer processes publishing one event per call while the worker runs.
+PRODUCERS = 4
+
+#: Users the "few users" scenario's events are about (each user's changes go in order).
+FEW_USERS = 10
 
 
 def run(sizes: scenarios.Sizes, directory: Path, progress: Any = print) -> dict[str, Any]:
@@ -50,9 +51,14 @@ def run(sizes: scenarios.Sizes, directory: Path, progress: Any = print) -> dict[
         }
         # Throughput scenarios run in interleaved rounds: a neighbour's burst on a shared machine
         # then hits every scenario of a round alike, and each ratio is taken within a round.
+        # "ours" publishes one event per call, each about a user of its own, as API services do.
         throughput: list[tuple[str, Callable[[], dict[str, Any]]]] = [
             ("ours_1_subscriber", lambda: scenarios.ours_throughput(p, sizes, 1)),
             ("ours_5_subscribers", lambda: scenarios.ours_throughput(p, sizes, 5)),
+            (
+                "ours_1_subscriber_batched",
+                lambda: scenarios.ours_throughput(p, sizes, 1, batched=True),
+            ),
             ("naive_1_subscriber", lambda: scenarios.naive_throughput(p, sizes, 1)),
             ("naive_5_subscribers", lambda: scenarios.naive_throughput(p, sizes, 5)),
             (
@@ -73,10 +79,16 @@ def run(sizes: scenarios.Sizes, directory: Path, progress: Any = print) -> dict[
         result["rounds"] = rounds
         steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
             ("publish", lambda: scenarios.publish_rates(p, sizes)),
-            ("ours_single_events", lambda: scenarios.ours_throughput(p, sizes, 1, batched=False)),
+            (
+                "ours_few_users",
+                lambda: scenarios.ours_throughput(p, sizes, 1, distinct_users=FEW_USERS),
+            ),
+            ("live_max", lambda: scenarios.concurrent_producers(p, sizes, PRODUCERS)),
             (
                 "latency",
-                lambda: scenarios.latency(p, sizes, result["ours_single_events"]["per_s"] / 2),
+                lambda: scenarios.concurrent_producers(
+                    p, sizes, PRODUCERS, rate_per_s=result["live_max"]["per_s"] / 2
+                ),
             ),
             ("retry_lateness", lambda: scenarios.retry_lateness(p, sizes)),
             ("pending_retries", lambda: scenarios.pending_retries(p, sizes)),

@@ -4,6 +4,7 @@ and returns plain figures."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import sys
@@ -30,7 +31,6 @@ EVENT = "reseller.user.created"
 class Sizes:
     events: int  # N: events per throughput run
     pending: int  # retries left pending for the memory figures
-    latency_events: int  # events published at half the maximum rate
     lateness_events: int  # events whose second attempt is timed against its due time
     concurrency: int = 8
     rounds: int = 1  # interleaved rounds of the throughput scenarios; medians are reported
@@ -98,22 +98,34 @@ def _drain(count: Any, total: int, timeout_s: float, pid: int) -> dict[str, floa
     }
 
 
+def users(count: int, distinct: int | None = None) -> list[dict[str, Any]]:
+    """``count`` users' data, each its own user (or ``distinct`` users taking turns)."""
+    user = sample_user()
+    return [{**user, "id": f"usr_{i % (distinct or count)}"} for i in range(count)]
+
+
 def ours_throughput(
-    p: Processes, sizes: Sizes, subscribers: int, *, batched: bool = True
+    p: Processes,
+    sizes: Sizes,
+    subscribers: int,
+    *,
+    batched: bool = False,
+    distinct_users: int | None = None,
 ) -> dict[str, Any]:
-    """N events preloaded (in batches of 500, or one ``publish`` call each), then drained."""
+    """N events preloaded (one ``publish`` call each, as API services do, or in batches of
+    500), then drained with per-user ordering on (the default)."""
     p.flush()
     config = _subscribers(p, [f"/ours/{i}" for i in range(subscribers)])
-    user = sample_user()
+    data = users(sizes.events, distinct_users)
     with _publisher(p) as publisher:
         if batched:
             for start in range(0, sizes.events, 500):
-                publisher.publish_batch([(EVENT, user)] * min(500, sizes.events - start))
+                publisher.publish_batch([(EVENT, u) for u in data[start : start + 500]])
         else:
-            for _ in range(sizes.events):
-                publisher.publish(EVENT, user)
+            for u in data:
+                publisher.publish(EVENT, u)
     total = sizes.events * subscribers
-    name = f"ours-{subscribers}-{'batched' if batched else 'single'}"
+    name = f"ours-{subscribers}-{'batched' if batched else 'single'}-{distinct_users or 'all'}"
     worker = _start_ours(p, config, sizes, name)
     try:
         figures = _drain(p.receiver.count, total, 60 + total / 50, worker.pid)
@@ -211,46 +223,89 @@ def bare_http(p: Processes, sizes: Sizes) -> dict[str, Any]:
 
 
 def publish_rates(p: Processes, sizes: Sizes) -> dict[str, Any]:
+    """Single calls while a dispatch is pending (under load: the trigger is shared), single
+    calls that each send a trigger (an idle system: the worst case), and batches of 500."""
     p.flush()
-    user = sample_user()
+    data = users(sizes.events)
     with _publisher(p) as publisher:
         started = time.perf_counter()
-        for _ in range(sizes.events):
-            publisher.publish(EVENT, user)
-        single = sizes.events / (time.perf_counter() - started)
+        for u in data:
+            publisher.publish(EVENT, u)
+        shared = sizes.events / (time.perf_counter() - started)
+        p.flush()
+        spent = 0.0
+        for u in data:
+            p.client.delete(publisher.keys.dispatch_armed)  # as if a worker had just drained
+            started = time.perf_counter()
+            publisher.publish(EVENT, u)
+            spent += time.perf_counter() - started
+        each = sizes.events / spent
         started = time.perf_counter()
         batches = max(1, sizes.events * 5 // 500)
         for _ in range(batches):
-            publisher.publish_batch([(EVENT, user)] * 500)
+            publisher.publish_batch([(EVENT, u) for u in data[:500]])
         batch = batches * 500 / (time.perf_counter() - started)
-    return {"single_per_s": round(single, 1), "batch_per_s": round(batch, 1), "batch_size": 500}
+    return {
+        "single_per_s": round(shared, 1),
+        "single_each_triggered_per_s": round(each, 1),
+        "batch_per_s": round(batch, 1),
+        "batch_size": 500,
+    }
 
 
-def latency(p: Processes, sizes: Sizes, rate: float) -> dict[str, Any]:
-    """Single events paced at ``rate`` per second; publish -> receipt for each."""
+def concurrent_producers(
+    p: Processes, sizes: Sizes, producers: int, rate_per_s: float = 0.0
+) -> dict[str, Any]:
+    """``producers`` processes publish one event per call while the worker runs (unpaced, or
+    at ``rate_per_s`` in all); the delivery rate and publish -> receipt for every event."""
+    import subprocess
+
     p.flush()
-    config = _subscribers(p, ["/latency"])
-    worker = _start_ours(p, config, sizes, "latency")
-    user = sample_user()
+    config = _subscribers(p, ["/live"])
+    worker = _start_ours(p, config, sizes, f"live-{producers}-{rate_per_s:.0f}")
+    each = sizes.events // producers
     try:
         with _publisher(p) as publisher:
-            publisher.publish(EVENT, user)  # warm-up: the worker is up and connected
-            wait_for(lambda: p.receiver.count() >= 1, 60, "the warm-up delivery")
-            sent: dict[str, float] = {}
-            started = time.perf_counter()
-            for i in range(sizes.latency_events):
-                pause = started + i / rate - time.perf_counter()
-                if pause > 0:
-                    time.sleep(pause)
-                at = time.time()
-                sent[publisher.publish(EVENT, user)] = at
-        wait_for(lambda: p.receiver.count() >= sizes.latency_events + 1, 60, "paced deliveries")
+            publisher.publish(EVENT, users(1)[0])  # warm-up: the worker is up and connected
+        wait_for(lambda: p.receiver.count() >= 1, 60, "the warm-up delivery")
+        p.receiver.reset()
+        cpu = cpu_seconds(worker.pid)
+        started = time.perf_counter()
+        children = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "worker.bench.producer",
+                    p.redis.url,
+                    str(each),
+                    str(rate_per_s / producers),
+                    f"p{n}",
+                ],
+                stdout=subprocess.PIPE,
+                env=p.env(),
+            )
+            for n in range(producers)
+        ]
+        sent: dict[str, float] = {}
+        for child in children:
+            out, _ = child.communicate(timeout=300)
+            sent.update(json.loads(out)["sent"])
+        wait_for(lambda: p.receiver.count() >= len(sent), 120, "every event delivered")
+        seconds = time.perf_counter() - started
+        cpu_ms = (cpu_seconds(worker.pid) - cpu) * 1000 / len(sent)
     finally:
         p.stop(worker)
-    ms = [(t - sent[i]) * 1000 for t, i, _ in p.receiver.records() if i in sent]
+    records = [(t, i) for t, i, _ in p.receiver.records() if i in sent]
+    ms = [(t - sent[i]) * 1000 for t, i in records]
+    publish_span = max(sent.values()) - min(sent.values())
     return {
-        "rate_per_s": round(rate, 1),
-        "events": len(ms),
+        "producers": producers,
+        "events": len(sent),
+        "lost": len(set(sent) - {i for _, i in records}),
+        "publish_per_s": round(len(sent) / publish_span, 1) if publish_span else math.nan,
+        "per_s": round(len(sent) / seconds, 1),
+        "worker_cpu_ms_each": round(cpu_ms, 3),
         "p50_ms": round(percentile(ms, 0.5), 1),
         "p99_ms": round(percentile(ms, 0.99), 1),
         "max_ms": round(max(ms), 1),
@@ -262,10 +317,10 @@ def pending_retries(p: Processes, sizes: Sizes) -> dict[str, Any]:
     p.flush()
     config = _subscribers(p, ["/fail"], retry={"schedule_s": [0, 36000], "jitter": 0})
     worker = _start_ours(p, config, sizes, "pending")
-    user = sample_user()
+    data = users(sizes.pending)
     try:
         with _publisher(p) as publisher:
-            publisher.publish(EVENT, user)
+            publisher.publish(EVENT, data[0])
             wait_for(
                 lambda: p.client.zcard("rw:due") == 1 and p.receiver.count() == 1,
                 60,
@@ -274,7 +329,7 @@ def pending_retries(p: Processes, sizes: Sizes) -> dict[str, Any]:
             rss_before = rss_mb(worker.pid)
             memory_before = int(p.client.info("memory")["used_memory"])
             for start in range(1, sizes.pending, 500):
-                publisher.publish_batch([(EVENT, user)] * min(500, sizes.pending - start))
+                publisher.publish_batch([(EVENT, u) for u in data[start : start + 500]])
         wait_for(
             lambda: p.receiver.count() >= sizes.pending,
             120 + sizes.pending / 100,
@@ -302,10 +357,9 @@ def retry_lateness(p: Processes, sizes: Sizes) -> dict[str, Any]:
     p.flush()
     config = _subscribers(p, ["/flaky"], retry={"schedule_s": [0, 2], "jitter": 0})
     worker = _start_ours(p, config, sizes, "lateness")
-    user = sample_user()
     try:
         with _publisher(p) as publisher:
-            ids = publisher.publish_batch([(EVENT, user)] * sizes.lateness_events)
+            ids = publisher.publish_batch([(EVENT, u) for u in users(sizes.lateness_events)])
         wait_for(lambda: p.receiver.count() >= 2 * len(ids), 120, "every retry")
         due: dict[str, float] = {}
         for event_id in ids:
