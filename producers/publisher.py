@@ -143,11 +143,15 @@ class Publisher:
         self._record = self._redis.register_script(RECORD_EVENTS)
         self._celery = celery_app or celery_client(self.settings)
 
-    def user_created(self, user: ResellerUser | Mapping[str, Any]) -> str:
-        return self.publish(EventType.USER_CREATED, user)
+    def user_created(
+        self, user: ResellerUser | Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> str:
+        return self.publish(EventType.USER_CREATED, user, idempotency_key=idempotency_key)
 
-    def user_updated(self, user: ResellerUser | Mapping[str, Any]) -> str:
-        return self.publish(EventType.USER_UPDATED, user)
+    def user_updated(
+        self, user: ResellerUser | Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> str:
+        return self.publish(EventType.USER_UPDATED, user, idempotency_key=idempotency_key)
 
     def publish(
         self,

@@ -1,0 +1,139 @@
+"""Publishing as API services do it: one event per call, from several processes, with failures.
+
+A publish that returned an id is never lost and never duplicated by a retry with the same key.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import redis
+from celery import Celery
+
+from producers.errors import InvalidEventError, UnavailableError
+from producers.publisher import Publisher
+from producers.settings import ProducerSettings
+from producers.wire import Keys
+from tests.conftest import ROOT, Deployment, settled, wait_until
+from worker.cli import sample_user
+from worker.receiver import Receiver
+from worker.redis_server import RedisServer, free_port
+
+PRODUCERS = 4
+EACH = 150
+
+
+def test_producers_publishing_while_workers_drain_lose_nothing(
+    deployment: Deployment, receiver: Receiver, rdb: redis.Redis, keys: Keys
+) -> None:
+    """The shared trigger's race: an event recorded just as a worker finishes draining must
+    still be triggered. Four processes publish one event per call, unpaced, while two workers
+    drain; every id must arrive."""
+    deployment.subscriber("s", f"{receiver.url}/s")
+    deployment.start_worker()
+    deployment.start_worker()
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "worker.bench.producer", deployment.redis_url]
+            + [str(EACH), "0", f"p{n}"],
+            stdout=subprocess.PIPE,
+            cwd=ROOT,
+        )
+        for n in range(PRODUCERS)
+    ]
+    sent: set[str] = set()
+    for child in children:
+        out, _ = child.communicate(timeout=120)
+        assert child.returncode == 0
+        sent |= set(json.loads(out)["sent"])
+    assert len(sent) == PRODUCERS * EACH
+    wait_until(
+        lambda: {r.headers["webhook-id"] for r in receiver.received} >= sent,
+        timeout_s=60,
+        what="every published event delivered",
+    )
+    wait_until(lambda: settled(rdb, keys), what="nothing left pending")
+    counts = Counter(r.headers["webhook-id"] for r in receiver.received)
+    assert set(counts) == sent
+    assert max(counts.values()) == 1  # nobody died: no reason for a duplicate
+    assert not rdb.exists(keys.dispatch_armed)
+
+
+def test_a_publish_whose_trigger_cannot_be_sent_returns_its_id_and_is_delivered(
+    deployment: Deployment, receiver: Receiver, redis_url: str
+) -> None:
+    """The record is the commit point: a broker that refuses the message costs a delay."""
+    deployment.subscriber("s", f"{receiver.url}/s")
+    deployment.start_worker()
+    broken = Celery(broker=f"redis://127.0.0.1:{free_port()}/0", set_as_current=False)
+    broken.conf.broker_connection_retry_on_startup = False
+    broken.conf.broker_connection_max_retries = 0
+    broken.conf.task_publish_retry = False
+    settings = ProducerSettings(redis_url=redis_url, visibility_timeout_s=3)
+    with Publisher(settings, celery_app=broken) as publisher:
+        event_id = publisher.user_created(sample_user())
+    assert event_id.startswith("msg_")
+    arrived = receiver.wait_for(1, timeout_s=15)
+    assert [r.headers["webhook-id"] for r in arrived] == [event_id]
+
+
+def test_an_idempotency_key_returns_the_first_id_and_sends_once(
+    deployment: Deployment, receiver: Receiver, publisher: Publisher, rdb: redis.Redis, keys: Keys
+) -> None:
+    deployment.subscriber("s", f"{receiver.url}/s")
+    first = publisher.user_created(sample_user(), idempotency_key="signup-42")
+    again = publisher.user_created(sample_user(), idempotency_key="signup-42")
+    other = publisher.user_created(sample_user(), idempotency_key="signup-43")
+    assert again == first != other
+    assert rdb.llen(keys.pending) == 2
+    deployment.start_worker()
+    wait_until(lambda: len(receiver.received) >= 2, what="both events delivered")
+    wait_until(lambda: settled(rdb, keys), what="nothing left pending")
+    assert sorted(r.headers["webhook-id"] for r in receiver.received) == sorted([first, other])
+
+
+@pytest.mark.parametrize("key", ["", "has space", "x" * 201, "naïve"])
+def test_a_bad_idempotency_key_is_refused_and_nothing_is_recorded(
+    publisher: Publisher, rdb: redis.Redis, key: str
+) -> None:
+    with pytest.raises(InvalidEventError, match="idempotency_key: must be 1 to 200 printable"):
+        publisher.user_created(sample_user(), idempotency_key=key)
+    assert rdb.dbsize() == 0
+
+
+def test_redis_down_is_a_project_error_and_a_retry_with_the_key_publishes_once(
+    tmp_path: Path,
+) -> None:
+    server = RedisServer(tmp_path / "redis").start()
+    settings = ProducerSettings(redis_url=server.url, visibility_timeout_s=3)
+    try:
+        with Publisher(settings) as publisher:
+            first = publisher.user_created(sample_user(), idempotency_key="k1")
+            server.stop(kill=True)
+            with pytest.raises(UnavailableError, match="Redis did not answer") as err:
+                publisher.user_created(sample_user(), idempotency_key="k2")
+            assert err.value.status == 503
+            assert server.url not in str(err.value)
+            server.start()
+            second = publisher.user_created(sample_user(), idempotency_key="k2")
+            assert publisher.user_created(sample_user(), idempotency_key="k1") == first
+        client = redis.Redis.from_url(server.url)
+        assert client.lrange(Keys().pending, 0, -1) == [first.encode(), second.encode()]
+        client.close()
+    finally:
+        server.stop(kill=True)
+
+
+def test_the_cli_takes_an_idempotency_key(deployment: Deployment, rdb: redis.Redis) -> None:
+    deployment.subscriber("s", "http://127.0.0.1:9/s")
+    args = ["publish", "reseller.user.created", "--sample", "--idempotency-key", "cli-1"]
+    first = deployment.cli(*args)
+    second = deployment.cli(*args)
+    assert first.returncode == second.returncode == 0, first.stderr
+    assert first.stdout == second.stdout
+    assert rdb.llen(Keys().pending) == 1
