@@ -26,6 +26,7 @@ from worker.redis_server import RedisServer, free_port
 
 PRODUCERS = 4
 EACH = 150
+PRODUCER = [sys.executable, "-m", "worker.bench.producer"]
 
 
 def test_producers_publishing_while_workers_drain_lose_nothing(
@@ -39,8 +40,7 @@ def test_producers_publishing_while_workers_drain_lose_nothing(
     deployment.start_worker()
     children = [
         subprocess.Popen(
-            [sys.executable, "-m", "worker.bench.producer", deployment.redis_url]
-            + [str(EACH), "0", f"p{n}"],
+            [*PRODUCER, deployment.redis_url, str(EACH), "0", f"p{n}"],
             stdout=subprocess.PIPE,
             cwd=ROOT,
         )
