@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.conftest import new_secret
+from tests.conftest import new_secret, wait_until
 from worker.errors import RetryableDeliveryError
 from worker.sender import ATTEMPT_SLACK_S, AttemptResult, Sender, attempt_bound_s
 from worker.subscribers import SubscribersConfig
@@ -310,3 +310,42 @@ def test_a_name_that_resolves_slowly(serve: Callable[..., Peer]) -> None:
 def test_the_bound_is_the_timeout_and_a_fixed_slack() -> None:
     assert attempt_bound_s(15) == 15 + ATTEMPT_SLACK_S
     assert 0 < ATTEMPT_SLACK_S <= 2
+
+
+def test_a_kept_alive_connection_the_peer_closed_while_idle_is_not_reused(
+    serve: Callable[..., Peer],
+) -> None:
+    """Why no retry is needed for stale connections: the pool sees the hang-up before reuse."""
+    closed: list[int] = []
+
+    def answers_then_hangs_up(peer: Peer, conn: socket.socket) -> None:
+        peer.read_request(conn)
+        conn.sendall(RESPONSE)
+        peer.stop.wait(0.05)
+        conn.close()
+        closed.append(1)
+
+    peer = serve(answers_then_hangs_up)
+    config = SubscribersConfig.model_validate(
+        {
+            "allow_private_networks": True,
+            "subscribers": [
+                {
+                    "id": "idle",
+                    "url": f"http://127.0.0.1:{peer.port}/",
+                    "events": ["*"],
+                    "secret": new_secret(),
+                    "timeout_s": TIMEOUT_S,
+                }
+            ],
+        }
+    )
+    sender = Sender(config)
+    try:
+        first = sender.attempt(config.subscribers[0], "msg_1", b"{}")
+        wait_until(lambda: closed, 5, "the peer to hang up")
+        second = sender.attempt(config.subscribers[0], "msg_2", b"{}")
+    finally:
+        sender.close()
+    assert (first.status, second.status) == (200, 200), second.error_text
+    assert (peer.connections, peer.requests) == (2, 2)
