@@ -67,15 +67,9 @@ class HostilePeer:
                     if not chunk:
                         return
                     data += chunk
-            head = data.split(b"\r\n\r\n")[0].decode(errors="replace").lower()
-            wid = next(
-                (
-                    h.split(":", 1)[1].strip()
-                    for h in head.split("\r\n")
-                    if h.startswith("webhook-id:")
-                ),
-                "?",
-            )
+            lines = data.split(b"\r\n\r\n")[0].decode(errors="replace").split("\r\n")
+            name = "webhook-id:"
+            wid = next((h[len(name) :].strip() for h in lines if h.lower().startswith(name)), "?")
             with self._lock:
                 self.requests[wid] += 1
                 self._in_flight[wid] += 1
@@ -99,7 +93,7 @@ def test_an_attempt_that_never_ends_is_never_overlapped_by_a_second_one(
 ) -> None:
     """Headers trickle for far longer than the lease; the deadline ends each attempt, the
     schedule decides the next one, and the attempt counter counts attempts actually made."""
-    peer = HostilePeer(trickle_s=0.3)
+    peer = HostilePeer(trickle_s=0.5)  # 19 s for a status line: longer than any lease
     with contextlib.contextmanager(peer.serve)() as url:
         deployment.subscriber(
             "slow", url, timeout_s=1, retry={"schedule_s": [0, 1, 1], "jitter": 0}
