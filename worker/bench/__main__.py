@@ -124,9 +124,9 @@ def main(argv: list[str] | None = None) -> None:
     sizes = scenarios.Sizes(**{**sizes.__dict__, **{k: v for k, v in overrides.items() if v}})
     with tempfile.TemporaryDirectory(prefix="rw-bench-") as tmp:
         result = run(sizes, Path(tmp))
-    print(report.render(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
+    print(report.render(result))
 
 
 if __name__ == "__main__":

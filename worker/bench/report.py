@@ -125,7 +125,7 @@ def render(r: dict[str, Any]) -> str:
     ]
     for label, key in rows:
         fig = r[key]
-        done = fig.get("completed", fig.get("requests"))
+        done = fig.get("completed", fig.get("requests", fig.get("events")))
         spread = " / ".join(f"{x:.0f}" for x in fig.get("per_s_rounds", []))
         cpu = f"{fig['worker_cpu_ms_each']:.2f}" if "worker_cpu_ms_each" in fig else "-"
         lines.append(f"{label:<44}{done:>10}{fig['per_s']:>12.1f}{cpu:>13}  {spread}")
