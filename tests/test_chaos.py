@@ -200,3 +200,55 @@ def test_retries_do_not_starve_first_attempts(
         backlog_s=round(backlog * 5 * 0.3 / 2),
         healthy_latency_s=round(time.monotonic() - started, 2),
     )
+
+
+def test_per_user_order_holds_through_a_sigkill_and_a_failing_first_event(
+    deployment: Deployment,
+    receiver: Receiver,
+    publisher: Publisher,
+    rdb: redis.Redis,
+    keys: Keys,
+) -> None:
+    """200 users, five changes each, published interleaved; one user's first event is refused
+    once while the others flow, and the worker is SIGKILLed mid-way. Every user's changes
+    first arrive in publish order (a re-sent one repeats itself, never overtakes)."""
+    users, changes = 200, 5
+    refused: list[str] = []
+    lock = threading.Lock()
+
+    def refuse_once(item: Received) -> Reply:
+        with lock:
+            if item.json["data"]["id"] == "usr_7" and not refused:
+                refused.append(item.headers["webhook-id"])
+                return Reply(503)
+        return Reply(200)
+
+    receiver.respond = refuse_once
+    deployment.subscriber("s", f"{receiver.url}/s", timeout_s=1, retry={"schedule_s": [0, 1]})
+    first = deployment.start_worker()
+    user = sample_user()
+    order: dict[str, list[str]] = {}
+    for n in range(changes):
+        event = "reseller.user.created" if n == 0 else "reseller.user.updated"
+        items = [(event, {**user, "id": f"usr_{u}", "company": f"v{n}"}) for u in range(users)]
+        for (_, data), event_id in zip(items, publisher.publish_batch(items), strict=True):
+            order.setdefault(data["id"], []).append(event_id)
+    receiver.wait_for(users * changes // 3, timeout_s=60)
+    first.kill()
+    deployment.start_worker()
+    everything = {i for ids in order.values() for i in ids}
+    wait_until(
+        lambda: {r.headers["webhook-id"] for r in receiver.received} >= everything,
+        timeout_s=120,
+        what="every change delivered after the restart",
+    )
+    wait_until(lambda: settled(rdb, keys), timeout_s=30, what="nothing left pending")
+    arrived: dict[str, list[str]] = {}
+    for r in receiver.received:
+        seen = arrived.setdefault(r.json["data"]["id"], [])
+        if r.headers["webhook-id"] not in seen:
+            seen.append(r.headers["webhook-id"])
+    assert refused
+    assert arrived == order
+    duplicates = len(receiver.received) - len(everything) - len(refused)
+    report("ordering-sigkill", users=users, changes=users * changes, duplicates=duplicates)
