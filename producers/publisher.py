@@ -14,7 +14,13 @@ import redis
 from celery import Celery
 
 from producers.errors import InvalidEventError
-from producers.events import EventType, WebhookEvent, build_event, new_event_id
+from producers.events import (
+    DEFAULT_MAX_BODY_BYTES,
+    EventType,
+    WebhookEvent,
+    build_event,
+    new_event_id,
+)
 from producers.settings import ProducerSettings
 from producers.user import ResellerUser
 from producers.wire import DISPATCH_TASK, Keys
@@ -61,18 +67,24 @@ def _coerce_item(index: int, item: EventItem) -> tuple[Any, Any]:
         if problems:
             raise InvalidEventError(problems)
         return item["event"], item["data"]
+    if not isinstance(item, tuple | list) or len(item) != 2:
+        raise InvalidEventError([f"[{index}]: must be an object {{event, data}}"])
     event, data = item
     return event, data
 
 
-def validate_batch(items: Iterable[EventItem]) -> list[WebhookEvent]:
+def validate_batch(
+    items: Iterable[EventItem], *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+) -> list[WebhookEvent]:
     """Validate every item; one error lists every problem, each prefixed with the item index."""
+    if isinstance(items, str | bytes | Mapping) or not isinstance(items, Iterable):
+        raise InvalidEventError(["batch: must be a list of {event, data} objects"])
     events: list[WebhookEvent] = []
     problems: list[str] = []
     for index, item in enumerate(items):
         try:
             event, data = _coerce_item(index, item)
-            events.append(build_event(event, data))
+            events.append(build_event(event, data, max_body_bytes=max_body_bytes))
         except InvalidEventError as exc:
             problems += [p if p.startswith("[") else f"[{index}].{p}" for p in exc.problems]
     if problems:
@@ -103,11 +115,14 @@ class Publisher:
 
     def publish(self, event: str | EventType, data: ResellerUser | Mapping[str, Any]) -> str:
         """Validate and enqueue one event; returns its id (the ``webhook-id`` subscribers see)."""
-        return self.publish_events([build_event(event, data)])[0]
+        limit = self.settings.max_body_bytes
+        return self.publish_events([build_event(event, data, max_body_bytes=limit)])[0]
 
     def publish_batch(self, items: Iterable[EventItem]) -> list[str]:
         """Validate all items first; enqueue all or nothing. Returns the ids in input order."""
-        return self.publish_events(validate_batch(items))
+        return self.publish_events(
+            validate_batch(items, max_body_bytes=self.settings.max_body_bytes)
+        )
 
     def publish_events(self, events: Sequence[WebhookEvent]) -> list[str]:
         """Record already-validated events durably, then send their dispatch triggers."""

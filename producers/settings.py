@@ -1,12 +1,55 @@
 """Settings shared by producers and workers; the only place that reads the environment.
 
-The worker extends these in ``worker.settings``.
+The worker extends these in ``worker.settings``. A bad value raises :class:`ConfigError` naming the
+variable and the rule, never the value; the repr hides the Redis password.
 """
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+import re
+from typing import Any
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from producers.errors import ConfigError
+from producers.events import DEFAULT_MAX_BODY_BYTES
+
+#: Schemes both the Redis client and the Celery transport understand (sentinel: kombu only).
+REDIS_SCHEMES = ("redis", "rediss", "sentinel")
+
+_USERINFO = re.compile(r"://([^/?#]*)@")
+
+
+def _mask_userinfo(match: re.Match[str]) -> str:
+    user, colon, _password = match.group(1).rpartition(":")
+    return f"://{user}:***@" if colon else "://***@"
+
+
+def redact_redis_url(url: str) -> str:
+    """``url`` with its password, query and fragment masked (each part of a ``;``-joined list of
+    sentinel URLs too), for reprs and messages. A string that is not a URL is masked whole."""
+    parts: list[str] = []
+    for part in url.split(";"):
+        if "://" not in part:
+            parts.append("***" if part else part)
+            continue
+        part = _USERINFO.sub(_mask_userinfo, part, count=1)
+        for mark in "?#":
+            head, sep, _tail = part.partition(mark)
+            part = head + sep + ("***" if sep else "")
+        parts.append(part)
+    return ";".join(parts)
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """One ``"<VARIABLE>: <rule>"`` per problem; never the value (a URL may hold a password)."""
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        name = str(error["loc"][0]) if error["loc"] else "?"
+        variable = name if name.isupper() else f"WEBHOOKS_{name.upper()}"
+        problems.append(f"{variable}: " + str(error["msg"]).removeprefix("Value error, "))
+    return "; ".join(problems)
 
 
 class ProducerSettings(BaseSettings):
@@ -38,3 +81,28 @@ class ProducerSettings(BaseSettings):
             " Celery's Redis visibility timeout: the bound on recovery after a worker dies."
         ),
     )
+    max_body_bytes: int = Field(
+        default=DEFAULT_MAX_BODY_BYTES,
+        gt=0,
+        description="Largest event body accepted at publish time, in bytes (UTF-8 JSON).",
+    )
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(describe_settings_error(exc)) from None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        schemes = [part.partition("://")[0].lower() for part in value.split(";")]
+        if not all("://" in part for part in value.split(";")) or any(
+            s not in REDIS_SCHEMES for s in schemes
+        ):
+            raise ValueError("must be a URL starting with redis://, rediss:// or sentinel://")
+        return value
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, redact_redis_url(value) if name == "redis_url" else value

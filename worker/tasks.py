@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def runtime() -> Runtime:
-    return get_runtime(app.conf.webhooks_settings)
+    return get_runtime(app.webhooks_settings)
 
 
 def _ids(value: Any, prefix: str) -> list[str] | None:
