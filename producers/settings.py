@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from redis.connection import parse_url
 
 from producers.errors import ConfigError
 from producers.events import DEFAULT_MAX_BODY_BYTES
@@ -95,12 +97,21 @@ class ProducerSettings(BaseSettings):
 
     @field_validator("redis_url")
     @classmethod
-    def _known_scheme(cls, value: str) -> str:
-        schemes = [part.partition("://")[0].lower() for part in value.split(";")]
-        if not all("://" in part for part in value.split(";")) or any(
-            s not in REDIS_SCHEMES for s in schemes
-        ):
-            raise ValueError("must be a URL starting with redis://, rediss:// or sentinel://")
+    def _valid_redis_url(cls, value: str) -> str:
+        for part in value.split(";"):
+            scheme, sep, _ = part.partition("://")
+            if not sep or scheme.lower() not in REDIS_SCHEMES:
+                raise ValueError("must be a URL starting with redis://, rediss:// or sentinel://")
+            try:  # the client's own messages may quote the URL: say which rule instead
+                if scheme.lower() == "sentinel":
+                    _ = urlsplit(part).port
+                else:
+                    parse_url(part)  # type: ignore[no-untyped-call]
+            except ValueError:
+                raise ValueError(
+                    "is not a valid Redis URL (check the host, the port, the database number"
+                    " and any ?option=value)"
+                ) from None
         return value
 
     def __repr_args__(self) -> Any:

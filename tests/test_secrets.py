@@ -63,6 +63,22 @@ def test_unknown_schemes_refused_without_echoing(url: str) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis://:{PASSWORD}@h:notaport/0",
+        f"redis://:{PASSWORD}@h:99999999/0",
+        f"redis://:{PASSWORD}@[::1/0",
+        f"redis://:{PASSWORD}@h/0?db=x{PASSWORD}",
+        f"sentinel://:{PASSWORD}@h:1;sentinel://:{PASSWORD}@h:port",
+    ],
+)
+def test_malformed_redis_urls_refused_without_echoing(url: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        ProducerSettings(redis_url=url)
+    assert str(err.value).startswith("REDIS_URL: is not a valid Redis URL (check the host")
+
+
 def test_settings_stay_out_of_celery_conf() -> None:
     settings = WorkerSettings(redis_url=f"redis://:{PASSWORD}@127.0.0.1:6379/0")
     app = make_app(settings)
