@@ -9,7 +9,7 @@ import pytest
 
 from producers.errors import ConfigError
 from tests.conftest import new_secret
-from worker.subscribers import load_config, parse_config
+from worker.subscribers import load_config, parse_config, parse_yaml
 
 
 def sub(**extra: Any) -> dict[str, Any]:
@@ -293,3 +293,20 @@ def test_subscriber_repr_hides_url_credentials_and_header_values() -> None:
     assert "https://hooks.acme.example/r" in text
     for hidden in ("pw-3x", "tk-9", "hv-1"):
         assert hidden not in text
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a: [b, c\nd: *whsec_abcdef\n", "line 2, column 2: expected ',' or ']', but got ':'"),
+        ("a: *whsec_abcdef\n", "line 1, column 4: found undefined alias '...'"),
+        ("a: [1, 2]]\n", "line 1, column 10: expected <block end>, but found ']'"),
+        ("a: !whsec_x/y+z= 1\n", "could not determine a constructor for the tag '...'"),
+        ('a: "\\q"\n', "line 1, column 6: found unknown escape character 'q'"),
+    ],
+)
+def test_yaml_errors_keep_the_rule_and_hide_quoted_text(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_yaml(text)
+    assert str(err.value) == f"<config>: not valid YAML: {message}" or message in str(err.value)
+    assert "whsec_" not in str(err.value)

@@ -365,8 +365,9 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "syntax error"
-        # Keep quoted single characters ('\t', ':'); hide anything longer (a tag, a name).
-        problem = re.sub(r"'[^']{3,}'|\"[^\"]{3,}\"", "'...'", problem)
+        # Keep quoted single characters ('\t', ':') and token kinds ('<scalar>'); hide anything
+        # else quoted (a tag or an alias may be a pasted secret).
+        problem = re.sub(r"'(?!<)[^'\s]{3,}'|\"[^\"\s]{3,}\"", "'...'", problem)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         return where + problem
     if isinstance(exc, yaml.reader.ReaderError):
