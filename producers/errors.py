@@ -1,8 +1,9 @@
 """The project's one error tree.
 
     WebhooksError                     root of everything this project raises on purpose
-    +-- ProducerError                 bad input at publish time; carries an HTTP status
+    +-- ProducerError                 publishing refused; carries an HTTP status
     |   +-- InvalidEventError         the event or its data breaks the contract (422)
+    |   +-- UnavailableError          Redis unreachable or refusing commands (503)
     |   +-- DialectError              an API dialect refused its request (producers.dialects.errors)
     |       +-- InvalidRequestError   a body breaks the dialect's constraints (400)
     |       +-- InvalidValueError     "The value '<x>' is not valid." (400)
@@ -72,10 +73,22 @@ class InvalidEventError(ProducerError):
 
 
 class UnavailableError(ProducerError):
-    """Redis could not be reached or did not answer in time: the publish may not have been
-    recorded. Retrying with the same idempotency key is always safe."""
+    """Redis could not be reached or refused the command; the caller may try again later (a
+    publish may or may not have been recorded: retrying with the same idempotency key is safe).
+
+    The message names Redis and the kind of failure, never the URL (it may carry a password).
+    """
 
     status = 503
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__("Redis is unavailable" + (f" ({detail})" if detail else ""))
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> UnavailableError:
+        """Translate a client exception by its kind only: redis-py and kombu messages may hold
+        the URL."""
+        return cls(type(exc).__name__)
 
 
 def describe_validation_error(

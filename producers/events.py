@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 from pydantic.alias_generators import to_camel
 
 from producers.errors import InvalidEventError, describe_validation_error
@@ -21,6 +21,10 @@ class EventType(StrEnum):
 
 
 EVENT_TYPES: tuple[str, ...] = tuple(e.value for e in EventType)
+
+#: Default largest body (``WEBHOOKS_MAX_BODY_BYTES``): a user object is about 1 kB, and
+#: receivers commonly refuse requests over 1 MB; Standard Webhooks advises small payloads.
+DEFAULT_MAX_BODY_BYTES = 256 * 1024
 
 
 def new_event_id() -> str:
@@ -39,9 +43,13 @@ class WebhookEvent(BaseModel):
     data: ResellerUser
     triggered_at: Timestamp
 
+    _body: bytes | None = PrivateAttr(default=None)
+
     def body(self) -> bytes:
         """The exact bytes that are signed and POSTed (compact JSON, camelCase, UTF-8)."""
-        return self.model_dump_json(by_alias=True).encode()
+        if self._body is None:  # built once: the size check and the publisher both need it
+            self._body = self.model_dump_json(by_alias=True).encode()
+        return self._body
 
 
 def parse_event_type(event: str | EventType) -> EventType:
@@ -76,8 +84,12 @@ def build_event(
     data: ResellerUser | Mapping[str, Any],
     *,
     triggered_at: datetime | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> WebhookEvent:
-    """Validate everything at once and return the envelope: the gate every publish passes."""
+    """Validate everything at once and return the envelope: the gate every publish passes.
+
+    An event whose body would exceed ``max_body_bytes`` is refused with its size and the limit.
+    """
     problems: list[str] = []
     event_type: EventType | None = None
     user: ResellerUser | None = None
@@ -91,4 +103,15 @@ def build_event(
         problems += exc.problems
     if problems or event_type is None or user is None:
         raise InvalidEventError(problems)
-    return WebhookEvent(event=event_type, data=user, triggered_at=triggered_at or datetime.now(UTC))
+    envelope = WebhookEvent(
+        event=event_type, data=user, triggered_at=triggered_at or datetime.now(UTC)
+    )
+    size = len(envelope.body())
+    if size > max_body_bytes:
+        raise InvalidEventError(
+            [
+                f"data: the event body would be {size} bytes, over the limit of"
+                f" {max_body_bytes} bytes (WEBHOOKS_MAX_BODY_BYTES)"
+            ]
+        )
+    return envelope

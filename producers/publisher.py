@@ -20,7 +20,13 @@ import redis
 from celery import Celery
 
 from producers.errors import InvalidEventError, UnavailableError
-from producers.events import EventType, WebhookEvent, build_event, new_event_id
+from producers.events import (
+    DEFAULT_MAX_BODY_BYTES,
+    EventType,
+    WebhookEvent,
+    build_event,
+    new_event_id,
+)
 from producers.settings import ProducerSettings
 from producers.user import ResellerUser
 from producers.wire import DISPATCH_TASK, Keys
@@ -91,18 +97,24 @@ def _coerce_item(index: int, item: EventItem) -> tuple[Any, Any]:
         if problems:
             raise InvalidEventError(problems)
         return item["event"], item["data"]
+    if not isinstance(item, tuple | list) or len(item) != 2:
+        raise InvalidEventError([f"[{index}]: must be an object {{event, data}}"])
     event, data = item
     return event, data
 
 
-def validate_batch(items: Iterable[EventItem]) -> list[WebhookEvent]:
+def validate_batch(
+    items: Iterable[EventItem], *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+) -> list[WebhookEvent]:
     """Validate every item; one error lists every problem, each prefixed with the item index."""
+    if isinstance(items, str | bytes | Mapping) or not isinstance(items, Iterable):
+        raise InvalidEventError(["batch: must be a list of {event, data} objects"])
     events: list[WebhookEvent] = []
     problems: list[str] = []
     for index, item in enumerate(items):
         try:
             event, data = _coerce_item(index, item)
-            events.append(build_event(event, data))
+            events.append(build_event(event, data, max_body_bytes=max_body_bytes))
         except InvalidEventError as exc:
             problems += [p if p.startswith("[") else f"[{index}].{p}" for p in exc.problems]
     if problems:
@@ -167,13 +179,18 @@ class Publisher:
         a producer that retries after an error or a timeout never creates a second event.
         """
         keys = [idempotency_key] if idempotency_key is not None else None
-        return self.publish_events([build_event(event, data)], idempotency_keys=keys)[0]
+        limit = self.settings.max_body_bytes
+        event_model = build_event(event, data, max_body_bytes=limit)
+        return self.publish_events([event_model], idempotency_keys=keys)[0]
 
     def publish_batch(
         self, items: Iterable[EventItem], *, idempotency_keys: Sequence[str] | None = None
     ) -> list[str]:
         """Validate all items first; enqueue all or nothing. Returns the ids in input order."""
-        return self.publish_events(validate_batch(items), idempotency_keys=idempotency_keys)
+        return self.publish_events(
+            validate_batch(items, max_body_bytes=self.settings.max_body_bytes),
+            idempotency_keys=idempotency_keys,
+        )
 
     def publish_events(
         self, events: Sequence[WebhookEvent], *, idempotency_keys: Sequence[str] | None = None
@@ -196,8 +213,8 @@ class Publisher:
             )
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise UnavailableError(
-                f"Redis did not answer ({type(exc).__name__}); the event(s) may not be recorded:"
-                " publish again with the same idempotency key to be sure"
+                f"{type(exc).__name__}; the event(s) may not be recorded: publish again with the"
+                " same idempotency key to be sure"
             ) from None
         ids = [i.decode() for i in raw_ids]
         if arm:

@@ -30,7 +30,11 @@ def _only_text_or_datetime(value: Any) -> Any:
 def _to_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("timestamp must carry a UTC offset (e.g. 2019-08-24T14:15:22Z)")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        # e.g. 0001-01-01T00:00:00+01:00: the instant lies before year 1 in UTC
+        raise ValueError("timestamp is out of range once converted to UTC") from None
 
 
 def format_timestamp(value: datetime) -> str:

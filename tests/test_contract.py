@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from producers.errors import InvalidEventError
-from producers.events import EventType, build_event, new_event_id
+from producers.errors import InvalidEventError, ProducerError, UnavailableError
+from producers.events import DEFAULT_MAX_BODY_BYTES, EventType, build_event, new_event_id
+from producers.publisher import validate_batch
 from worker.cli import sample_user
 
 
@@ -156,3 +157,82 @@ def test_producers_stay_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "given",
+    ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "0001-01-01T00:59:59+01:00"],
+)
+def test_timestamps_outside_utc_range_are_refused(given: str) -> None:
+    assert refused("reseller.user.updated", {**sample_user(), "updatedAt": given}) == [
+        "data.updatedAt: timestamp is out of range once converted to UTC"
+    ]
+
+
+def test_oversized_event_refused_with_size_and_limit() -> None:
+    user = sample_user()
+    user["organization"]["description"] = "d" * (10 * 1024 * 1024)
+    [problem] = refused("reseller.user.created", user)
+    size = int(problem.split(" would be ")[1].split(" bytes")[0])
+    assert size > 10 * 1024 * 1024
+    assert problem == (
+        f"data: the event body would be {size} bytes, over the limit of {DEFAULT_MAX_BODY_BYTES}"
+        " bytes (WEBHOOKS_MAX_BODY_BYTES)"
+    )
+
+
+def test_body_limit_is_inclusive_and_configurable() -> None:
+    event = build_event("reseller.user.created", sample_user())
+    size = len(event.body())
+    exact = build_event(
+        "reseller.user.created",
+        sample_user(),
+        triggered_at=event.triggered_at,
+        max_body_bytes=size,
+    )
+    assert exact.body() == event.body()
+    with pytest.raises(InvalidEventError, match=f"over the limit of {size - 1} bytes"):
+        build_event(
+            "reseller.user.created",
+            sample_user(),
+            triggered_at=event.triggered_at,
+            max_body_bytes=size - 1,
+        )
+
+
+def test_deeply_nested_data_is_a_contract_problem() -> None:
+    deep: Any = {}
+    for _ in range(100_000):
+        deep = {"x": deep}
+    user = {**sample_user(), "organization": {**sample_user()["organization"], "address": deep}}
+    assert refused("reseller.user.created", user) == [
+        "data.organization.address.x: unknown field, not part of the reseller user contract"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("items", "problems"),
+    [
+        (["abc"], ["[0]: must be an object {event, data}"]),
+        (
+            [5, None],
+            ["[0]: must be an object {event, data}", "[1]: must be an object {event, data}"],
+        ),
+        ([("reseller.user.created",)], ["[0]: must be an object {event, data}"]),
+        ("abc", ["batch: must be a list of {event, data} objects"]),
+        ({"event": "reseller.user.created"}, ["batch: must be a list of {event, data} objects"]),
+        (5, ["batch: must be a list of {event, data} objects"]),
+    ],
+)
+def test_batch_items_that_are_not_objects(items: Any, problems: list[str]) -> None:
+    with pytest.raises(InvalidEventError) as err:
+        validate_batch(items)
+    assert err.value.problems == problems
+
+
+def test_unavailable_is_a_503_naming_redis_only() -> None:
+    error = UnavailableError.from_exception(ConnectionRefusedError("redis://:pw@h:1 refused"))
+    assert isinstance(error, ProducerError)
+    assert error.status == 503
+    assert str(error) == "Redis is unavailable (ConnectionRefusedError)"
+    assert error.to_dict()["error"] == 503

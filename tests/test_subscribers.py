@@ -9,7 +9,7 @@ import pytest
 
 from producers.errors import ConfigError
 from tests.conftest import new_secret
-from worker.subscribers import load_config, parse_config
+from worker.subscribers import load_config, parse_config, parse_yaml
 
 
 def sub(**extra: Any) -> dict[str, Any]:
@@ -162,3 +162,152 @@ def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
     broken.write_text("subscribers: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(broken)
+
+
+CRLF_REFUSED = (
+    "must be visible ASCII characters and inner spaces (no CR, LF or other control characters"
+)
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ({"X-Tenant": "acme\r\nX-Injected: 1"}, f"the value of X-Tenant {CRLF_REFUSED}"),
+        ({"X-Tenant": "acme\n"}, f"the value of X-Tenant {CRLF_REFUSED}"),
+        ({"X-Tenant": "a\x00b"}, f"the value of X-Tenant {CRLF_REFUSED}"),
+        ({"X-Tenant": " acme"}, f"the value of X-Tenant {CRLF_REFUSED}"),
+        ({"X-Tenant": "café"}, f"the value of X-Tenant {CRLF_REFUSED}"),
+        ({"X-Tenant ": "v-7k2q"}, "name 'X-Tenant ' is not an HTTP token"),
+        ({"X Tenant": "v-7k2q"}, "name 'X Tenant' is not an HTTP token"),
+        ({"X-Tenant:": "v-7k2q"}, "name 'X-Tenant:' is not an HTTP token"),
+        ({"": "v-7k2q"}, "name '' is not an HTTP token"),
+        ({"X-T\r\n": "v-7k2q"}, "name 'X-T\\r\\n' is not an HTTP token"),
+        ({"User-Agent": "v-7k2q"}, "may not set User-Agent: the worker sets it itself"),
+        ({"X-Tenant": "v-1aa", "x-tenant": "v-2bb"}, "X-Tenant and x-tenant are the same header"),
+    ],
+)
+def test_headers_refused_at_config_time(headers: dict[str, str], message: str) -> None:
+    text = problem({"subscribers": [sub(headers=headers)]})
+    assert f"subscriber 'acme-crm' field 'headers': {message}" in text
+    for value in headers.values():
+        assert value not in text  # values may be tokens: never quoted
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"X-Tenant": "acme"}, {"X-Api-Key": "a b\tc"}, {"X-Empty": ""}, {"x-#$%&'*+.^_`|~": "1"}],
+)
+def test_valid_headers_accepted(headers: dict[str, str]) -> None:
+    assert dict(parse_config({"subscribers": [sub(headers=headers)]}).subscribers[0].headers) == (
+        headers
+    )
+
+
+def test_authorization_header_and_url_credentials_refused_together() -> None:
+    both = sub(url="https://u:p@hooks.acme.example/r", headers={"authorization": "Bearer t0k"})
+    text = problem({"subscribers": [both]})
+    assert "subscriber 'acme-crm': headers: Authorization is also set by the credentials" in text
+    assert "t0k" not in text
+    parse_config({"subscribers": [sub(headers={"Authorization": "Bearer t0k"})]})
+    parse_config({"subscribers": [sub(url="https://u:p@hooks.acme.example/r")]})
+
+
+def test_secret_pasted_into_secret_env_is_not_echoed() -> None:
+    secret = new_secret()
+    text = problem({"subscribers": [sub(secret=None, secret_env=secret)]})
+    assert "field 'secret_env': must be the name of an environment variable, not the secret" in text
+    assert secret not in text
+    assert secret.removeprefix("whsec_")[:8] not in text
+    text = problem({"subscribers": [sub(secret=None, previous_secret_env="1-BAD")]})
+    assert "field 'previous_secret_env': must be the name of an environment variable" in text
+
+
+def test_yaml_error_on_a_secret_line_does_not_quote_it(tmp_path: Path) -> None:
+    secret = new_secret()
+    path = tmp_path / "subscribers.yaml"
+    path.write_text(
+        "subscribers:\n"
+        "  - id: acme-crm\n"
+        "    url: https://hooks.acme.example/r\n"
+        f"    secret: {secret}: oops\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == (
+        f"{path}: not valid YAML: line 4, column {len(secret) + 13}: "
+        "mapping values are not allowed here"
+    )
+    path.write_text(f'subscribers: [{{secret: "{secret}\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert secret.removeprefix("whsec_")[:8] not in str(err.value)
+    path.write_text(f"subscribers: !{secret} x\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert secret.removeprefix("whsec_")[:8] not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[" * 100_000, "not valid YAML: nested too deeply"),
+        ("created: 2026-02-30\n", "not valid YAML: a value cannot be read"),
+        ("a: \x01\n", "not valid YAML: character 4: not allowed in YAML"),
+    ],
+)
+def test_unreadable_yaml_is_one_config_error(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "subscribers.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_non_utf8_file(tmp_path: Path) -> None:
+    path = tmp_path / "subscribers.yaml"
+    path.write_bytes(b"subscribers: [\xff]\n")
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_config(path)
+
+
+def test_loading_without_secrets_checks_everything_else(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOT_SET_HERE", raising=False)
+    raw = {"subscribers": [sub(secret=None, secret_env="NOT_SET_HERE")]}
+    config = parse_config(raw, resolve_secrets=False)
+    assert config.subscribers[0].signing_keys == ()
+    assert "environment variable NOT_SET_HERE is not set" in problem(raw)  # workers refuse
+    with pytest.raises(ConfigError, match="set either secret or secret_env, not both"):
+        parse_config({"subscribers": [sub(secret_env="NOT_SET_HERE")]}, resolve_secrets=False)
+    with pytest.raises(ConfigError, match="secret: must start with 'whsec_'"):
+        parse_config({"subscribers": [sub(secret="nope")]}, resolve_secrets=False)
+
+
+def test_subscriber_repr_hides_url_credentials_and_header_values() -> None:
+    config = parse_config(
+        {
+            "subscribers": [
+                sub(url="https://u:pw-3x@hooks.acme.example/r?token=tk-9", headers={"X-K": "hv-1"})
+            ]
+        }
+    )
+    text = repr(config)
+    assert "https://hooks.acme.example/r" in text
+    for hidden in ("pw-3x", "tk-9", "hv-1"):
+        assert hidden not in text
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a: [b, c\nd: *whsec_abcdef\n", "line 2, column 2: expected ',' or ']', but got ':'"),
+        ("a: *whsec_abcdef\n", "line 1, column 4: found undefined alias '...'"),
+        ("a: [1, 2]]\n", "line 1, column 10: expected <block end>, but found ']'"),
+        ("a: !whsec_x/y+z= 1\n", "could not determine a constructor for the tag '...'"),
+        ('a: "\\q"\n', "line 1, column 6: found unknown escape character 'q'"),
+    ],
+)
+def test_yaml_errors_keep_the_rule_and_hide_quoted_text(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_yaml(text)
+    assert str(err.value).startswith("<config>: not valid YAML: ")
+    assert message in str(err.value)
+    assert "whsec_" not in str(err.value)

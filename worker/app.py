@@ -47,11 +47,19 @@ def make_app(settings: WorkerSettings | None = None) -> Celery:
     settings = settings or WorkerSettings()
     celery = Celery("reseller-webhooks", set_as_current=False)
     celery.conf.update(celery_config(settings))
-    celery.conf.webhooks_settings = settings
+    # On the app object, not in ``celery.conf``: `celery inspect conf` and Flower's Config tab
+    # show the conf, and Celery masks only its own settings (broker_url), not ours.
+    celery.webhooks_settings = settings
     return celery
 
 
+def settings_of(celery: Celery) -> WorkerSettings:
+    """The settings an app from :func:`make_app` was built with."""
+    settings: WorkerSettings = celery.webhooks_settings
+    return settings
+
+
 app = make_app()
-keys = Keys(app.conf.webhooks_settings.key_prefix)
+keys = Keys(settings_of(app).key_prefix)
 
 import worker.tasks  # noqa: E402, F401  (registers the tasks on ``app``)

@@ -8,20 +8,43 @@ import os
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 import redis
 from kombu.exceptions import OperationalError
 
-from producers.errors import ConfigError, WebhooksError
+from producers.errors import ConfigError, UnavailableError, WebhooksError
 from producers.publisher import Publisher
 from worker.settings import WorkerSettings, load_settings
 
+if TYPE_CHECKING:
+    from worker.subscribers import SubscribersConfig
+
 
 def _fail(exc: WebhooksError) -> NoReturn:
+    """One line on stderr; exit 3 when Redis is unavailable (try again later), else 2."""
     click.echo(f"error: {exc}", err=True)
+    sys.exit(3 if isinstance(exc, UnavailableError) else 2)
+
+
+def _refuse(message: str) -> NoReturn:
+    """Bad input on the command line: one line on stderr, exit 2."""
+    click.echo(f"error: {message}", err=True)
     sys.exit(2)
+
+
+class _Commands(click.Group):
+    """Every command's project errors and Redis failures become one line on stderr, never a
+    traceback; the Redis client's own message is left out (it may name the URL)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except WebhooksError as exc:
+            _fail(exc)
+        except (redis.RedisError, OperationalError) as exc:
+            _fail(UnavailableError.from_exception(exc))
 
 
 def _settings() -> WorkerSettings:
@@ -31,12 +54,38 @@ def _settings() -> WorkerSettings:
         _fail(exc)
 
 
-def _read_json(source: str) -> Any:
-    text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+def _read_json(source: str, option: str) -> Any:
+    """The JSON document in file ``source`` ('-': stdin); bad input ends the command in one line."""
+    where = f"{option} {'stdin' if source == '-' else source}"
+    try:
+        raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as exc:
+        _refuse(f"{where}: cannot read: {exc.strerror or type(exc).__name__}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        _refuse(f"{where}: not UTF-8 text (byte {exc.start})")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"{source} is not valid JSON: {exc}") from None
+        _refuse(f"{where}: not valid JSON: {exc}")
+    except RecursionError:
+        _refuse(f"{where}: not valid JSON here: nested too deeply")
+
+
+def _subscribers_file(settings: WorkerSettings) -> SubscribersConfig:
+    """The subscribers file, fully checked but with ``secret_env`` variables left unread: the
+    operator commands that use it never sign."""
+    from worker.subscribers import load_config
+
+    if settings.subscribers is None:
+        raise ConfigError("WEBHOOKS_SUBSCRIBERS is not set: point it at the subscribers YAML file")
+    return load_config(settings.subscribers, resolve_secrets=False)
+
+
+def _known_subscriber(settings: WorkerSettings, subscriber_id: str) -> None:
+    if subscriber_id not in _subscribers_file(settings).by_id:
+        _refuse(f"no subscriber {subscriber_id!r} in {settings.subscribers}")
 
 
 def sample_user() -> dict[str, Any]:
@@ -44,7 +93,7 @@ def sample_user() -> dict[str, Any]:
     return dict(json.loads(text))
 
 
-@click.group()
+@click.group(cls=_Commands)
 @click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level.")
 def main(verbose: bool) -> None:
     """Signed, retried, dead-lettered webhooks for reseller user events."""
@@ -118,27 +167,21 @@ def publish(
     idempotency_key: str | None,
 ) -> None:
     """Validate and enqueue events; prints one event id per line."""
-    try:
-        with Publisher(_settings()) as publisher:
-            if batch_source:
-                if event or data_source or sample or idempotency_key:
-                    raise click.UsageError(
-                        "--batch takes no EVENT, --data, --sample or --idempotency-key"
-                    )
-                items = _read_json(batch_source)
-                if not isinstance(items, list):
-                    raise click.BadParameter("the batch file must hold a JSON array")
-                ids = publisher.publish_batch(items)
-            else:
-                if not event or (data_source is None) == (not sample):
-                    raise click.UsageError("give EVENT and exactly one of --data or --sample")
-                data = sample_user() if sample else _read_json(data_source or "-")
-                ids = [publisher.publish(event, data, idempotency_key=idempotency_key)]
-    except WebhooksError as exc:
-        _fail(exc)
-    except (redis.RedisError, OperationalError) as exc:
-        click.echo(f"error: cannot reach Redis: {exc}", err=True)
-        sys.exit(3)
+    if batch_source:
+        if event or data_source or sample or idempotency_key:
+            raise click.UsageError("--batch takes no EVENT, --data, --sample or --idempotency-key")
+        items = _read_json(batch_source, "--batch")
+        if not isinstance(items, list):
+            _refuse("--batch: the file must hold a JSON array of {event, data} objects")
+    else:
+        if not event or (data_source is None) == (not sample):
+            raise click.UsageError("give EVENT and exactly one of --data or --sample")
+        data = sample_user() if sample else _read_json(data_source or "-", "--data")
+    with Publisher(_settings()) as publisher:
+        if batch_source:
+            ids = publisher.publish_batch(items)
+        else:
+            ids = [publisher.publish(event or "", data, idempotency_key=idempotency_key)]
     for event_id in ids:
         click.echo(event_id)
 
@@ -150,7 +193,12 @@ def subscribers() -> None:
 
 @subscribers.command("check")
 @click.option("--file", "path", type=click.Path(dir_okay=False, path_type=Path))
-def subscribers_check(path: Path | None) -> None:
+@click.option(
+    "--without-secrets",
+    is_flag=True,
+    help="Do not read the secret_env variables (check a file where they are not set).",
+)
+def subscribers_check(path: Path | None, without_secrets: bool) -> None:
     """Validate the subscribers file and print it as a table (never the secrets)."""
     from worker.delivery import redact_url
     from worker.subscribers import load_config
@@ -158,10 +206,7 @@ def subscribers_check(path: Path | None) -> None:
     target = path or _settings().subscribers
     if target is None:
         raise click.UsageError("give --file or set WEBHOOKS_SUBSCRIBERS")
-    try:
-        config = load_config(target)
-    except WebhooksError as exc:
-        _fail(exc)
+    config = load_config(target, resolve_secrets=not without_secrets)
     rows = [("ID", "URL", "EVENTS", "ENABLED", "TIMEOUT", "SECRET", "ATTEMPTS")]
     for s in config.subscribers:
         secret = f"env {s.secret_env}" if s.secret_env else "inline"
@@ -361,7 +406,8 @@ def dlq_messages() -> None:
 @click.option("--reason", default="disabled by an operator", show_default=True)
 def subscribers_disable(subscriber_id: str, reason: str) -> None:
     """Stop deliveries to a subscriber; pending ones are dead-lettered with the reason."""
-    store, _ = _store_and_settings()
+    store, settings = _store_and_settings()
+    _known_subscriber(settings, subscriber_id)
     store.disable_subscriber(subscriber_id, reason)
     click.echo(f"{subscriber_id}: disabled ({reason})")
 
@@ -370,7 +416,8 @@ def subscribers_disable(subscriber_id: str, reason: str) -> None:
 @click.argument("subscriber_id")
 def subscribers_enable(subscriber_id: str) -> None:
     """Resume deliveries to a subscriber disabled by an operator, a 410 or persistent failure."""
-    store, _ = _store_and_settings()
+    store, settings = _store_and_settings()
+    _known_subscriber(settings, subscriber_id)
     store.enable_subscriber(subscriber_id)
     click.echo(f"{subscriber_id}: enabled")
 
@@ -378,13 +425,8 @@ def subscribers_enable(subscriber_id: str) -> None:
 @subscribers.command("status")
 def subscribers_status() -> None:
     """Runtime state of every configured subscriber (enabled, disabled and why)."""
-    from worker.runtime import load_subscribers
-
     store, settings = _store_and_settings()
-    try:
-        config = load_subscribers(settings)
-    except WebhooksError as exc:
-        _fail(exc)
+    config = _subscribers_file(settings)
     for sub in config.subscribers:
         state = store.subscriber_state(sub.id)
         if not sub.enabled:

@@ -40,22 +40,36 @@ class RedisServer:
     """A ``redis-server`` on loopback with AOF on (``appendfsync everysec``) and no eviction."""
 
     def __init__(
-        self, directory: Path, *, port: int | None = None, binary: str | Path | None = None
+        self,
+        directory: Path,
+        *,
+        port: int | None = None,
+        binary: str | Path | None = None,
+        password: str | None = None,
     ) -> None:
         self.directory = directory.resolve()
+        self.password = password
         self.port = port or free_port()
         self.binary = find_redis_server(binary)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 10.0) -> RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
+        config: list[str] = []
+        if self.password:  # from a file, so that it never shows in the process list
+            conf = self.directory / "auth.conf"
+            conf.touch(mode=0o600)
+            conf.write_text(f"requirepass {self.password}\n")
+            config = [str(conf)]
         self.process = subprocess.Popen(
             [
                 self.binary,
+                *config,
                 "--bind",
                 "127.0.0.1",
                 "--port",

@@ -2,7 +2,9 @@
 
 Loaded once at worker start; any problem stops the worker with a message naming the subscriber and
 the field. Secrets are resolved here (from ``secret`` or the environment variable named by
-``secret_env``) and held only as HMAC keys, never printed.
+``secret_env``) and held only as HMAC keys, never printed. Operator commands that do not sign load
+the file with ``resolve_secrets=False``: everything is checked but the environment variables.
+Messages never quote a secret, a header value or a line of the file.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import base64
 import binascii
 import fnmatch
 import os
+import re
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
@@ -26,6 +29,7 @@ from pydantic import (
     SecretStr,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -56,8 +60,16 @@ RESERVED_HEADERS = frozenset(
         "host",
         "transfer-encoding",
         "connection",
+        "user-agent",
     }
 )
+#: RFC 9110 ``token``: what a field name may be.
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: Visible ASCII, spaces and tabs inside, none at either end (what the HTTP client will send).
+HEADER_VALUE = re.compile(r"([\x21-\x7e]([\x20\x09]*[\x21-\x7e])*)?")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
+#: Validation context key: ``{RESOLVE_SECRETS: False}`` checks the file without the environment.
+RESOLVE_SECRETS = "resolve_secrets"
 SubscriberId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
 
 
@@ -163,40 +175,115 @@ class Subscriber(_Strict):
 
     @field_validator("headers")
     @classmethod
-    def _no_reserved_headers(cls, value: Mapping[str, str]) -> Mapping[str, str]:
-        clash = sorted(h for h in value if h.lower() in RESERVED_HEADERS)
-        if clash:
-            raise ValueError(f"may not set {', '.join(clash)}: the worker sets these itself")
-        return dict(value)
+    def _valid_headers(cls, value: Mapping[str, str]) -> Mapping[str, str]:
+        return check_headers(value)
+
+    @field_validator("secret_env", "previous_secret_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and value.startswith("whsec_"):
+            raise ValueError(
+                "must be the name of an environment variable, not the secret itself"
+                " (move the secret into that variable)"
+            )
+        if value is None or ENV_NAME.fullmatch(value):
+            return value
+        raise ValueError(
+            "must be the name of an environment variable (letters, digits and _,"
+            " not starting with a digit)"
+        )
 
     @model_validator(mode="after")
-    def _resolve_secrets(self) -> Self:
-        current = _one_secret(self.secret, self.secret_env, "secret", required=True)
+    def _resolve_secrets(self, info: ValidationInfo) -> Self:
+        if (self.url.username or self.url.password) and any(
+            h.lower() == "authorization" for h in self.headers
+        ):
+            raise ValueError(
+                "headers: Authorization is also set by the credentials in the url;"
+                " keep one of them (two Authorization headers would be sent)"
+            )
+        resolve = bool((info.context or {}).get(RESOLVE_SECRETS, True))
+        current = _one_secret(
+            self.secret, self.secret_env, "secret", required=True, resolve=resolve
+        )
         previous = _one_secret(
-            self.previous_secret, self.previous_secret_env, "previous_secret", required=False
+            self.previous_secret,
+            self.previous_secret_env,
+            "previous_secret",
+            required=False,
+            resolve=resolve,
         )
         self._keys = tuple(k for k in (current, previous) if k is not None)
         return self
 
     @property
     def signing_keys(self) -> tuple[bytes, ...]:
-        """HMAC keys, current first. Never logged: this is the only accessor."""
+        """HMAC keys, current first (empty when loaded without resolving secrets). Never logged:
+        this is the only accessor."""
         return self._keys
 
     def matches(self, event_type: str) -> bool:
         return any(fnmatch.fnmatchcase(event_type, p) for p in self.events)
 
     def __repr_args__(self) -> Any:
-        return [
-            (k, v) for k, v in super().__repr_args__() if k not in {"secret", "previous_secret"}
-        ]
+        for name, value in super().__repr_args__():
+            if name in {"secret", "previous_secret"}:
+                continue
+            if name == "url":  # credentials and query strings may hold tokens
+                yield name, _redact_url(str(value))
+            elif name == "headers":  # values may hold tokens
+                yield name, dict.fromkeys(value, "***")
+            else:
+                yield name, value
+
+
+def _redact_url(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    return f"{scheme}://{netloc.rpartition('@')[2]}{slash}{path.split('?')[0].split('#')[0]}"
+
+
+def check_headers(value: Mapping[str, str]) -> dict[str, str]:
+    """Refuse what would make every delivery fail or send a header twice: names that are not
+    RFC 9110 tokens, values with control characters, CR/LF or non-ASCII text, names the worker
+    sets itself, and one name given twice in different case. Never quotes a value."""
+    problems: list[str] = []
+    seen: dict[str, str] = {}
+    for name, text in value.items():
+        if not HEADER_NAME.fullmatch(name):
+            problems.append(
+                f"name {name!r} is not an HTTP token (letters, digits and !#$%&'*+-.^_`|~;"
+                " no spaces)"
+            )
+            continue
+        if name.lower() in RESERVED_HEADERS:
+            problems.append(f"may not set {name}: the worker sets it itself")
+        elif name.lower() in seen:
+            problems.append(f"{seen[name.lower()]} and {name} are the same header")
+        seen[name.lower()] = name
+        if not HEADER_VALUE.fullmatch(text):
+            problems.append(
+                f"the value of {name} must be visible ASCII characters and inner spaces"
+                " (no CR, LF or other control characters, nothing non-ASCII, no spaces at"
+                " either end)"
+            )
+    if problems:
+        raise ValueError("; ".join(problems))
+    return dict(value)
 
 
 def _one_secret(
-    value: SecretStr | None, env: str | None, field: str, *, required: bool
+    value: SecretStr | None,
+    env: str | None,
+    field: str,
+    *,
+    required: bool,
+    resolve: bool = True,
 ) -> bytes | None:
     if value is not None and env is not None:
         raise ValueError(f"set either {field} or {field}_env, not both")
+    if env is not None and not resolve:
+        return None
     if env is not None:
         raw = os.environ.get(env)
         if not raw:
@@ -271,25 +358,57 @@ def _describe(error: Mapping[str, Any], raw: Any) -> str:
     return f"{where or 'file'}: {message}"
 
 
-def parse_config(raw: Any, *, source: str = "<config>") -> SubscribersConfig:
+def parse_config(
+    raw: Any, *, source: str = "<config>", resolve_secrets: bool = True
+) -> SubscribersConfig:
+    """Validate parsed YAML. ``resolve_secrets=False`` leaves ``secret_env`` variables unread
+    (for operator commands that never sign); workers always resolve them."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{source}: must be a mapping with a 'subscribers' list")
     try:
-        return SubscribersConfig.model_validate(raw)
+        return SubscribersConfig.model_validate(raw, context={RESOLVE_SECRETS: resolve_secrets})
     except ValidationError as exc:
         lines = [_describe(e, raw) for e in exc.errors(include_url=False, include_input=False)]
         raise ConfigError(f"{source}: " + "; ".join(lines)) from None
 
 
-def load_config(path: Path | str) -> SubscribersConfig:
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and what, never the text: PyYAML quotes the offending line, which may be a secret."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "syntax error"
+        # Keep quoted single characters ('\t', ':') and token kinds ('<scalar>'); hide anything
+        # else quoted (a tag or an alias may be a pasted secret).
+        problem = re.sub(r"'(?!<)[^'\s]{3,}'|\"[^\"\s]{3,}\"", "'...'", problem)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        return where + problem
+    if isinstance(exc, yaml.reader.ReaderError):
+        return f"character {exc.position + 1}: not allowed in YAML (control character)"
+    return "syntax error"
+
+
+def parse_yaml(
+    text: str, *, source: str = "<config>", resolve_secrets: bool = True
+) -> SubscribersConfig:
+    """Parse and validate the subscribers file's text, raising :class:`ConfigError`."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {_yaml_problem(exc)}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid YAML: nested too deeply") from None
+    except (ValueError, OverflowError):  # e.g. an impossible date such as 2026-02-30
+        raise ConfigError(f"{source}: not valid YAML: a value cannot be read (a date?)") from None
+    return parse_config(raw, source=source, resolve_secrets=resolve_secrets)
+
+
+def load_config(path: Path | str, *, resolve_secrets: bool = True) -> SubscribersConfig:
     """Read and validate the subscribers file, raising :class:`ConfigError` on any problem."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read subscribers file: {exc.strerror}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_config(raw, source=str(path))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    return parse_yaml(text, source=str(path), resolve_secrets=resolve_secrets)

@@ -39,7 +39,7 @@ _TOKEN = re.compile(r"^[0-9]{1,20}$")
 
 
 def runtime() -> Runtime:
-    return get_runtime(app.conf.webhooks_settings)
+    return get_runtime(app.webhooks_settings)
 
 
 def _send(rt: Runtime) -> Any:
