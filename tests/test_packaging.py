@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,3 +160,16 @@ def test_missing_extra_message(module: str, argv: list[str], expected: str | Non
         assert message is not None
         assert expected in message
         assert message.endswith(INSTALL_HINT)
+
+
+def test_documented_installs_name_the_right_extras() -> None:
+    """README's two commands, the Dockerfile and CI install what each of them runs."""
+    readme = (ROOT / "README.md").read_text()
+    two_commands = readme.split("## Two commands", 1)[1].split("```bash", 1)[1].split("```")[0]
+    run_line, test_line = (line for line in two_commands.splitlines() if "pip install" in line)
+    assert "pip install -e '.[worker]' && .venv/bin/reseller-webhooks dev" in run_line
+    assert "pip install -e '.[dev]' && .venv/bin/pytest" in test_line
+    assert "pip install --no-cache-dir '.[worker]'" in (ROOT / "Dockerfile").read_text()
+    assert "pip install --quiet -e '.[dev]'" in (ROOT / ".ci" / "run").read_text()
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "reseller-webhooks[worker]" in pyproject["project"]["optional-dependencies"]["dev"]
