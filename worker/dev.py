@@ -224,7 +224,7 @@ def run_dev(*, redis_port: int, receiver_port: int, flower_port: int | None) -> 
                 "the worker",
                 subprocess.Popen(
                     [sys.executable, "-m", "worker", "worker"],
-                    env=env,
+                    env={**env, "PYTHONUNBUFFERED": "1"},  # its lines as they come
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
                 ),
