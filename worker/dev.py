@@ -116,11 +116,12 @@ class Child:
 
 
 def _pump(source: IO[bytes], sink: IO[bytes], ready: threading.Event, marker: bytes) -> None:
-    """Copy a child's output through, line by line, and set ``ready`` at ``marker``."""
+    """Copy a child's output through, line by line, and set ``ready`` at a line ending in
+    ``marker`` (Celery's ``webhooks-123@host ready.``)."""
     for line in iter(source.readline, b""):
         sink.write(line)
         sink.flush()
-        if marker in line:
+        if line.rstrip().endswith(marker):
             ready.set()
 
 
@@ -257,12 +258,19 @@ def run_dev(*, redis_port: int, receiver_port: int, flower_port: int | None) -> 
                 children.append(flower)
 
             deadline = time.monotonic() + READY_TIMEOUT_S
-            while not (worker.ready.is_set() and (flower is None or _port_open(flower_port or 0))):
+            while waiting := [
+                name
+                for name, ready in (
+                    ("the worker", worker.ready.is_set()),
+                    ("flower", flower is None or _port_open(flower_port or 0)),
+                )
+                if not ready
+            ]:
                 failure = _first_exit(children)
                 if failure or stopped.wait(0.1):
                     break
                 if time.monotonic() > deadline:
-                    failure = f"the worker was not ready within {READY_TIMEOUT_S:.0f} s"
+                    failure = f"{' and '.join(waiting)} not ready within {READY_TIMEOUT_S:.0f} s"
                     break
             else:
                 shown_url = maybe_sanitize_url(redis_url)
