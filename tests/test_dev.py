@@ -238,9 +238,9 @@ def test_busy_ports(free: set[int], expected: str | None) -> None:
         ),
         (
             "redis://127.0.0.1:6399/0",
-            "/opt/venv/bin/reseller-webhooks",
+            "/home/ops/venv/bin/reseller-webhooks",
             "/srv/app",
-            "REDIS_URL=redis://127.0.0.1:6399/0 /opt/venv/bin/reseller-webhooks publish "
+            "REDIS_URL=redis://127.0.0.1:6399/0 /home/ops/venv/bin/reseller-webhooks publish "
             "reseller.user.created --sample",
         ),
         (
@@ -251,9 +251,9 @@ def test_busy_ports(free: set[int], expected: str | None) -> None:
         ),
         (
             None,
-            "/opt/my venv/bin/reseller-webhooks",
+            "/home/ops/my venv/bin/reseller-webhooks",
             "/srv",
-            "'/opt/my venv/bin/reseller-webhooks' publish reseller.user.created --sample",
+            "'/home/ops/my venv/bin/reseller-webhooks' publish reseller.user.created --sample",
         ),
     ],
 )
