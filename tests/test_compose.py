@@ -1,35 +1,217 @@
-"""compose.yaml cannot run here (no container engine), so check it statically."""
+"""compose.yaml, rendered with the documented .env and checked, and its parts run for real.
+
+There is no container engine here, so the file is rendered by a small interpolator (compose's
+``${VAR}``, ``${VAR:-default}``, ``${VAR:?error}`` and ``$$``) and checked as data; where the
+``docker compose`` plugin exists, it validates the file too. The Redis arguments, the worker's
+healthcheck and Flower's healthcheck and login run against real processes.
+"""
 
 from __future__ import annotations
 
 import importlib
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from base64 import b64encode
 from pathlib import Path
 from typing import Any
 
 import click
+import pytest
+import redis
 import yaml
+from dotenv import dotenv_values
 
+from tests.conftest import ROOT, Deployment, wait_until
 from worker.cli import main
+from worker.redis_server import find_redis_server, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
-COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
+COMPOSE_FILE = ROOT / "compose.yaml"
+DOTENV_EXAMPLE = ROOT / ".env.example"
+SECRETS_EXAMPLE = ROOT / "subscribers.env.example"
+EXAMPLE_SUBSCRIBERS = ROOT / "worker" / "examples" / "subscribers.yaml"
+VARIABLE = re.compile(
+    r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|\$\$"
+)
+
+
+class InterpolationError(ValueError):
+    pass
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """One string as compose interpolates it."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, op, arg = match.group("name", "op", "arg")
+        value = env.get(name)
+        missing = value is None or (value == "" and op is not None and op.startswith(":"))
+        if op in {"?", ":?"} and missing:
+            raise InterpolationError(f"{name}: {arg}")
+        if op in {"-", ":-"} and missing:
+            return str(arg)
+        return value or ""
+
+    return VARIABLE.sub(replace, text)
+
+
+def render_values(node: Any, env: dict[str, str]) -> Any:
+    if isinstance(node, str):
+        return interpolate(node, env)
+    if isinstance(node, list):
+        return [render_values(item, env) for item in node]
+    if isinstance(node, dict):
+        return {key: render_values(value, env) for key, value in node.items()}
+    return node
+
+
+def render(env: dict[str, str]) -> dict[str, Any]:
+    return dict(render_values(yaml.safe_load(COMPOSE_FILE.read_text()), env))
+
+
+def referenced_variables() -> set[str]:
+    return {m.group("name") for m in VARIABLE.finditer(COMPOSE_FILE.read_text()) if m["name"]}
+
+
+def documented_env() -> dict[str, str]:
+    return {k: v or "" for k, v in dotenv_values(DOTENV_EXAMPLE).items()}
+
+
+def subscriber_secret_names() -> set[str]:
+    config = yaml.safe_load(EXAMPLE_SUBSCRIBERS.read_text())
+    return {
+        sub[key]
+        for sub in config["subscribers"]
+        for key in ("secret_env", "previous_secret_env")
+        if key in sub
+    }
+
+
+PASSWORD = "pw-" + secrets.token_hex(12)
+FLOWER_LOGIN = "ops:fl-" + secrets.token_hex(12)
+ENV = {**documented_env(), "REDIS_PASSWORD": PASSWORD, "FLOWER_BASIC_AUTH": FLOWER_LOGIN}
+COMPOSE = render(ENV)
+SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 
 
 def command(service: str) -> list[str]:
-    cmd = COMPOSE["services"][service]["command"]
+    cmd = SERVICES[service]["command"]
     return cmd if isinstance(cmd, list) else cmd.split()
 
 
-def test_redis_is_durable_and_never_evicts() -> None:
+def healthcheck_shell(service: str) -> str:
+    test = SERVICES[service]["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL", test
+    return str(test[1])
+
+
+def size_bytes(value: str) -> int:
+    """``1gb`` (Redis) or ``1536m`` (compose) in bytes; both count in powers of 1024."""
+    match = re.fullmatch(r"(\d+)([kmg]?)b?", value.lower())
+    assert match, value
+    return int(match[1]) * 1024 ** " kmg".index(match[2] or " ")
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "expected"),
+    [
+        ("${A}", {"A": "1"}, "1"),
+        ("${A:-d}", {}, "d"),
+        ("${A:-d}", {"A": ""}, "d"),
+        ("${A-d}", {"A": ""}, ""),
+        ("${A:?need A}", {"A": "x"}, "x"),
+        ("$$HOSTNAME", {}, "$HOSTNAME"),
+        ("redis://:${P}@redis", {"P": "s"}, "redis://:s@redis"),
+    ],
+)
+def test_interpolate(text: str, env: dict[str, str], expected: str) -> None:
+    assert interpolate(text, env) == expected
+
+
+@pytest.mark.parametrize("missing", ["REDIS_PASSWORD", "FLOWER_BASIC_AUTH"])
+def test_required_settings_stop_the_rendering_by_name(missing: str) -> None:
+    with pytest.raises(InterpolationError, match=f"^{missing}: set {missing}"):
+        render({**ENV, missing: ""})
+
+
+def test_every_variable_is_documented_in_the_env_example() -> None:
+    assert referenced_variables() == set(documented_env())
+
+
+def test_redis_is_durable_bounded_and_never_evicts() -> None:
     cmd = " ".join(command("redis"))
     assert "--appendonly yes" in cmd
     assert "--appendfsync everysec" in cmd
     assert "--maxmemory-policy noeviction" in cmd
-    assert COMPOSE["services"]["redis"]["volumes"] == ["redis-data:/data"]
+    maxmemory = command("redis")[command("redis").index("--maxmemory") + 1]
+    assert maxmemory == documented_env()["REDIS_MAXMEMORY"] == "1gb"
+    limit = SERVICES["redis"]["deploy"]["resources"]["limits"]["memory"]
+    assert size_bytes(limit) >= 1.25 * size_bytes(maxmemory)  # room for an AOF rewrite's fork
+    assert SERVICES["redis"]["volumes"] == ["redis-data:/data"]
+
+
+def test_redis_password_is_never_on_a_command_line() -> None:
+    for name, service in SERVICES.items():
+        for part in ("command", "entrypoint", "healthcheck"):
+            shown = repr(service.get(part))
+            assert PASSWORD not in shown, f"{name} {part}"
+            assert FLOWER_LOGIN not in shown, f"{name} {part}"
+    auth = COMPOSE["configs"]["redis-auth"]["content"]
+    assert auth.strip() == f"requirepass {PASSWORD}"
+    mounted = SERVICES["redis"]["configs"][0]
+    assert mounted["source"] == "redis-auth"
+    assert mounted["target"] in command("redis")
+
+
+def test_workers_and_flower_reach_redis_with_the_password() -> None:
+    for name in ("worker", "flower"):
+        assert SERVICES[name]["environment"]["REDIS_URL"] == f"redis://:{PASSWORD}@redis:6379/0"
+    assert SERVICES["redis"]["environment"]["REDISCLI_AUTH"] == PASSWORD
+    for name in ("worker", "flower"):
+        assert SERVICES[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_every_variable_a_service_reads_is_provided() -> None:
+    worker = SERVICES["worker"]
+    # The worker: the broker, the subscribers file (mounted), and every secret the file names,
+    # through subscribers.env, whose example lists those of the example subscribers file.
+    assert {"REDIS_URL", "WEBHOOKS_SUBSCRIBERS"} <= set(worker["environment"])
+    mount = f"./subscribers.yaml:{worker['environment']['WEBHOOKS_SUBSCRIBERS']}:ro"
+    assert mount in worker["volumes"]
+    assert worker["env_file"] == ["subscribers.env"]
+    assert subscriber_secret_names() <= set(dotenv_values(SECRETS_EXAMPLE))
+    # Flower: the broker and its login, from the environment.
+    assert set(SERVICES["flower"]["environment"]) == {"REDIS_URL", "FLOWER_BASIC_AUTH"}
+    assert SERVICES["flower"]["environment"]["FLOWER_BASIC_AUTH"] == FLOWER_LOGIN
+    # Redis: the password of its healthcheck's redis-cli.
+    assert set(SERVICES["redis"]["environment"]) == {"REDISCLI_AUTH"}
+
+
+def test_flower_gets_no_subscriber_secrets() -> None:
+    flower = SERVICES["flower"]
+    assert "env_file" not in flower
+    secret_names = subscriber_secret_names() | set(dotenv_values(SECRETS_EXAMPLE))
+    assert not secret_names & set(flower["environment"])
+    assert not any("secret" in key.lower() for key in flower["environment"])
+    assert not any(arg.startswith("--basic-auth") for arg in command("flower"))
+    assert flower["ports"] == ["127.0.0.1:5555:5555"]
+
+
+def test_every_service_has_a_healthcheck() -> None:
+    for name, service in SERVICES.items():
+        assert service["healthcheck"]["test"], name
 
 
 def test_every_project_command_exists() -> None:
-    for name, service in COMPOSE["services"].items():
+    for name, service in SERVICES.items():
         cmd = command(name)
         if cmd[0] == "reseller-webhooks":
             sub = main.commands.get(cmd[1])
@@ -38,23 +220,131 @@ def test_every_project_command_exists() -> None:
             app_module = cmd[cmd.index("-A") + 1]
             module = importlib.import_module(app_module)
             assert hasattr(module, "app"), f"{name}: {app_module} has no Celery app"
-            assert importlib.util.find_spec(cmd[cmd.index("-A") + 2]) is not None
         else:
             assert name == "redis", f"{name}: unexpected command {cmd}"
         assert service.get("image") or service.get("build"), name
-
-
-def test_workers_get_config_and_secrets_from_environment() -> None:
-    worker: dict[str, Any] = COMPOSE["services"]["worker"]
-    env = worker["environment"]
-    assert env["REDIS_URL"].startswith("redis://redis:6379")
-    assert env["WEBHOOKS_SUBSCRIBERS"] == "/config/subscribers.yaml"
-    assert env["ACME_WEBHOOK_SECRET"].startswith("${ACME_WEBHOOK_SECRET")
-    assert "./subscribers.yaml:/config/subscribers.yaml:ro" in worker["volumes"]
     assert (ROOT / "Dockerfile").exists()
 
 
-def test_flower_is_behind_basic_auth_and_loopback() -> None:
+def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:
+    docker = shutil.which("docker")
+    if docker is None or subprocess.run([docker, "compose", "version"]).returncode != 0:
+        pytest.skip("no docker compose plugin on this machine")
+    for name in ("compose.yaml", "Dockerfile"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in ENV.items()))
+    shutil.copy(SECRETS_EXAMPLE, tmp_path / "subscribers.env")
+    shutil.copy(EXAMPLE_SUBSCRIBERS, tmp_path / "subscribers.yaml")
+    checked = subprocess.run(
+        [docker, "compose", "config", "--quiet"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stderr
+
+
+# -- the parts, run for real -------------------------------------------------------------------
+
+
+def test_redis_runs_with_the_compose_arguments(tmp_path: Path) -> None:
+    """The same arguments and auth config on a local redis-server: a password is required,
+    maxmemory and noeviction are in force, and the healthcheck passes only with the password."""
+    try:
+        binary = find_redis_server(os.environ.get("REDIS_SERVER"))
+    except Exception as exc:
+        pytest.skip(f"no redis-server: {exc}")
+    cmd = command("redis")
+    conf = tmp_path / "auth.conf"
+    conf.write_text(COMPOSE["configs"]["redis-auth"]["content"])
+    args = [str(conf) if a == SERVICES["redis"]["configs"][0]["target"] else a for a in cmd[1:]]
+    port = free_port()
+    local = ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path), "--save", ""]
+    server = subprocess.Popen([binary, *args, *local], stdout=subprocess.DEVNULL)
+    client = redis.Redis(port=port, password=PASSWORD)
+    try:
+        wait_until(lambda: _pings(client), what="redis with the compose arguments")
+        anonymous = redis.Redis(port=port)
+        with pytest.raises(redis.AuthenticationError):
+            anonymous.ping()
+        anonymous.close()
+        assert client.config_get("maxmemory")["maxmemory"] == str(1024**3)
+        assert client.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
+        assert client.config_get("appendfsync")["appendfsync"] == "everysec"
+        cli_dir = str(Path(binary).parent)
+        probe = healthcheck_shell("redis").replace("redis-cli", f"redis-cli -p {port}", 1)
+        path = f"{cli_dir}:{os.environ.get('PATH', '')}"
+        ok = subprocess.run(["sh", "-c", probe], env={"PATH": path, "REDISCLI_AUTH": PASSWORD})
+        assert ok.returncode == 0
+        refused = subprocess.run(["sh", "-c", probe], env={"PATH": path}, capture_output=True)
+        assert refused.returncode != 0
+    finally:
+        client.close()
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+@pytest.mark.slow
+def test_worker_healthcheck_pings_its_own_node(deployment: Deployment) -> None:
+    cmd = command("worker")
+    assert cmd[:2] == ["reseller-webhooks", "worker"]
+    worker = deployment.start_worker(*cmd[2:])
+    probe = healthcheck_shell("worker")
+    env = {
+        **deployment.env,
+        "HOSTNAME": socket.gethostname(),  # set in every container; %h is the same name
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+    }
+    healthy = subprocess.run(["sh", "-c", probe], env=env, capture_output=True, text=True)
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    worker.stop()
+    gone = subprocess.run(["sh", "-c", probe], env=env, capture_output=True, text=True)
+    assert gone.returncode != 0
+
+
+@pytest.mark.slow
+def test_flower_healthcheck_and_login_from_the_environment(redis_url: str) -> None:
     cmd = command("flower")
-    assert any(a.startswith("--basic-auth=${FLOWER_USER") for a in cmd)
-    assert COMPOSE["services"]["flower"]["ports"] == ["127.0.0.1:5555:5555"]
+    assert "--port=5555" in cmd
+    probe = SERVICES["flower"]["healthcheck"]["test"]
+    assert probe[:3] == ["CMD", "python", "-c"]
+    assert "http://127.0.0.1:5555/healthcheck" in probe[3]
+    port = free_port()  # 5555 may be taken on a shared machine: the same service elsewhere
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        **{k: v for k, v in SERVICES["flower"]["environment"].items() if k != "REDIS_URL"},
+    }
+    flower = subprocess.Popen(
+        [sys.executable, "-m", "celery", *cmd[1:-1], f"--port={port}", "--address=127.0.0.1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    check = probe[3].replace(":5555/", f":{port}/")
+    try:
+        wait_until(
+            lambda: (
+                subprocess.run([sys.executable, "-c", check], capture_output=True).returncode == 0
+                or flower.poll() is not None
+            ),
+            timeout_s=60,
+            what="Flower's healthcheck passes",
+        )
+        assert flower.poll() is None
+        api = f"http://127.0.0.1:{port}/api/workers"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(api, timeout=5)
+        assert refused.value.code == 401
+        refused.value.close()
+        login = b64encode(FLOWER_LOGIN.encode()).decode()
+        request = urllib.request.Request(api, headers={"Authorization": f"Basic {login}"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200
+    finally:
+        flower.terminate()
+        flower.wait(timeout=20)

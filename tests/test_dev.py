@@ -1,4 +1,5 @@
-"""The README's first command: `reseller-webhooks dev` runs the whole product on its own."""
+"""The README's first command: `reseller-webhooks dev` runs the whole product on its own, and
+stops all of it together."""
 
 from __future__ import annotations
 
@@ -9,15 +10,18 @@ import socket
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT, wait_until
 from worker.cli import sample_user
+from worker.dev import busy_ports, describe_exit, publish_hint
 from worker.redis_server import free_port
 
-pytestmark = pytest.mark.slow
+BANNER = "reseller-webhooks dev is running:"
 
 
 def port_open(port: int) -> bool:
@@ -25,49 +29,108 @@ def port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_dev_runs_redis_worker_flower_and_a_verifying_receiver(tmp_path: Path) -> None:
-    redis_port, receiver_port, flower_port = free_port(), free_port(), free_port()
+def dev_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "WEBHOOKS_SUBSCRIBERS"}}
     env["PYTHONPATH"] = str(ROOT)
-    log_path = tmp_path / "dev.log"
-    with log_path.open("wb") as log:
-        dev = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "worker",
-                "dev",
-                f"--redis-port={redis_port}",
-                f"--receiver-port={receiver_port}",
-                f"--flower-port={flower_port}",
-            ],
-            cwd=tmp_path,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    output = lambda: log_path.read_text(errors="replace")  # noqa: E731
+    return env
+
+
+@dataclass
+class Dev:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    redis_port: int
+    receiver_port: int
+    flower_port: int | None
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def children(self) -> list[tuple[int, str]]:
+        """(pid, command line) of each process dev started (Linux /proc)."""
+        pid = self.process.pid
+        listed = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return [
+            (int(child), Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+            for child in listed
+        ]
+
+    def ports(self) -> list[int]:
+        return [p for p in (self.redis_port, self.receiver_port, self.flower_port) if p]
+
+
+@pytest.fixture
+def start_dev(tmp_path: Path) -> Iterator[Callable[..., Dev]]:
+    started: list[Dev] = []
+
+    def start(*extra: str, flower: bool = True, env: dict[str, str] | None = None) -> Dev:
+        redis_port, receiver_port = free_port(), free_port()
+        flower_port = free_port() if flower else None
+        log_path = tmp_path / f"dev-{len(started)}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "worker",
+                    "dev",
+                    f"--redis-port={redis_port}",
+                    f"--receiver-port={receiver_port}",
+                    f"--flower-port={flower_port}" if flower_port else "--no-flower",
+                    *extra,
+                ],
+                cwd=tmp_path,
+                env=env or dev_env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        dev = Dev(process, log_path, redis_port, receiver_port, flower_port)
+        started.append(dev)
+        return dev
+
+    yield start
+    for dev in started:
+        if dev.process.poll() is None:
+            dev.process.kill()
+            dev.process.wait()
+
+
+@pytest.mark.slow
+def test_dev_runs_redis_worker_flower_and_a_verifying_receiver(
+    tmp_path: Path, start_dev: Callable[..., Dev]
+) -> None:
+    dev = start_dev()
+    assert dev.flower_port is not None
     try:
-        wait_until(
-            lambda: " ready." in output() and port_open(flower_port), timeout_s=60, what="dev ready"
-        )
-        assert f"redis     redis://127.0.0.1:{redis_port}/0 (embedded)" in output()
+        wait_until(lambda: BANNER in dev.output(), timeout_s=90, what="dev banner")
+        out = dev.output()
+        # The banner waits for the worker (and Flower) instead of preceding them.
+        assert out.index(" ready.") < out.index(BANNER)
+        assert port_open(dev.flower_port)
+        assert f"redis     redis://127.0.0.1:{dev.redis_port}/0 (embedded)" in out
+
+        # The publish hint works as printed, from a shell with no venv activated.
+        hint = out.split("Publish a sample event from another terminal:\n", 1)[1].splitlines()[0]
         published = subprocess.run(
-            [sys.executable, "-m", "worker", "publish", "reseller.user.created", "--sample"],
-            env={**env, "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0"},
+            hint.strip(),
+            shell=True,
+            cwd=tmp_path,
+            env={**dev_env(), "PATH": "/usr/bin:/bin"},
             capture_output=True,
             text=True,
             timeout=60,
-            check=True,
         )
+        assert published.returncode == 0, f"{hint}\n{published.stderr}"
         event_id = published.stdout.strip()
         wait_until(
-            lambda: f"[receiver] reseller.user.created webhook-id={event_id} (verified" in output(),
+            lambda: (
+                f"[receiver] reseller.user.created webhook-id={event_id} (verified" in dev.output()
+            ),
             what="the sample receiver verified the delivery",
         )
 
         def flower_tasks() -> dict[str, dict[str, object]]:
-            url = f"http://127.0.0.1:{flower_port}/api/tasks"
+            url = f"http://127.0.0.1:{dev.flower_port}/api/tasks"
             with urllib.request.urlopen(url, timeout=5) as response:
                 return dict(json.load(response))
 
@@ -84,8 +147,139 @@ def test_dev_runs_redis_worker_flower_and_a_verifying_receiver(tmp_path: Path) -
         for personal in (user["email"], user["firstName"], user["lastName"]):
             assert personal not in shown
     finally:
-        dev.send_signal(signal.SIGINT)
-        assert dev.wait(timeout=60) == 0
-    assert "stopped" in output()
-    assert not port_open(redis_port)
-    assert not port_open(flower_port)
+        dev.process.send_signal(signal.SIGINT)
+        assert dev.process.wait(timeout=60) == 0
+    assert dev.output().rstrip().endswith("stopped")
+    for port in dev.ports():
+        assert not port_open(port), port
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("service", ["redis", "receiver", "flower"])
+def test_a_port_in_use_is_named_and_nothing_is_left_running(
+    start_dev: Callable[..., Dev], service: str
+) -> None:
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    busy = holder.getsockname()[1]
+    try:
+        dev = start_dev(f"--{service}-port={busy}")  # the later option wins
+        assert dev.process.wait(timeout=60) == 2
+        lines = dev.output().strip().splitlines()
+        assert lines == [
+            f"error: port {busy} ({service}) is already in use: stop what holds it or choose "
+            f"another with --{service}-port"
+        ]
+        for port in dev.ports():
+            if port != busy:
+                assert not port_open(port), port
+    finally:
+        holder.close()
+
+
+@pytest.mark.slow
+def test_a_dying_worker_is_named_and_everything_stops(start_dev: Callable[..., Dev]) -> None:
+    dev = start_dev(flower=False)
+    wait_until(lambda: BANNER in dev.output(), timeout_s=90, what="dev banner")
+    workers = [pid for pid, cmd in dev.children() if cmd.endswith("-m worker worker ")]
+    assert len(workers) == 1, dev.children()
+    os.kill(workers[0], signal.SIGKILL)
+    assert dev.process.wait(timeout=60) == 1
+    out = dev.output()
+    assert "error: the worker was killed by SIGKILL; stopping everything" in out
+    assert out.rstrip().endswith("stopped")
+    for port in dev.ports():
+        assert not port_open(port), port
+
+
+@pytest.mark.slow
+def test_a_worker_that_cannot_start_is_named_and_no_banner_is_shown(
+    start_dev: Callable[..., Dev],
+) -> None:
+    # dev accepts the setting (a core number); the worker refuses a core it may not run on.
+    dev = start_dev(flower=False, env={**dev_env(), "WEBHOOKS_CPU_AFFINITY": "4096"})
+    assert dev.process.wait(timeout=90) == 1
+    out = dev.output()
+    assert "error: the worker exited with code 2; stopping everything" in out
+    assert BANNER not in out
+    for port in dev.ports():
+        assert not port_open(port), port
+
+
+@pytest.mark.parametrize(
+    ("free", "expected"),
+    [
+        ({6399, 8090, 5555}, None),
+        (
+            {6399, 5555},
+            "port 8090 (receiver) is already in use: stop what holds it or choose another "
+            "with --receiver-port",
+        ),
+        (
+            set(),
+            "port 6399 (redis) is already in use: stop what holds it or choose another with "
+            "--redis-port; port 8090 (receiver) is already in use: stop what holds it or choose "
+            "another with --receiver-port; port 5555 (flower) is already in use: stop what holds "
+            "it or choose another with --flower-port",
+        ),
+    ],
+)
+def test_busy_ports(free: set[int], expected: str | None) -> None:
+    ports = {"redis": 6399, "receiver": 8090, "flower": 5555}
+    assert busy_ports(ports, is_free=lambda port: port in free) == expected
+
+
+@pytest.mark.parametrize(
+    ("redis_url", "script", "cwd", "expected"),
+    [
+        (
+            "redis://127.0.0.1:6399/0",
+            "/srv/app/.venv/bin/reseller-webhooks",
+            "/srv/app",
+            "REDIS_URL=redis://127.0.0.1:6399/0 .venv/bin/reseller-webhooks publish "
+            "reseller.user.created --sample",
+        ),
+        (
+            "redis://127.0.0.1:6399/0",
+            "/home/ops/venv/bin/reseller-webhooks",
+            "/srv/app",
+            "REDIS_URL=redis://127.0.0.1:6399/0 /home/ops/venv/bin/reseller-webhooks publish "
+            "reseller.user.created --sample",
+        ),
+        (
+            None,  # the URL holds a password: it is not printed
+            "/srv/my app/bin/reseller-webhooks",
+            "/srv/my app/bin",
+            "./reseller-webhooks publish reseller.user.created --sample",
+        ),
+        (
+            None,
+            "/home/ops/my venv/bin/reseller-webhooks",
+            "/srv",
+            "'/home/ops/my venv/bin/reseller-webhooks' publish reseller.user.created --sample",
+        ),
+    ],
+)
+def test_publish_hint(redis_url: str | None, script: str, cwd: str, expected: str) -> None:
+    assert publish_hint(redis_url, Path(script), Path(cwd)) == expected
+
+
+def test_publish_hint_without_the_script_runs_the_module() -> None:
+    hint = publish_hint("redis://127.0.0.1:1/0", None, Path("/"))
+    assert hint.endswith(" -m worker publish reseller.user.created --sample")
+    assert sys.executable in hint
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        (0, "flower exited with code 0"),
+        (2, "flower exited with code 2"),
+        (-9, "flower was killed by SIGKILL"),
+        (-15, "flower was killed by SIGTERM"),
+    ],
+)
+def test_describe_exit(code: int, expected: str) -> None:
+    assert describe_exit("flower", code) == expected

@@ -98,6 +98,7 @@ class RedisServer:
                     break
             except redis.ConnectionError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop(kill=True)  # never leave a half-started server behind
                     log = self.directory / "redis.log"
                     tail = log.read_text()[-500:] if log.exists() else ""
                     raise ConfigError(
