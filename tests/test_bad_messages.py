@@ -1,71 +1,289 @@
-"""Whatever lands on the queue, the worker records what it cannot use and keeps going."""
+"""Whatever lands on the queues, the worker records what it cannot use and keeps delivering.
+
+One worker serves the whole module. Each test pushes one stray entry straight onto a queue,
+waits for its record in ``dlq messages`` (found by a token of its own, so the order of the tests
+does not matter), then publishes a real event and waits for the receiver to get it.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
+import pickle
+import random
 import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import pytest
 import redis
-from celery import Celery
+from click.testing import CliRunner
 
 from producers.publisher import Publisher
+from producers.settings import ProducerSettings
 from producers.wire import DELIVER_TASK, DISPATCH_TASK, Keys
-from tests.conftest import Deployment, wait_until
+from tests.conftest import Deployment, WorkerProcess, wait_until
+from worker import cli
 from worker.cli import sample_user
 from worker.receiver import Receiver
+from worker.redis_server import RedisServer
 
 
-def raw_message(body: bytes, content_type: str, task: str = DISPATCH_TASK) -> bytes:
+def envelope(
+    body: bytes, content_type: str = "application/json", task: str = DISPATCH_TASK, tag: str = ""
+) -> dict[str, Any]:
     """A message in kombu's Redis wire format, as another producer might write it."""
-    tag = str(uuid.uuid4())
-    return json.dumps(
-        {
-            "body": base64.b64encode(body).decode(),
-            "content-encoding": "utf-8",
-            "content-type": content_type,
-            "headers": {"task": task, "id": tag, "lang": "py"},
-            "properties": {
-                "body_encoding": "base64",
-                "delivery_info": {"exchange": "rw.deliveries", "routing_key": "rw.deliveries"},
-                "delivery_mode": 2,
-                "delivery_tag": tag,
-                "priority": 0,
-            },
-        }
-    ).encode()
+    tag = tag or str(uuid.uuid4())
+    return {
+        "body": base64.b64encode(body).decode(),
+        "content-encoding": "utf-8",
+        "content-type": content_type,
+        "headers": {"task": task, "id": tag, "lang": "py"},
+        "properties": {
+            "body_encoding": "base64",
+            "delivery_info": {"exchange": "rw.deliveries", "routing_key": "rw.deliveries"},
+            "delivery_mode": 2,
+            "delivery_tag": tag,
+            "priority": 0,
+        },
+    }
 
 
-def test_malformed_and_unknown_messages_are_dead_lettered_and_the_worker_goes_on(
+def task_body(args: Any, kwargs: Any = None) -> bytes:
+    """Celery's protocol 2 body: ``[args, kwargs, embed]``."""
+    return json.dumps([args, kwargs or {}, {}]).encode()
+
+
+def without(message: dict[str, Any], *path: str) -> dict[str, Any]:
+    """``message`` with the field at ``path`` removed."""
+    node = message
+    for name in path[:-1]:
+        node = node[name]
+    del node[path[-1]]
+    return message
+
+
+def dumps(message: Any) -> bytes:
+    return json.dumps(message).encode()
+
+
+def trigger(token: str) -> dict[str, Any]:
+    """A valid trigger whose envelope shows ``token`` (the body is base64)."""
+    return envelope(task_body([[f"msg_{token}"]]), tag=token)
+
+
+def badly_encoded(token: str) -> bytes:
+    message = trigger(token)
+    message["body"] = f"!!{token}!"  # not base64: wrong padding
+    return dumps(message)
+
+
+@dataclass(frozen=True)
+class Case:
+    make: Callable[[str], bytes]  # the raw entry, from a token (digits) the record shows
+    reason: str  # what the record's reason says ("" where the task decides the wording)
+    retry_queue: bool = False
+
+
+CASES = {
+    # Not a kombu message at all: the transport drops it before kombu parses it.
+    "not-json": Case(lambda t: b"\x00\x01\xff not json " + t.encode(), "not JSON"),
+    "json-array": Case(lambda t: dumps([[f"msg_{t}"], {}, {}]), "a JSON array", True),
+    "json-number": Case(lambda t: t.encode(), "a JSON number"),
+    "json-string": Case(lambda t: dumps(f"msg_{t}"), "a JSON string"),
+    "json-object-not-an-envelope": Case(
+        lambda t: dumps({"task": DISPATCH_TASK, "args": [[f"msg_{t}"]]}), "field 'properties'"
+    ),
+    "envelope-without-properties": Case(
+        lambda t: dumps(without(trigger(t), "properties")),
+        "field 'properties'",
+    ),
+    "envelope-without-delivery-info": Case(
+        lambda t: dumps(without(trigger(t), "properties", "delivery_info")),
+        "field 'properties.delivery_info'",
+    ),
+    "envelope-without-headers": Case(
+        lambda t: dumps(without(trigger(t), "headers")),
+        "field 'headers'",
+    ),
+    "body-not-base64": Case(badly_encoded, "not valid base64", True),
+    # A kombu message, but not a task this worker can run: Celery's consumer drops it.
+    "body-not-json": Case(
+        lambda t: dumps(envelope(b"\x00\x01 not json " + t.encode())), "cannot decode"
+    ),
+    "pickle": Case(
+        lambda t: dumps(
+            envelope(pickle.dumps(([[f"msg_{t}"]], {}, {})), "application/x-python-serialize")
+        ),
+        "untrusted content of type pickle",
+        True,
+    ),
+    "yaml": Case(
+        lambda t: dumps(envelope(f"- [msg_{t}]\n".encode(), "application/x-yaml")),
+        "untrusted content of type yaml",
+    ),
+    "unknown-task": Case(
+        lambda t: dumps(envelope(task_body([[f"msg_{t}"]]), task="webhooks.nonexistent")),
+        "unknown task name",
+    ),
+    "no-task-name": Case(
+        lambda t: dumps(without(trigger(t), "headers", "task")),
+        "not a task message",
+    ),
+    "no-task-id": Case(
+        lambda t: dumps(without(trigger(t), "headers", "id")),
+        "cannot be run as a task",
+    ),
+    "body-not-args-kwargs-embed": Case(
+        lambda t: dumps(envelope(dumps({"event_ids": [f"msg_{t}"]}))), "cannot be run as a task"
+    ),
+    # A task message with arguments no signature takes: the task records it.
+    "dict-argument": Case(lambda t: dumps(envelope(task_body([{"event_ids": t}]))), ""),
+    "three-ints": Case(
+        lambda t: dumps(envelope(task_body([int(t), 2, 3]), task=DELIVER_TASK)), "", True
+    ),
+    "unknown-kwargs": Case(
+        lambda t: dumps(envelope(task_body([[f"msg_{t}"]], {f"bogus_{t}": 1}))), ""
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def rdb(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as rcv:
+        yield rcv
+
+
+@pytest.fixture(scope="module")
+def deployment(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, rdb: redis.Redis
+) -> Iterator[Deployment]:
+    dep = Deployment(tmp_path=tmp_path_factory.mktemp("bad-messages"), redis_url=redis_server.url)
+    yield dep
+    for w in dep.workers:
+        w.stop()
+
+
+@pytest.fixture(scope="module")
+def worker(deployment: Deployment, receiver: Receiver) -> WorkerProcess:
+    deployment.subscriber("s", f"{receiver.url}/s")
+    return deployment.start_worker()
+
+
+@pytest.fixture(scope="module")
+def publisher(redis_server: RedisServer, rdb: redis.Redis) -> Iterator[Publisher]:
+    with Publisher(ProducerSettings(redis_url=redis_server.url, visibility_timeout_s=3)) as pub:
+        yield pub
+
+
+def recorded(rdb: redis.Redis, keys: Keys, token: str) -> dict[str, Any] | None:
+    for raw in rdb.lrange(keys.bad_messages, 0, -1):
+        if token in raw.decode():
+            return dict(json.loads(raw))
+    return None
+
+
+@pytest.mark.parametrize("kind", list(CASES))
+def test_a_stray_message_is_recorded_and_the_worker_keeps_delivering(
+    kind: str,
+    worker: WorkerProcess,
     deployment: Deployment,
     receiver: Receiver,
     publisher: Publisher,
     rdb: redis.Redis,
     keys: Keys,
 ) -> None:
-    deployment.subscriber("s", f"{receiver.url}/s")
-    worker = deployment.start_worker()
-    sender = Celery(broker=deployment.redis_url, set_as_current=False)
-    sender.send_task("webhooks.nonexistent", args=[["msg_x"]], queue=keys.queue)
-    sender.send_task(DISPATCH_TASK, args=["not-a-list"], queue=keys.queue)
-    sender.send_task(DELIVER_TASK, args=[[{"id": 1}]], queue=keys.queue)
-    sender.send_task(DISPATCH_TASK, args=[["msg_a"]], kwargs={"bogus": 1}, queue=keys.queue)
-    rdb.lpush(keys.queue, raw_message(b"\x00\x01 not json", "application/json"))
-    rdb.lpush(keys.queue, raw_message(b"{}", "application/x-python-serialize"))
-    sender.close()
+    case = CASES[kind]
+    token = str(uuid.uuid4().int)  # digits, so that it can be a number too
+    queue = keys.retry_queue if case.retry_queue else keys.queue
+    rdb.lpush(queue, case.make(token))
 
-    wait_until(lambda: rdb.llen(keys.bad_messages) >= 6, what="six bad-message records")
-    records = [json.loads(r) for r in rdb.lrange(keys.bad_messages, 0, -1)]
-    reasons = " | ".join(r["reason"] for r in records)
-    assert "unknown task name" in reasons
-    assert "arguments are not a list of event ids" in reasons
-    assert "arguments are not a list of delivery ids" in reasons
-    assert "TypeError" in reasons
-    assert "cannot decode" in reasons
+    record = wait_until(lambda: recorded(rdb, keys, token), what=f"a record of the {kind} entry")
+    assert case.reason in record["reason"]
+    assert record["reason"]
+    assert worker.process.poll() is None, worker.log()[-3000:]
+    assert rdb.llen(queue) == 0  # taken off the queue ...
+    wait_until(lambda: not rdb.hlen("unacked"), what="no unacknowledged message")  # ... for good
 
-    # Still alive and still delivering.
     event_id = publisher.user_created(sample_user())
-    assert receiver.wait_for(1)[0].headers["webhook-id"] == event_id
+    wait_until(
+        lambda: any(r.headers["webhook-id"] == event_id for r in receiver.received),
+        what="the event published after the stray entry",
+    )
     assert worker.process.poll() is None
-    listed = deployment.cli("dlq", "messages")
-    assert listed.stdout.count("\n") == len(records)
+
+    # The command itself, in-process (a subprocess would start Python for each of these tests).
+    run = CliRunner().invoke(cli.main, ["dlq", "messages"], env={"REDIS_URL": deployment.redis_url})
+    assert run.exit_code == 0, run.output
+    listed = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [r for r in listed if token in json.dumps(r)] == [record]
+
+
+def test_records_keep_the_first_bytes_of_the_entry_as_text(
+    worker: WorkerProcess, rdb: redis.Redis, keys: Keys
+) -> None:
+    token = uuid.uuid4().hex
+    raw = b"\xff\xfe" + token.encode() + b"x" * 5000
+    rdb.lpush(keys.queue, raw)
+
+    record = wait_until(lambda: recorded(rdb, keys, token), what="the record")
+    assert record["excerpt"].startswith("\ufffd\ufffd" + token)
+    assert len(record["excerpt"]) <= 500
+    assert record["task"] == "?"
+    assert worker.process.poll() is None
+
+
+def test_worker_start_warns_when_the_visibility_timeout_is_short(worker: WorkerProcess) -> None:
+    # Visibility timeout 3 s here, subscribers time out after 15 s (the default).
+    assert (
+        "WARNING worker.broker: WEBHOOKS_VISIBILITY_TIMEOUT_S is 3 s, shorter than the longest "
+        "subscriber timeout_s (15 s)"
+    ) in worker.log()
+
+
+def test_a_real_fault_stops_the_worker_with_a_failure_exit_code(
+    tmp_path: Path, redis_server: RedisServer, rdb: redis.Redis, receiver: Receiver
+) -> None:
+    """A queue key of the wrong type: every BRPOP fails, Celery stops; a supervisor must see it."""
+    prefix = f"broken{random.randrange(10**6)}"
+    dep = Deployment(
+        tmp_path=tmp_path,
+        redis_url=redis_server.url,
+        settings={"WEBHOOKS_KEY_PREFIX": prefix, "WEBHOOKS_EMBEDDED_SCHEDULER": "false"},
+    )
+    dep.subscriber("s", f"{receiver.url}/s")
+    rdb.set(Keys(prefix).retry_queue, "not a list")
+    try:
+        process = dep.start_worker(wait=False)
+        wait_until(lambda: process.process.poll() is not None, timeout_s=60, what="worker exit")
+        assert "Unrecoverable error" in process.log()
+        assert "WRONGTYPE" in process.log()
+        assert process.process.returncode == 1
+    finally:
+        for w in dep.workers:
+            w.stop()
+        rdb.delete(Keys(prefix).retry_queue)
+
+
+def test_a_worker_stopped_on_purpose_exits_zero(
+    tmp_path: Path, redis_server: RedisServer, rdb: redis.Redis, receiver: Receiver
+) -> None:
+    dep = Deployment(
+        tmp_path=tmp_path,
+        redis_url=redis_server.url,
+        settings={"WEBHOOKS_KEY_PREFIX": f"calm{random.randrange(10**6)}"},
+    )
+    dep.subscriber("s", f"{receiver.url}/s")
+    process = dep.start_worker()
+    process.stop()  # SIGTERM: warm shutdown
+    assert process.process.returncode == 0
