@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -206,7 +208,7 @@ def sentinel(redis_server: RedisServer, tmp_path: Path) -> Iterator[int]:
         f"sentinel monitor webhooks 127.0.0.1 {redis_server.port} 1\n"
     )
     process = subprocess.Popen(
-        [find_redis_server(), str(conf), "--sentinel"],
+        [find_redis_server(os.environ.get("REDIS_SERVER")), str(conf), "--sentinel"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -237,3 +239,66 @@ def test_the_sentinel_transport_drops_a_stray_entry_and_delivers_the_next(
     with Connection(url, transport_options={"master_name": "webhooks"}) as conn:
         assert type(conn.transport) is broker.SentinelTransport
         consume_past_a_stray(conn, rdb, "screen.sentinel")
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """A redis-server serving TLS only, with a self-signed certificate for 127.0.0.1."""
+    binary, openssl = find_redis_server(os.environ.get("REDIS_SERVER")), shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("needs openssl to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    port = free_port()
+    log = tmp_path / "redis-tls.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+             "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+             "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no",
+             "--save", "", "--dir", str(tmp_path)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    client = redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=str(cert))
+
+    def ready() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            time.sleep(0.05)
+            return process.poll() is not None
+
+    try:
+        wait_until(ready, what="redis-server with TLS")
+        if process.poll() is not None:
+            if "tls-port" in log.read_text(errors="replace"):
+                pytest.skip(f"{binary} was built without TLS")
+            pytest.fail(f"redis-server with TLS exited: {log.read_text()[-500:]}")
+        yield port, cert
+    finally:
+        client.close()
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def test_the_rediss_transport_drops_a_stray_entry_and_delivers_the_next(
+    tls_redis: tuple[int, Path],
+) -> None:
+    port, cert = tls_redis
+    broker.install()
+    url = f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={cert}"
+    rdb = redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=str(cert))
+    try:
+        with Connection(url) as conn:
+            assert type(conn.transport) is broker.Transport
+            consume_past_a_stray(conn, rdb, "screen.rediss")
+    finally:
+        rdb.close()
