@@ -137,7 +137,21 @@ CASES = {
         "cannot be run as a task",
     ),
     "body-not-args-kwargs-embed": Case(
-        lambda t: dumps(envelope(dumps({"event_ids": [f"msg_{t}"]}))), "cannot be run as a task"
+        lambda t: dumps(envelope(dumps({"event_ids": [f"msg_{t}"]}))),
+        "must be [args, kwargs, embed]",
+    ),
+    "kwargs-not-an-object": Case(
+        lambda t: dumps(envelope(dumps([[[f"msg_{t}"]], [], {}]))), "kwargs must be an object"
+    ),
+    # Celery unpacks this one in the pool thread, where the error was swallowed: the message
+    # stayed unacknowledged, held a prefetch slot and came back after every visibility timeout.
+    "embed-not-an-object": Case(
+        lambda t: dumps(envelope(dumps([[[f"msg_{t}"]], {}, "x"]))), "embed must be an object"
+    ),
+    "task-name-not-a-string": Case(
+        lambda t: dumps(envelope(task_body([[f"msg_{t}"]]), task=7)),  # type: ignore[arg-type]
+        "unknown task name",
+        True,
     ),
     # A task message with arguments no signature takes: the task records it.
     "dict-argument": Case(lambda t: dumps(envelope(task_body([{"event_ids": t}]))), ""),

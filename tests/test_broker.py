@@ -21,6 +21,7 @@ from kombu.transport.virtual.base import Base64
 
 from tests.conftest import wait_until
 from worker import broker
+from worker.consumer import task_body_problem
 from worker.envelope import excerpt, screen
 from worker.redis_server import RedisServer, find_redis_server, free_port
 
@@ -97,6 +98,30 @@ def test_screen(raw: bytes | str, reason: str | None, task: str | None) -> None:
         assert stray is not None
         assert reason in stray.reason
         assert stray.task == task
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ([[["msg_1"]], {}, {}], None),
+        ([[["msg_1"]], {}, None], None),
+        (([1, 2, 3], {"a": 1}, {"chain": None}), None),  # wrong arguments are the task's part
+        ({}, "must be [args, kwargs, embed]"),
+        ("x", "must be [args, kwargs, embed]"),
+        ([[], {}], "must be [args, kwargs, embed]"),
+        ([[], {}, {}, {}], "must be [args, kwargs, embed]"),
+        ([{"a": 1}, {}, {}], "args must be an array"),
+        ([[], [], {}], "kwargs must be an object"),
+        ([[], {}, "x"], "embed must be an object or null"),
+        ([[], {}, []], "embed must be an object or null"),
+    ],
+)
+def test_task_body_problem(body: Any, problem: str | None) -> None:
+    found = task_body_problem(body)
+    assert (found is None) == (problem is None)
+    if problem:
+        assert found is not None
+        assert problem in found
 
 
 def test_excerpt_keeps_the_first_bytes_as_text() -> None:

@@ -31,6 +31,25 @@ def record_bad_message(task: str, reason: str, raw: bytes | str | None) -> None:
     runtime().store.bad_message(task or "?", reason, excerpt(raw or b""))
 
 
+def task_body_problem(body: Any) -> str | None:
+    """What is wrong with a decoded protocol-2 task body, which must be ``[args, kwargs, embed]``.
+
+    Celery unpacks it in the pool thread, where an error is swallowed: the message would stay
+    unacknowledged, hold one of the worker's prefetch slots and come back after every
+    visibility timeout.
+    """
+    if not isinstance(body, (list, tuple)) or len(body) != 3:
+        return "task body: must be [args, kwargs, embed]"
+    args, kwargs, embed = body
+    if not isinstance(args, (list, tuple)):
+        return "task body: args must be an array"
+    if not isinstance(kwargs, dict):
+        return "task body: kwargs must be an object"
+    if embed is not None and not isinstance(embed, dict):
+        return "task body: embed must be an object or null"
+    return None
+
+
 def _task_name(message: Any) -> str:
     headers = getattr(message, "headers", None)
     task = headers.get("task") if isinstance(headers, dict) else None
@@ -72,6 +91,22 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
         self._drop(message, "unknown task name")
         signals.task_rejected.send(sender=self, message=message, exc=exc)
 
+    @staticmethod
+    def _body_problem(message: Any) -> str | None:
+        """A task message (task name in its headers) whose body decodes but cannot be unpacked.
+
+        A body that does not decode is left to Celery, which reports it (``on_decode_error``,
+        ``on_invalid_task``); the decoded body is cached on the message, not decoded twice.
+        """
+        headers = message.headers
+        if not isinstance(headers, dict) or "task" not in headers:
+            return None  # protocol 1, or not a task message: Celery's checks
+        try:
+            body = message.payload
+        except Exception:
+            return None
+        return task_body_problem(body)
+
     def create_task_handler(self, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
         """Celery's handler, with anything it raises for one message confined to that message.
 
@@ -84,6 +119,10 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
 
         def on_task_received(message: Any) -> Any:
             try:
+                problem = self._body_problem(message)
+                if problem:
+                    self._drop(message, problem)
+                    return None
                 return handle(message)
             except Exception as exc:
                 if isinstance(exc, connection_errors) and not isinstance(exc, LookupError):
