@@ -243,6 +243,20 @@ def test_a_stray_message_is_recorded_and_the_worker_keeps_delivering(
     assert [r for r in listed if token in json.dumps(r)] == [record]
 
 
+def test_a_stray_broadcast_is_recorded_and_the_worker_keeps_delivering(
+    worker: WorkerProcess, receiver: Receiver, publisher: Publisher, rdb: redis.Redis, keys: Keys
+) -> None:
+    """Celery's remote control reaches every worker by pub/sub; kombu parses it, then we screen."""
+    token = str(uuid.uuid4().int)
+    assert rdb.publish("/0.celery.pidbox", dumps([token, "ping"])) >= 1  # our worker listens
+
+    record = wait_until(lambda: recorded(rdb, keys, token), what="a record of the broadcast")
+    assert "a JSON array" in record["reason"]
+    event_id = publisher.user_created(sample_user())
+    wait_until(lambda: any(r.headers["webhook-id"] == event_id for r in receiver.received))
+    assert worker.process.poll() is None
+
+
 def test_records_keep_the_first_bytes_of_the_entry_as_text(
     worker: WorkerProcess, rdb: redis.Redis, keys: Keys
 ) -> None:

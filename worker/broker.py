@@ -11,7 +11,8 @@ message passes on untouched, so kombu records it in its ``unacked`` hash and ack
 before; a stray entry is handed to the ``on_stray_message`` transport option (the worker records
 it in ``dlq messages``) and the reply becomes "nothing popped". Nothing else changes: the
 transports are kombu's own, so ``_restore`` and the ``unacked`` hash only ever see entries that
-passed the screen.
+passed the screen. Broadcasts (Celery's remote control, by pub/sub) are parsed by kombu itself
+and screened just before delivery (``_deliver_fanout_message``).
 
 :func:`install` points the ``redis``, ``rediss`` and ``sentinel`` URL schemes at these classes
 in kombu's transport table. That table, rather than Celery's ``broker_transport``, because kombu
@@ -21,6 +22,7 @@ derives the transport from the URL scheme again whenever it fails over to anothe
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -28,7 +30,7 @@ from typing import Any
 import kombu.transport
 from kombu.transport import redis as kombu_redis
 
-from worker.envelope import Stray, screen
+from worker.envelope import Stray, screen, screen_payload
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,14 @@ class ScreeningMixin:
         client.set_response_callback("BRPOP", on_brpop)
         client.set_response_callback("RPOP", on_rpop)
         return client
+
+    def _deliver_fanout_message(self, message: Any, exchange: str) -> Any:
+        """Broadcasts (Celery's remote control) arrive by pub/sub, parsed by kombu already."""
+        stray = screen_payload(message, self.codecs)
+        if stray is None:
+            return super()._deliver_fanout_message(message, exchange)  # type: ignore[misc]
+        self._drop(json.dumps(message, default=repr).encode(), f"broadcast {exchange}", stray)
+        return None
 
     def _admit(self, item: bytes | str, queue: str) -> bool:
         stray = screen(item, self.codecs)

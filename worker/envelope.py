@@ -73,6 +73,11 @@ def screen(raw: bytes | str, codecs: Mapping[str, Codec]) -> Stray | None:
         payload = json.loads(text)
     except ValueError as exc:
         return Stray(f"not JSON: {exc}")
+    return screen_payload(payload, codecs)
+
+
+def screen_payload(payload: Any, codecs: Mapping[str, Codec]) -> Stray | None:
+    """:func:`screen` for an entry already parsed from JSON (kombu parses broadcasts itself)."""
     if not isinstance(payload, dict):
         return Stray(f"not a message envelope: a JSON {_kind(payload)}, expected an object")
     task = _task(payload)
