@@ -11,6 +11,7 @@ import base64
 import json
 import pickle
 import random
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -255,6 +256,37 @@ def test_a_stray_broadcast_is_recorded_and_the_worker_keeps_delivering(
     event_id = publisher.user_created(sample_user())
     wait_until(lambda: any(r.headers["webhook-id"] == event_id for r in receiver.received))
     assert worker.process.poll() is None
+
+
+def test_a_corrupt_unacked_entry_does_not_stop_a_worker_at_start(
+    worker: WorkerProcess,
+    deployment: Deployment,
+    receiver: Receiver,
+    publisher: Publisher,
+    rdb: redis.Redis,
+    keys: Keys,
+) -> None:
+    """kombu restores its ``unacked`` hash when a worker starts; it raised on an entry it could
+    not parse, so every worker exited at start."""
+    tokens = [str(uuid.uuid4().int) for _ in range(2)]
+    entries = {tokens[0]: f"not json {tokens[0]}", tokens[1]: dumps([[tokens[1]], "x", "y"])}
+    long_ago = time.time() - 3600  # past any visibility timeout
+    rdb.hset("unacked", mapping=entries)
+    rdb.zadd("unacked_index", dict.fromkeys(entries, long_ago))
+
+    second = deployment.start_worker()  # restores what is due as it starts
+    try:
+        for token in tokens:
+            wait_until(lambda: recorded(rdb, keys, token), what="a record of the unacked entry")  # noqa: B023
+        assert not rdb.hexists("unacked", tokens[0])
+        assert not rdb.zscore("unacked_index", tokens[0])
+        event_id = publisher.user_created(sample_user())
+        wait_until(lambda: any(r.headers["webhook-id"] == event_id for r in receiver.received))
+        assert second.process.poll() is None
+        assert worker.process.poll() is None
+    finally:
+        second.stop()
+        deployment.workers.remove(second)
 
 
 def test_records_keep_the_first_bytes_of_the_entry_as_text(

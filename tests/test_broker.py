@@ -22,7 +22,7 @@ from kombu.transport.virtual.base import Base64
 from tests.conftest import wait_until
 from worker import broker
 from worker.consumer import task_body_problem
-from worker.envelope import excerpt, screen
+from worker.envelope import excerpt, screen, screen_unacked
 from worker.redis_server import RedisServer, find_redis_server, free_port
 
 CODECS = {"base64": Base64()}
@@ -122,6 +122,26 @@ def test_task_body_problem(body: Any, problem: str | None) -> None:
     if problem:
         assert found is not None
         assert problem in found
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (json.dumps([message(), "rw.deliveries", "rw.deliveries"]), None),
+        (b"garbage", "unacked entry not JSON"),
+        (json.dumps(message()), "must be [envelope, exchange, routing_key]"),
+        (json.dumps([message(), "rw.deliveries"]), "must be [envelope, exchange, routing_key]"),
+        (json.dumps([message(), 1, "rw.deliveries"]), "must be [envelope, exchange, routing_key]"),
+        (json.dumps([[1], "x", "y"]), "not a message envelope: a JSON array"),
+        (json.dumps([message(properties=...), "x", "y"]), "field 'properties'"),
+    ],
+)
+def test_screen_unacked(raw: bytes | str, reason: str | None) -> None:
+    stray = screen_unacked(raw, CODECS)
+    assert (stray is None) == (reason is None)
+    if reason:
+        assert stray is not None
+        assert reason in stray.reason
 
 
 def test_excerpt_keeps_the_first_bytes_as_text() -> None:

@@ -30,7 +30,7 @@ from typing import Any
 import kombu.transport
 from kombu.transport import redis as kombu_redis
 
-from worker.envelope import Stray, screen, screen_payload
+from worker.envelope import Stray, screen, screen_payload, screen_unacked
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,28 @@ class ScreeningMixin:
             log.exception("could not record the stray entry from queue %s", queue)
 
 
+class ScreeningQoS(kombu_redis.QoS):
+    """kombu's QoS, but an ``unacked`` entry it cannot restore is recorded and removed.
+
+    Restoring runs when a worker starts, every so often while it runs and when it stops; kombu
+    raises on an entry it cannot parse, which stops the worker, and the next one, at start.
+    """
+
+    channel: ScreeningMixin
+
+    def restore_by_tag(self, tag: Any, client: Any = None, leftmost: bool = False) -> None:
+        with self.channel.conn_or_acquire(client) as conn:  # type: ignore[attr-defined]
+            raw = conn.hget(self.unacked_key, tag)
+        stray = screen_unacked(raw, self.channel.codecs) if raw else None
+        if stray is None:
+            super().restore_by_tag(tag, client, leftmost)  # type: ignore[no-untyped-call]
+            return
+        self._remove_from_indices(tag).execute()  # type: ignore[no-untyped-call]
+        self.channel._drop(raw, "unacked", stray)
+
+
 class Channel(ScreeningMixin, kombu_redis.Channel):
+    QoS = ScreeningQoS
     from_transport_options = (  # type: ignore[assignment]
         *kombu_redis.Channel.from_transport_options,
         "on_stray_message",
@@ -113,6 +134,7 @@ class Channel(ScreeningMixin, kombu_redis.Channel):
 
 
 class SentinelChannel(ScreeningMixin, kombu_redis.SentinelChannel):
+    QoS = ScreeningQoS
     from_transport_options = (  # type: ignore[assignment]
         *kombu_redis.SentinelChannel.from_transport_options,
         "on_stray_message",

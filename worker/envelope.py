@@ -76,6 +76,28 @@ def screen(raw: bytes | str, codecs: Mapping[str, Codec]) -> Stray | None:
     return screen_payload(payload, codecs)
 
 
+def screen_unacked(raw: bytes | str, codecs: Mapping[str, Codec]) -> Stray | None:
+    """:func:`screen` for an entry of kombu's ``unacked`` hash: ``[envelope, exchange, key]``.
+
+    kombu keeps each delivered, unacknowledged message there and puts the envelope back on its
+    queue when the visibility timeout passes (or the worker stops); an entry it cannot parse
+    stops every worker at start.
+    """
+    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    try:
+        entry = json.loads(text)
+    except ValueError as exc:
+        return Stray(f"unacked entry not JSON: {exc}")
+    if not (
+        isinstance(entry, list)
+        and len(entry) == 3
+        and isinstance(entry[1], str)
+        and isinstance(entry[2], str)
+    ):
+        return Stray("unacked entry: must be [envelope, exchange, routing_key]")
+    return screen_payload(entry[0], codecs)
+
+
 def screen_payload(payload: Any, codecs: Mapping[str, Codec]) -> Stray | None:
     """:func:`screen` for an entry already parsed from JSON (kombu parses broadcasts itself)."""
     if not isinstance(payload, dict):
