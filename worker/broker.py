@@ -9,10 +9,11 @@ Here the channel's Redis clients post-process those two replies (redis-py's per-
 response callbacks): each popped entry goes through :func:`worker.envelope.screen` first. A
 message passes on untouched, so kombu records it in its ``unacked`` hash and acks-late works as
 before; a stray entry is handed to the ``on_stray_message`` transport option (the worker records
-it in ``dlq messages``) and the reply becomes "nothing popped". Nothing else changes: the
-transports are kombu's own, so ``_restore`` and the ``unacked`` hash only ever see entries that
-passed the screen. Broadcasts (Celery's remote control, by pub/sub) are parsed by kombu itself
-and screened just before delivery (``_deliver_fanout_message``).
+it in ``dlq messages``) and the reply becomes "nothing popped". Everything else is kombu's
+own, so what this worker puts in kombu's ``unacked`` hash has passed the screen; entries someone
+else wrote there are checked before kombu restores them (:class:`ScreeningQoS`). Broadcasts
+(Celery's remote control, by pub/sub) are parsed by kombu itself and screened just before
+delivery (``_deliver_fanout_message``).
 
 :func:`install` points the ``redis``, ``rediss`` and ``sentinel`` URL schemes at these classes
 in kombu's transport table. That table, rather than Celery's ``broker_transport``, because kombu
@@ -63,13 +64,13 @@ class ScreeningMixin:
                 key, item = reply
                 name = key.decode(errors="replace") if isinstance(key, bytes) else str(key)
                 queue = name.rsplit(self.sep, 1)[0]  # without a priority suffix
-                if not self._admit(item, queue):
+                if not self._admit(item, f"queue {queue}"):
                     return None  # kombu: nothing popped, poll again
             return reply
 
         def on_rpop(response: Any, **options: Any) -> Any:
             item = after_rpop(response, **options) if after_rpop else response
-            if isinstance(item, (bytes, str)) and item and not self._admit(item, "?"):
+            if isinstance(item, (bytes, str)) and item and not self._admit(item, "a queue"):
                 return None
             return item
 
@@ -85,24 +86,23 @@ class ScreeningMixin:
         self._drop(json.dumps(message, default=repr).encode(), f"broadcast {exchange}", stray)
         return None
 
-    def _admit(self, item: bytes | str, queue: str) -> bool:
+    def _admit(self, item: bytes | str, source: str) -> bool:
         stray = screen(item, self.codecs)
         if stray is None:
             return True
-        self._drop(item, queue, stray)
+        self._drop(item, source, stray)
         return False
 
-    def _drop(self, item: bytes | str, queue: str, stray: Stray) -> None:
+    def _drop(self, item: bytes | str, source: str, stray: Stray) -> None:
+        """Log (size and reason, never the content) and hand the entry to ``on_stray_message``."""
         raw = item.encode("utf-8", errors="replace") if isinstance(item, str) else item
-        log.error(
-            "dropped a stray entry (%d bytes) from queue %s: %s", len(raw), queue, stray.reason
-        )
+        log.error("dropped a stray entry (%d bytes) from %s: %s", len(raw), source, stray.reason)
         if self.on_stray_message is None:
             return
         try:
             self.on_stray_message(stray.task, stray.reason, raw)
         except Exception:  # a failed record must not stop the consumer either
-            log.exception("could not record the stray entry from queue %s", queue)
+            log.exception("could not record the stray entry from %s", source)
 
 
 class ScreeningQoS(kombu_redis.QoS):
@@ -122,7 +122,7 @@ class ScreeningQoS(kombu_redis.QoS):
             super().restore_by_tag(tag, client, leftmost)  # type: ignore[no-untyped-call]
             return
         self._remove_from_indices(tag).execute()  # type: ignore[no-untyped-call]
-        self.channel._drop(raw, "unacked", stray)
+        self.channel._drop(raw, "kombu's unacked hash", stray)
 
 
 class Channel(ScreeningMixin, kombu_redis.Channel):
