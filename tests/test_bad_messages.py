@@ -347,3 +347,34 @@ def test_a_worker_stopped_on_purpose_exits_zero(
     process = dep.start_worker()
     process.stop()  # SIGTERM: warm shutdown
     assert process.process.returncode == 0
+
+
+def test_a_record_that_cannot_be_written_does_not_stop_the_worker(
+    tmp_path: Path, redis_server: RedisServer, rdb: redis.Redis, receiver: Receiver
+) -> None:
+    """The list of records holds a string: each record fails (WRONGTYPE); delivery goes on."""
+    other = Keys(f"norecord{random.randrange(10**6)}")
+    dep = Deployment(
+        tmp_path=tmp_path,
+        redis_url=redis_server.url,
+        settings={"WEBHOOKS_KEY_PREFIX": other.prefix},
+    )
+    dep.subscriber("s", f"{receiver.url}/s")
+    rdb.set(other.bad_messages, "not a list")
+    settings = ProducerSettings(
+        redis_url=redis_server.url, key_prefix=other.prefix, visibility_timeout_s=3
+    )
+    try:
+        process = dep.start_worker()
+        rdb.lpush(other.queue, b"not json")  # the transport's record
+        rdb.lpush(other.queue, dumps(envelope(b"\x80\x04.", "application/x-python-serialize")))
+        with Publisher(settings) as pub:
+            event_id = pub.user_created(sample_user())
+        wait_until(lambda: any(r.headers["webhook-id"] == event_id for r in receiver.received))
+        wait_until(lambda: process.log().count("could not record") == 2, what="two failed records")
+        assert process.process.poll() is None
+        assert rdb.llen(other.queue) == 0
+    finally:
+        for w in dep.workers:
+            w.stop()
+        rdb.delete(other.bad_messages)

@@ -57,20 +57,19 @@ def _task_name(message: Any) -> str:
 
 
 class Consumer(CeleryConsumer):  # type: ignore[misc]
-    def _dead_letter(self, message: Any, reason: str) -> None:
+    def _drop(self, message: Any, reason: str) -> None:
+        """Record, then take the message off the queue (and out of kombu's unacked hash).
+
+        A record that cannot be written is logged, never raised: it must not stop the consumer.
+        """
         task = _task_name(message)
+        log.error("dead-lettered a message for task %s: %s", task, reason)
         try:
             record_bad_message(task, reason, getattr(message, "body", None))
-        finally:
-            log.error("dead-lettered a message for task %s: %s", task, reason)
-
-    def _drop(self, message: Any, reason: str) -> None:
-        """Record, then take the message off the queue (and out of kombu's unacked hash)."""
-        try:
-            self._dead_letter(message, reason)
-        finally:
-            if not message.acknowledged:
-                message.reject_log_error(log, self.connection_errors)
+        except Exception:
+            log.exception("could not record the message for task %s", task)
+        if not message.acknowledged:
+            message.reject_log_error(log, self.connection_errors)
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         """Undecodable body."""
