@@ -12,6 +12,8 @@ from celery import Celery
 from kombu.entity import Exchange, Queue
 
 from producers.wire import DELIVER_TASK, DISPATCH_TASK, Keys
+from worker import broker
+from worker.consumer import record_bad_message
 from worker.settings import WorkerSettings
 
 
@@ -20,8 +22,12 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
     return {
         "broker_url": settings.redis_url,
         "broker_connection_retry_on_startup": True,
-        # Messages whose worker died come back after this long (kombu restores unacked ones).
-        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+        "broker_transport_options": {
+            # Messages whose worker died come back after this long (kombu restores unacked ones).
+            "visibility_timeout": settings.visibility_timeout_s,
+            # Queue entries that are not messages are recorded here and dropped (worker.broker).
+            "on_stray_message": record_bad_message,
+        },
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_ignore_result": True,
@@ -45,6 +51,7 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
 
 def make_app(settings: WorkerSettings | None = None) -> Celery:
     settings = settings or WorkerSettings()
+    broker.install()  # redis://, rediss:// and sentinel:// screen what they pop (worker.broker)
     celery = Celery("reseller-webhooks", set_as_current=False)
     celery.conf.update(celery_config(settings))
     # On the app object, not in ``celery.conf``: `celery inspect conf` and Flower's Config tab

@@ -119,6 +119,12 @@ def worker(ctx: click.Context) -> None:
     except WebhooksError as exc:
         _fail(exc)
     click.echo(f"subscribers: {len(config.subscribers)} loaded from {settings.subscribers}")
+    from worker.broker import visibility_warning
+
+    longest = max((s.timeout_s for s in config.subscribers), default=0.0)
+    too_short = visibility_warning(settings.visibility_timeout_s, longest)
+    if too_short:
+        logging.getLogger("worker.broker").warning("%s", too_short)
     from worker.app import app
     from worker.app import keys as app_keys
 
@@ -130,7 +136,19 @@ def worker(ctx: click.Context) -> None:
     ]
     if not any(a.startswith(("-n", "--hostname")) for a in ctx.args):
         argv.append(f"--hostname=webhooks-{os.getpid()}@%h")
-    app.worker_main(argv=argv + list(ctx.args))
+    sys.exit(_run_celery(app, argv + list(ctx.args)))
+
+
+def _run_celery(app: Any, argv: list[str]) -> int:
+    """``app.worker_main(argv)``, but returning the exit code, which Celery's ``app.start`` drops:
+    a worker stopped by an unrecoverable error must exit non-zero so a supervisor restarts it."""
+    from celery.bin.celery import celery as command
+
+    command.params[0].default = app  # what app.start() does
+    try:
+        return int(command.main(args=argv, standalone_mode=False) or 0)
+    finally:
+        command.params[0].default = None
 
 
 @main.command()

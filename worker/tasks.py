@@ -16,7 +16,6 @@ from typing import Any
 
 from celery.signals import (
     task_failure,
-    task_unknown,
     worker_init,
     worker_ready,
     worker_shutdown,
@@ -90,13 +89,6 @@ def deliver(self: Any, subscriber_id: Any, token: Any) -> dict[str, Any]:
         queue = (self.request.delivery_info or {}).get("routing_key") or rt.keys.queue
         self.apply_async(args=[subscriber_id, token], queue=queue)
     return {"subscriber": subscriber_id, **served.counts}
-
-
-@task_unknown.connect
-def _unknown_task(sender: Any = None, name: str = "", message: Any = None, **_: Any) -> None:
-    """A message for a task this worker does not know: record it instead of losing it silently."""
-    body = getattr(message, "body", None)
-    runtime().store.bad_message(name or "?", "unknown task name", body)
 
 
 @task_failure.connect
