@@ -10,9 +10,9 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import redis
 from celery import Celery
 
+from producers.connection import Replication, broker_options, publish_replicas, redis_client
 from producers.errors import InvalidEventError
 from producers.events import EventType, WebhookEvent, build_event, new_event_id
 from producers.settings import ProducerSettings
@@ -41,12 +41,11 @@ return (#ARGV - 4) / 3
 
 def celery_client(settings: ProducerSettings) -> Celery:
     """A Celery app used only to send messages by name (no task code is imported)."""
-    app = Celery("reseller-webhooks-producer", broker=settings.redis_url, set_as_current=False)
+    app = Celery("reseller-webhooks-producer", set_as_current=False)
     app.conf.update(
+        broker_options(settings),
         task_serializer="json",
         accept_content=["json"],
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
-        broker_connection_retry_on_startup=True,
         task_send_sent_event=True,
     )
     return app
@@ -91,8 +90,13 @@ class Publisher:
     ) -> None:
         self.settings = settings or ProducerSettings()
         self.keys = Keys(self.settings.key_prefix)
-        self._redis = redis.Redis.from_url(self.settings.redis_url)
+        self._redis = redis_client(self.settings)
         self._record = self._redis.register_script(RECORD_EVENTS)
+        self._replication = Replication(
+            self._redis,
+            publish_replicas(self.settings),
+            self.settings.publish_replicas_timeout_ms,
+        )
         self._celery = celery_app or celery_client(self.settings)
 
     def user_created(self, user: ResellerUser | Mapping[str, Any]) -> str:
@@ -120,7 +124,7 @@ class Publisher:
         args: list[Any] = [self.keys.prefix, now_ms, lost_after_ms, ttl_s]
         for event_id, event in zip(ids, events, strict=True):
             args += [event_id, event.event.value, event.body()]
-        self._record(keys=[self.keys.dispatch], args=args)
+        self._replication.run(self._record, keys=[self.keys.dispatch], args=args)
         for start in range(0, len(ids), DISPATCH_CHUNK):
             self._celery.send_task(
                 DISPATCH_TASK, args=[ids[start : start + DISPATCH_CHUNK]], queue=self.keys.queue

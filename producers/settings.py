@@ -5,7 +5,9 @@ The worker extends these in ``worker.settings``.
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,7 +19,33 @@ class ProducerSettings(BaseSettings):
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
         validation_alias=AliasChoices("REDIS_URL", "WEBHOOKS_REDIS_URL"),
-        description="Broker and state store.",
+        description="Broker and state store: redis://, rediss:// (TLS) or sentinel://h1:26379;...",
+    )
+    sentinel_master: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="With a sentinel:// URL: the service name the Sentinels monitor.",
+    )
+    sentinel_password: SecretStr | None = Field(
+        default=None, description="Password of the Sentinels themselves (not of the master)."
+    )
+    redis_ca_file: Path | None = Field(
+        default=None, description="rediss://: CA certificate(s) that sign the server's certificate."
+    )
+    redis_cert_file: Path | None = Field(
+        default=None, description="rediss://: client certificate, when Redis asks for one."
+    )
+    redis_key_file: Path | None = Field(
+        default=None, description="rediss://: the client certificate's private key."
+    )
+    publish_replicas: int | None = Field(
+        default=None,
+        ge=0,
+        description="Replicas that must hold an event before publish returns its id"
+        " (default: 1 with a sentinel:// URL, else 0).",
+    )
+    publish_replicas_timeout_ms: int = Field(
+        default=1000, gt=0, description="How long publish waits for those replicas."
     )
     key_prefix: str = Field(
         default="rw",

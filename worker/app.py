@@ -11,6 +11,7 @@ from typing import Any
 from celery import Celery
 from kombu.entity import Exchange, Queue
 
+from producers.connection import broker_options
 from producers.wire import DELIVER_TASK, DISPATCH_TASK, Keys
 from worker.settings import WorkerSettings
 
@@ -18,10 +19,9 @@ from worker.settings import WorkerSettings
 def celery_config(settings: WorkerSettings) -> dict[str, Any]:
     keys = Keys(settings.key_prefix)
     return {
-        "broker_url": settings.redis_url,
-        "broker_connection_retry_on_startup": True,
-        # Messages whose worker died come back after this long (kombu restores unacked ones).
-        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+        # Where Redis is (redis://, rediss:// verified, or Sentinel), reconnecting for ever; the
+        # visibility timeout: messages whose worker died come back after this long.
+        **broker_options(settings),
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_ignore_result": True,

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 import yaml
 
+from producers.connection import redact_url
 from worker.receiver import Received, Receiver
 from worker.redis_server import RedisServer
 from worker.settings import load_settings
@@ -85,13 +86,14 @@ def run_dev(*, redis_port: int, receiver_port: int, flower_port: int | None) -> 
                 env={**env, "FLOWER_UNAUTHENTICATED_API": "true"},  # loopback only
             )
         )
+    shown_url = redact_url(redis_url)  # a password stays out of the terminal
     click.echo(
         "\nreseller-webhooks dev is running:\n"
-        f"  redis     {redis_url}{' (embedded)' if server else ''}\n"
+        f"  redis     {shown_url}{' (embedded)' if server else ''}\n"
         f"  receiver  {receiver.url}/webhooks (verifies signatures)\n"
         + (f"  flower    http://127.0.0.1:{flower_port}\n" if flower_port else "")
         + "In another terminal:\n"
-        f"  REDIS_URL={redis_url} reseller-webhooks publish reseller.user.created --sample\n"
+        f"  REDIS_URL={shown_url} reseller-webhooks publish reseller.user.created --sample\n"
         "Ctrl-C stops everything.\n"
     )
     stopped = threading.Event()
