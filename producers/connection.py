@@ -77,7 +77,7 @@ class RedisTarget:
     """What ``REDIS_URL`` and its companion settings mean; :func:`redis_target` builds it."""
 
     scheme: Scheme
-    url: str  # without TLS query options: those live in ``tls``
+    url: str = field(repr=False)  # without TLS query options: those live in ``tls``
     sentinels: tuple[tuple[str, int], ...] = ()
     master: str | None = None
     db: int = 0
