@@ -13,6 +13,7 @@ from kombu.entity import Exchange, Queue
 
 from producers.connection import broker_options
 from producers.wire import DELIVER_TASK, DISPATCH_TASK, Keys
+from worker.redis_transport import transport_for
 from worker.settings import WorkerSettings
 
 
@@ -22,6 +23,7 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         # Where Redis is (redis://, rediss:// verified, or Sentinel), reconnecting for ever; the
         # visibility timeout: messages whose worker died come back after this long.
         **broker_options(settings),
+        "broker_transport": transport_for(settings.redis_url),
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_ignore_result": True,
