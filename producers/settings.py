@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -66,3 +66,9 @@ class ProducerSettings(BaseSettings):
             " Celery's Redis visibility timeout: the bound on recovery after a worker dies."
         ),
     )
+
+    @field_validator("sentinel_master", "sentinel_password", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """``WEBHOOKS_SENTINEL_MASTER=`` (as compose passes an unset variable) means not set."""
+        return None if value == "" else value

@@ -44,6 +44,7 @@ def settings(url: str, **extra: Any) -> ProducerSettings:
                 "sentinel_password": "sp",
             },
         ),
+        ("redis://h/0", {"sentinel_master": ""}, {"scheme": "redis", "master": None}),
         ("rediss://h:6380/0", {}, {"scheme": "rediss", "url": "rediss://h:6380/0"}),
         (
             "rediss://h:6380/0?ssl_cert_reqs=none&health_check_interval=5",
