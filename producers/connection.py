@@ -305,6 +305,45 @@ def _tls_failure(exc: BaseException) -> ssl.SSLError | None:
     return None
 
 
+def _check_sentinels(target: RedisTarget) -> None:
+    """The first Sentinel that answers must accept the password and know the master's name."""
+    assert target.master is not None
+    for host, port in target.sentinels:
+        client = redis.Redis(
+            host,
+            port,
+            password=target.sentinel_password,
+            socket_timeout=CONNECT_TIMEOUT_S,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
+        )
+        try:
+            address = client.sentinel_get_master_addr_by_name(target.master)
+        except redis.AuthenticationError:
+            address = _REFUSED
+        except redis.ResponseError as exc:
+            if not any(word in str(exc) for word in ("NOAUTH", "WRONGPASS", "invalid password")):
+                raise
+            address = _REFUSED
+        except redis.ConnectionError:
+            continue
+        finally:
+            client.close()
+        if address is _REFUSED:
+            raise ConfigError(
+                f"WEBHOOKS_SENTINEL_PASSWORD: the Sentinel at {host}:{port} refused it"
+                f" ({'wrong' if target.sentinel_password else 'it asks for one'})"
+            )
+        if not address:
+            raise ConfigError(
+                f"WEBHOOKS_SENTINEL_MASTER: the Sentinel at {host}:{port} monitors no master"
+                f" named {target.master!r}"
+            )
+        return
+
+
+_REFUSED: Any = object()
+
+
 def check_redis(settings: ProducerSettings) -> str | None:
     """Connect once, as a worker does before it says it is ready.
 
@@ -312,6 +351,9 @@ def check_redis(settings: ProducerSettings) -> str | None:
     be fixed by an operator: they raise :class:`ConfigError`. An unreachable server returns the
     error's text, for the caller to log and keep trying.
     """
+    target = redis_target(settings)
+    if target.scheme == "sentinel":
+        _check_sentinels(target)
     client = redis_client(settings)
     try:
         client.ping()

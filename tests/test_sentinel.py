@@ -198,3 +198,36 @@ def test_publish_waits_for_the_replica(group: SentinelGroup) -> None:
             replica.process.send_signal(signal.SIGCONT)
     assert info.value.status == 503
     assert "0 of 1 Redis replica(s) confirmed it within 300 ms" in str(info.value)
+
+
+def test_sentinel_settings_that_cannot_work_stop_the_worker_before_ready(
+    tmp_path: Path, group: SentinelGroup
+) -> None:
+    """A wrong or missing Sentinel password, or a master name no Sentinel monitors, is an
+    operator's mistake: one line naming the variable, non-zero exit, never "ready"."""
+    cases = [
+        ({"WEBHOOKS_SENTINEL_PASSWORD": "pw-not-this-one"}, "WEBHOOKS_SENTINEL_PASSWORD: the"),
+        ({"WEBHOOKS_SENTINEL_PASSWORD": ""}, "(it asks for one)"),
+        ({"WEBHOOKS_SENTINEL_MASTER": "nosuch"}, "monitors no master named 'nosuch'"),
+    ]
+    for i, (override, expected) in enumerate(cases):
+        dep = Deployment(
+            tmp_path=tmp_path / str(i),
+            redis_url=group.url,
+            settings={**group.client_env(), **override},
+        )
+        dep.tmp_path.mkdir()
+        dep.config["subscribers"] = []
+        worker = dep.start_worker(wait=False)
+        try:
+            worker.process.wait(timeout=60)
+        finally:
+            worker.stop()
+        log = worker.log()
+        assert worker.process.returncode != 0, log
+        errors = [line for line in log.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1, log
+        assert expected in errors[0]
+        assert "pw-not-this-one" not in log  # a password never shows
+        assert group.password not in log
+        assert " ready." not in log
