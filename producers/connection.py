@@ -263,7 +263,8 @@ class Replication:
     ``WAIT`` counts the replicas that acknowledged the writes of the connection it is sent on, so
     it goes in the same pipeline as the write. While the master has no replica connected at all
     (a failover has just consumed it) there is nothing to wait for: the write is as safe as the
-    master alone, and ``WAIT`` is skipped for a second before the master is asked again.
+    master alone, and ``WAIT`` is skipped; the master is asked again (``ROLE``, no waiting) a
+    second later.
     """
 
     NO_REPLICA_RECHECK_S = 1.0
@@ -278,6 +279,10 @@ class Replication:
         """Run a registered script, then wait for the replicas (if any are wanted and exist)."""
         if self.replicas <= 0 or time.monotonic() < self._alone_until:
             return script(keys=keys, args=args)
+        if self._alone_until and self._connected_replicas() == 0:  # still alone: do not wait
+            self._alone_until = time.monotonic() + self.NO_REPLICA_RECHECK_S
+            return script(keys=keys, args=args)
+        self._alone_until = 0.0
         pipe = self.client.pipeline(transaction=False)
         script(keys=keys, args=args, client=pipe)
         pipe.wait(self.replicas, self.timeout_ms)

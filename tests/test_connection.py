@@ -162,3 +162,29 @@ def test_redact_url(url: str, shown: str) -> None:
 )
 def test_publish_replicas_default(url: str, extra: dict[str, Any], replicas: int) -> None:
     assert publish_replicas(settings(url, **extra)) == replicas
+
+
+def test_publish_does_not_wait_when_the_master_has_no_replica(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Asked for a replica, a master without one publishes anyway (there is nothing a failover
+    could promote) and says so once; the records are written."""
+    import redis
+
+    from producers.publisher import Publisher
+    from producers.wire import Keys
+    from worker.cli import sample_user
+
+    settings = ProducerSettings(
+        redis_url=redis_url, publish_replicas=1, publish_replicas_timeout_ms=200
+    )
+    with caplog.at_level("WARNING", logger="producers.connection"), Publisher(settings) as pub:
+        ids = [pub.user_created(sample_user()) for _ in range(5)]
+    assert len(set(ids)) == 5
+    warnings = [r for r in caplog.records if "has no replica" in r.getMessage()]
+    assert len(warnings) == 1
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.zcard(Keys("rw").dispatch) == 5
+    finally:
+        client.close()

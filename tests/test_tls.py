@@ -55,6 +55,14 @@ def test_worker_and_publisher_deliver_over_verified_tls(
     assert receiver.received[0].headers["webhook-id"] == event_id
     # The queue connection is verified too: kombu never fell back to its unverified default.
     assert "insecure" not in worker.log()
+    # The CLI goes through the same settings.
+    listed = tls_deployment.cli("dlq", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.strip() == "0 dead letter(s)"
+    tls_deployment.settings["WEBHOOKS_REDIS_CA_FILE"] = str(tls_redis.certs.other_ca)
+    refused = tls_deployment.cli("publish", "reseller.user.created", "--sample")
+    assert refused.returncode == 3
+    assert "CERTIFICATE_VERIFY_FAILED" in refused.stderr
 
 
 @pytest.mark.parametrize(
