@@ -46,12 +46,4 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
             "lost the connection to Redis; reconnecting with no limit on attempts"
             " (every 2 s more, at most every 30 s) until it answers"
         )
-        try:
-            super().on_connection_error_after_connected(exc)
-        except AttributeError:
-            # kombu's Sentinel channel, closed a second time while Celery throws the lost
-            # connection away, rebuilds its pool from a transport already detached and raises
-            # here, which Celery takes for an unrecoverable error and stops the worker. The
-            # connection is gone either way; unacked messages come back by visibility timeout.
-            log.warning("the lost broker connection did not close cleanly; reconnecting anyway")
-            self.connection = None
+        super().on_connection_error_after_connected(exc)
