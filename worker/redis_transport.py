@@ -4,7 +4,7 @@ When Celery throws a lost broker connection away, kombu detaches the transport f
 (``transport.client = None``) while channels still have work: a task that finishes after the
 reconnect acknowledges through its old channel, which rebuilds its pool from
 ``transport.client``, raises ``AttributeError``, and Celery stops the worker ("Unrecoverable
-error"). It happened on most master failovers in ``tests/test_sentinel.py`` (2 of 2 runs). Here a channel
+error"). It happened on most master failovers in ``tests/test_sentinel.py``. Here a channel
 remembers the connection it was opened for, so the late acknowledgement reaches the current
 master instead.
 """
