@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import redis
 
+from producers.connection import redis_client
 from producers.errors import ConfigError
 from producers.wire import Keys
 from worker.delivery import Deliverer
@@ -24,7 +25,7 @@ def load_subscribers(settings: WorkerSettings) -> SubscribersConfig:
 
 def make_store(settings: WorkerSettings, client: redis.Redis | None = None) -> Store:
     return Store(
-        client or redis.Redis.from_url(settings.redis_url),
+        client or redis_client(settings),
         Keys(settings.key_prefix),
         record_retention_s=settings.record_retention_s,
         dead_letter_retention_s=settings.dead_letter_retention_s,
