@@ -349,6 +349,26 @@ def _check_sentinels(target: RedisTarget) -> None:
 _REFUSED: Any = object()
 
 
+def operator_fault(exc: redis.ConnectionError) -> ConfigError | None:
+    """A connection failure only an operator can fix (a TLS certificate that does not verify, a
+    refused handshake), as a :class:`ConfigError` that says what to set; else ``None``."""
+    failure = _tls_failure(exc)
+    if failure is None:
+        return None
+    if isinstance(failure, ssl.SSLCertVerificationError):
+        reason = failure.verify_message or "certificate verify failed"
+        return ConfigError(
+            f"REDIS_URL: the Redis server's TLS certificate did not verify ({reason});"
+            " set WEBHOOKS_REDIS_CA_FILE to the CA that signs it"
+        )
+    reason = failure.reason or type(failure).__name__
+    return ConfigError(
+        f"REDIS_URL: the TLS handshake with Redis failed ({reason}); check"
+        " WEBHOOKS_REDIS_CERT_FILE / WEBHOOKS_REDIS_KEY_FILE if Redis asks for a client"
+        " certificate"
+    )
+
+
 def check_redis(settings: ProducerSettings) -> str | None:
     """Connect once, as a worker does before it says it is ready.
 
@@ -365,21 +385,10 @@ def check_redis(settings: ProducerSettings) -> str | None:
     except redis.AuthenticationError:
         raise ConfigError("REDIS_URL: Redis refused the user name or password") from None
     except redis.ConnectionError as exc:
-        failure = _tls_failure(exc)
-        if failure is None:
+        fault = operator_fault(exc)
+        if fault is None:
             return str(exc)
-        if isinstance(failure, ssl.SSLCertVerificationError):
-            reason = failure.verify_message or "certificate verify failed"
-            raise ConfigError(
-                f"REDIS_URL: the Redis server's TLS certificate did not verify ({reason});"
-                " set WEBHOOKS_REDIS_CA_FILE to the CA that signs it"
-            ) from None
-        reason = failure.reason or type(failure).__name__
-        raise ConfigError(
-            f"REDIS_URL: the TLS handshake with Redis failed ({reason}); check"
-            " WEBHOOKS_REDIS_CERT_FILE / WEBHOOKS_REDIS_KEY_FILE if Redis asks for a client"
-            " certificate"
-        ) from None
+        raise fault from None
     finally:
         client.close()
     return None

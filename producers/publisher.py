@@ -19,7 +19,13 @@ from typing import Any, cast
 import redis
 from celery import Celery
 
-from producers.connection import Replication, broker_options, publish_replicas, redis_client
+from producers.connection import (
+    Replication,
+    broker_options,
+    operator_fault,
+    publish_replicas,
+    redis_client,
+)
 from producers.errors import InvalidEventError, UnavailableError
 from producers.events import (
     DEFAULT_MAX_BODY_BYTES,
@@ -219,6 +225,9 @@ class Publisher:
                 ),
             )
         except (redis.ConnectionError, redis.TimeoutError) as exc:
+            fault = operator_fault(exc) if isinstance(exc, redis.ConnectionError) else None
+            if fault is not None:
+                raise fault from None
             raise UnavailableError(
                 f"{type(exc).__name__}; the event(s) may not be recorded: publish again with the"
                 " same idempotency key to be sure"

@@ -66,9 +66,13 @@ def test_targets(url: str, extra: dict[str, Any], expected: dict[str, Any]) -> N
         ("redis://h/0", {"sentinel_master": "svc"}, "WEBHOOKS_SENTINEL_MASTER: set, but"),
         ("sentinel://h1;redis://h2", {"sentinel_master": "s"}, "every part of a Sentinel URL"),
         ("sentinel://:26379", {"sentinel_master": "s"}, "every sentinel:// part needs a host"),
-        ("http://h/0", {}, "REDIS_URL: the scheme must be redis://, rediss:// or sentinel://"),
+        (
+            "http://h/0",
+            {},
+            "REDIS_URL: must be a URL starting with redis://, rediss:// or sentinel://",
+        ),
         ("redis://h/zero", {}, "REDIS_URL: the database after the host must be a number"),
-        ("redis://h:port/0", {}, "REDIS_URL: the port is not a number"),
+        ("redis://h:port/0", {}, "REDIS_URL: is not a valid Redis URL (check the host, the port"),
         ("rediss://h/0?ssl_cert_reqs=maybe", {}, "ssl_cert_reqs must be one of"),
         ("redis://h/0", {"redis_ca_file": "ca.pem"}, "TLS settings need a rediss://"),
         (S3, {"sentinel_master": "s", "redis_ca_file": "ca.pem"}, "not sentinel://"),
@@ -185,6 +189,6 @@ def test_publish_does_not_wait_when_the_master_has_no_replica(
     assert len(warnings) == 1
     client = redis.Redis.from_url(redis_url)
     try:
-        assert client.zcard(Keys("rw").dispatch) == 5
+        assert client.llen(Keys("rw").pending) == 5
     finally:
         client.close()
