@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -173,3 +174,41 @@ def test_a_running_worker_takes_an_edited_file_and_refuses_a_broken_one(
     assert signalled.returncode == 0, signalled.stderr
     assert signalled.stdout.strip() == "2 subscriber(s) checked; workers told to reload"
     assert rdb.get(keys.subscribers_reload) == b"1"
+
+
+def test_a_task_in_flight_finishes_with_the_setup_it_started_with(
+    redis_url: str,
+    rdb: redis.Redis,
+    keys: Keys,
+    publisher: Publisher,
+    receiver: Receiver,
+    script: Script,
+) -> None:
+    from worker.delivery import Deliverer
+    from worker.runtime import make_sender, make_store
+    from worker.settings import WorkerSettings
+
+    settings = WorkerSettings(redis_url=redis_url)
+    a = {**sub("a"), "url": f"{receiver.url}/a"}
+    before = parse_config({"allow_private_networks": True, "subscribers": [a]})
+    after = parse_config({"allow_private_networks": True, "subscribers": [sub("b")]})
+    old_sender = make_sender(settings, before)
+    deliverer = Deliverer(
+        config=before, store=make_store(settings, rdb), sender=old_sender, settings=settings
+    )
+    script.then("/a", Reply(200, delay_s=1.0))
+    publisher.user_created(sample_user())
+    (trigger,) = deliverer.drain().triggers
+    served: list[Any] = []
+    task = threading.Thread(
+        target=lambda: served.append(deliverer.serve("a", trigger.token, lambda _t: None))
+    )
+    task.start()
+    receiver.wait_for(1)  # the attempt is in flight ...
+    old = deliverer.reconfigure(after, make_sender(settings, after))  # ... when "a" is removed
+    assert old.sender is old_sender
+    assert deliverer.config is after
+    assert old_sender._routes["a"].transport._pool.connections  # still in use: not closed
+    task.join(timeout=30)
+    assert served[0].counts == {"delivered": 1}  # finished with the old setup
+    assert not old_sender._routes["a"].transport._pool.connections  # closed once it ended

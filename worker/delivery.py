@@ -63,10 +63,11 @@ def _iso(ms: float) -> str:
 REMOVED_REASON = "subscriber removed from the subscribers file"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Setup:
     """The subscribers a task works with, swapped whole on a reload: a task takes the current
-    one when it starts and keeps it to its end, so a reload applies between deliveries."""
+    one when it starts and keeps it to its end, so a reload applies between deliveries. A
+    replaced setup's connections close when the last task using it ends."""
 
     config: SubscribersConfig
     sender: Sender
@@ -110,6 +111,7 @@ class Deliverer:
         self.clock = clock
         self.rng = rng or random.Random()
         self._held: set[tuple[str, str]] = set()
+        self._users: dict[Setup, int] = {}  # tasks using each setup (under _held_lock)
         self._held_lock = threading.Lock()
         self.threads_per_subscriber = max(1, settings.concurrency // 2)
 
@@ -124,7 +126,12 @@ class Deliverer:
     def reconfigure(self, config: SubscribersConfig, sender: Sender) -> Setup:
         """Swap in a reloaded subscribers file for the tasks that start from now on (one
         reference assignment); returns the setup tasks in flight keep using."""
-        old, self.setup = self.setup, Setup.of(config, sender)
+        new = Setup.of(config, sender)
+        with self._held_lock:
+            old, self.setup = self.setup, new
+            idle = old not in self._users
+        if idle:
+            old.sender.close()
         return old
 
     def now_ms(self) -> int:
@@ -153,18 +160,19 @@ class Deliverer:
         results: those deliveries are sent again, under the same ``webhook-id``, once the lease
         expires. Returns when nothing is left, or when the time slice is used up (``resend``).
         """
-        setup = self.setup
-        sub = setup.config.by_id.get(subscriber_id)
-        budget_s = attempt_bound_s(sub.timeout_s if sub else 0.0) + LEASE_MARGIN_S
-        lease_ms = int(2 * budget_s * 1000)
         served = Served()
         started = time.monotonic()
         slot = (subscriber_id, token)
         with self._held_lock:
+            setup = self.setup
             mine = sum(1 for held_sub, _ in self._held if held_sub == subscriber_id)
             full = mine >= self.threads_per_subscriber
             if not full:
                 self._held.add(slot)
+                self._users[setup] = self._users.get(setup, 0) + 1
+        sub = setup.config.by_id.get(subscriber_id)
+        budget_s = attempt_bound_s(sub.timeout_s if sub else 0.0) + LEASE_MARGIN_S
+        lease_ms = int(2 * budget_s * 1000)
         if full:
             # Half this worker's threads at most: a slow endpoint never takes them all.
             self.store.release(subscriber_id, token)
@@ -190,6 +198,12 @@ class Deliverer:
         finally:
             with self._held_lock:
                 self._held.discard(slot)
+                users = self._users.pop(setup) - 1
+                if users:
+                    self._users[setup] = users
+                retired = not users and setup is not self.setup
+            if retired:
+                setup.sender.close()
 
     def heartbeat(self) -> None:
         """Renew the slots this process's tasks hold (called every second by a thread)."""
