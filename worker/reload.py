@@ -164,9 +164,14 @@ def reload_runtime(rt: Runtime, config: SubscribersConfig) -> Change:
     return change
 
 
+#: This process's watcher once started (its ``reloads`` and ``refused`` counters, for metrics).
+active: Watcher | None = None
+
+
 def watch(rt: Runtime) -> threading.Event | None:
     """Start watching the worker's subscribers file (unless watching is off); returns the stop
     event."""
+    global active
     path, interval_s = rt.settings.subscribers, rt.settings.subscribers_watch_s
     if path is None or interval_s <= 0:
         return None
@@ -182,4 +187,5 @@ def watch(rt: Runtime) -> threading.Event | None:
         apply=lambda config: reload_runtime(rt, config),
         signal=signal,
     )
+    active = watcher
     return watcher.start_thread(interval_s)
