@@ -79,10 +79,13 @@ local function ops_failed(prefix, ttl, sub, health, after, notices)
            {consecutiveFailures = n, failingSince = iso(since)}, notices)
   end
 end
--- An attempt was delivered: the streak ends; an announced incident is closed once.
+-- An attempt was delivered: the streak ends; an announced incident is closed once. A healthy
+-- subscriber costs one read here.
 local function ops_delivered(prefix, ttl, sub, health, notices)
-  redis.call('HSET', health, 'failures', 0)
-  if redis.call('HDEL', health, 'notified') == 1 then
+  local cur = redis.call('HMGET', health, 'failures', 'notified')
+  if cur[1] then redis.call('HDEL', health, 'failures') end
+  if cur[2] then
+    redis.call('HDEL', health, 'notified')
     notify(prefix, ttl, 'webhooks.subscriber.recovered', sub, {}, notices)
   end
 end
@@ -368,11 +371,11 @@ for i = 6, #ARGV, 9 do
     owned[#owned + 1] = 0
   else
     if outcome ~= 'skipped' then redis.call('HINCRBY', key, 'attempts', 1) end
-    local was_disabled = redis.call('HGET', health, 'disabled')
     if outcome == 'delivered' then
       redis.call('HDEL', health, 'failing_since')
       ops_delivered(prefix, ttl, sub, health, notices)
     elseif outcome ~= 'skipped' then
+      local was_disabled = redis.call('HGET', health, 'disabled')
       redis.call('HSETNX', health, 'failing_since', now)
       ops_failed(prefix, ttl, sub, health, failing_after, notices)
       local since = tonumber(redis.call('HGET', health, 'failing_since'))
