@@ -209,6 +209,7 @@ def test_a_failing_subscriber_is_announced_once_to_others_and_its_recovery_once(
     assert got[0]["data"]["subscriberId"] == "flaky"
     assert got[0]["data"]["consecutiveFailures"] == 3
     assert got[1]["data"] == {"subscriberId": "flaky"}
+    assert deployment.cli("subscribers", "status").stdout.split("\n")[0] == "flaky  ok"
     flaky = [r for r in receiver.received if r.path == "/flaky"]
     assert len(flaky) == 5
     assert {r.json["event"] for r in flaky} == {"reseller.user.created"}

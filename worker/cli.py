@@ -474,6 +474,8 @@ def subscribers_status() -> None:
             status = f"DISABLED: {state.get('reason', '')}"
         else:
             status = "failing" if state.get("failing_since") else "ok"
+            if state.get("failures"):
+                status += f" ({state['failures']} failed attempt(s) in a row)"
         click.echo(f"{sub.id}  {status}")
 
 
