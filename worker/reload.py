@@ -116,7 +116,11 @@ class Watcher:
             return self._refuse(exc)
         if config == self._current():
             return "unchanged"
-        change = self._apply(config)
+        try:
+            change = self._apply(config)
+        except Exception:
+            self._seen = self._digest = None  # not applied: try again at the next look
+            raise
         self.reloads += 1
         log.warning(
             "subscribers file reloaded: %d subscriber(s); %s",
