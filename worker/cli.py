@@ -454,6 +454,27 @@ def subscribers_enable(subscriber_id: str) -> None:
     click.echo(f"{subscriber_id}: enabled")
 
 
+@subscribers.command("reload")
+@click.option(
+    "--without-secrets",
+    is_flag=True,
+    help="Do not read the secret_env variables here (workers still do, and refuse a file whose"
+    " variables they lack).",
+)
+def subscribers_reload(without_secrets: bool) -> None:
+    """Check the subscribers file, then tell every worker to read it now (workers also notice a
+    changed file on their own within seconds). A broken file is refused here and signals
+    nothing."""
+    from worker.subscribers import load_config
+
+    store, settings = _store_and_settings()
+    if settings.subscribers is None:
+        raise click.UsageError("set WEBHOOKS_SUBSCRIBERS")
+    config = load_config(settings.subscribers, resolve_secrets=not without_secrets)
+    store.redis.incr(store.keys.subscribers_reload)
+    click.echo(f"{len(config.subscribers)} subscriber(s) checked; workers told to reload")
+
+
 @subscribers.command("status")
 def subscribers_status() -> None:
     """Runtime state of every configured subscriber (enabled, disabled and why)."""
@@ -467,6 +488,8 @@ def subscribers_status() -> None:
             status = f"DISABLED: {state.get('reason', '')}"
         else:
             status = "failing" if state.get("failing_since") else "ok"
+            if state.get("failures"):
+                status += f" ({state['failures']} failed attempt(s) in a row)"
         click.echo(f"{sub.id}  {status}")
 
 

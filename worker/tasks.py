@@ -26,6 +26,7 @@ from worker.affinity import CoreClaim, pin_worker
 from worker.app import app
 from worker.delivery import TIME_SLICE_S
 from worker.heartbeat import start_heartbeat
+from worker.reload import watch as watch_subscribers
 from worker.runtime import Runtime, get_runtime
 from worker.scheduler import Scheduler
 from worker.store import Trigger
@@ -143,6 +144,9 @@ def _start(sender: Any = None, **_: Any) -> None:
     # full passes, which otherwise stall deliveries for tens of milliseconds.
     gc.freeze()
     _scheduler_stop.append(start_heartbeat(rt.deliverer))
+    watching = watch_subscribers(rt)
+    if watching is not None:
+        _scheduler_stop.append(watching)
     if rt.settings.embedded_scheduler:
         _thread, stop = Scheduler(store=rt.store, celery=app, settings=rt.settings).start_thread()
         _scheduler_stop.append(stop)
