@@ -254,6 +254,14 @@ class Publisher:
             with contextlib.suppress(redis.RedisError):
                 self._redis.delete(self.keys.dispatch_armed)
 
+    def ping(self) -> None:
+        """Connect to Redis and the broker now (else the first publish does), or raise."""
+        try:
+            self._redis.ping()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise UnavailableError(type(exc).__name__) from None
+        self._celery.connection_for_write().ensure_connection(max_retries=1)
+
     def close(self) -> None:
         self._redis.close()
         self._celery.close()

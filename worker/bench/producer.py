@@ -1,7 +1,9 @@
 """An API service's publishing, as its own process: one ``publish`` call per event, optionally
 paced, each event about a user of its own. Prints ``{"sent": {event id: unix time}, ...}``.
 
-``python -m worker.bench.producer REDIS_URL COUNT RATE_PER_S NAME`` (RATE 0: as fast as it can).
+``python -m worker.bench.producer REDIS_URL COUNT RATE_PER_S NAME [START_AT]`` (RATE 0: as fast
+as it can). With START_AT (Unix time) it starts up and connects first, then waits for that moment,
+so that several producers' start-up (imports take a core for a second) is not measured.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from producers.settings import ProducerSettings
 from worker.cli import sample_user
 
 
-def main(redis_url: str, count: int, rate: float, name: str) -> None:
+def main(redis_url: str, count: int, rate: float, name: str, start_at: float = 0.0) -> None:
     user = sample_user()
     sent: dict[str, float] = {}
     with Publisher(ProducerSettings(redis_url=redis_url)) as publisher:
+        publisher.ping()
+        time.sleep(max(0.0, start_at - time.time()))
         started = time.perf_counter()
         for i in range(count):
             if rate:
@@ -32,4 +36,4 @@ def main(redis_url: str, count: int, rate: float, name: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4])
+    main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], *map(float, sys.argv[5:]))

@@ -269,8 +269,7 @@ def concurrent_producers(
             publisher.publish(EVENT, users(1)[0])  # warm-up: the worker is up and connected
         wait_for(lambda: p.receiver.count() >= 1, 60, "the warm-up delivery")
         p.receiver.reset()
-        cpu = cpu_seconds(worker.pid)
-        started = time.perf_counter()
+        start_at = time.time() + 3 + producers  # every producer started up and connected by then
         children = [
             subprocess.Popen(
                 [
@@ -281,12 +280,16 @@ def concurrent_producers(
                     str(each),
                     str(rate_per_s / producers),
                     f"p{n}",
+                    str(start_at),
                 ],
                 stdout=subprocess.PIPE,
                 env=p.env(),
             )
             for n in range(producers)
         ]
+        time.sleep(max(0.0, start_at - time.time()))
+        cpu = cpu_seconds(worker.pid)
+        started = time.perf_counter()
         sent: dict[str, float] = {}
         for child in children:
             out, _ = child.communicate(timeout=300)
