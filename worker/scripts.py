@@ -241,7 +241,9 @@ return {#ids, missing, triggers, more}
 # slot, in order, and renews the slot for ``slot ttl`` (the holder's heartbeat renews it while it
 # works: a killed worker's slots lapse in seconds, its leased deliveries when their lease ends).
 # A slot with nothing left to claim is released (the task ends), and so is every slot but one
-# of a failing subscriber. While work is left, arms one more slot up to ``bound``.
+# of a failing subscriber. It claims a 1/bound share of the ready list (at most ``most``), and
+# while work is left arms one more slot up to ``bound``, so a moderate backlog is served in
+# parallel and a large one in whole chunks.
 # Returns {lease (0: slot gone or nothing claimed), claims, triggers, disabled reason}; a claim
 # is {delivery id, event id, attempt number, trigger, body}.
 CLAIM = (
@@ -269,8 +271,10 @@ local disabled = ''
 if health[1] == '1' then disabled = health[2] or 'subscriber disabled' end
 local lease = now + lease_ms
 local ready = prefix .. ':ready:' .. sub
+-- A share of what waits, so that up to ``bound`` slots go in parallel; whole chunks under load.
+local take = math.min(most, math.max(1, math.ceil(redis.call('LLEN', ready) / bound)))
 local out = {}
-while #out < most do
+while #out < take do
   local did = redis.call('LPOP', ready)
   if not did then break end
   local key = prefix .. ':delivery:' .. did
