@@ -237,19 +237,6 @@ def broker_options(settings: ProducerSettings) -> dict[str, Any]:
     return options
 
 
-def redact_url(url: str) -> str:
-    """``REDIS_URL`` fit for a log line: the password, if any, replaced by ``***``."""
-    parts = []
-    for part in url.split(";"):
-        split = urlsplit(part.strip())
-        if split.password:
-            user = split.username or ""
-            host = split.netloc.rsplit("@", 1)[1]
-            split = split._replace(netloc=f"{user}:***@{host}")
-        parts.append(urlunsplit(split))
-    return ";".join(parts)
-
-
 def publish_replicas(settings: ProducerSettings) -> int:
     """How many replicas must hold a published event before ``publish`` returns."""
     if settings.publish_replicas is not None:

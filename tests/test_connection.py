@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from producers.connection import broker_options, publish_replicas, redact_url, redis_target
+from producers.connection import broker_options, publish_replicas, redis_target
 from producers.errors import ConfigError
-from producers.settings import ProducerSettings
+from producers.settings import ProducerSettings, redact_redis_url
 
 S3 = "sentinel://h1:26379;sentinel://h2:26380;sentinel://h3"
 
@@ -152,7 +152,7 @@ def test_plain_redis_reconnects_for_ever() -> None:
     ],
 )
 def test_redact_url(url: str, shown: str) -> None:
-    assert redact_url(url) == shown
+    assert redact_redis_url(url) == shown
 
 
 @pytest.mark.parametrize(

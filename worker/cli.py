@@ -109,7 +109,8 @@ def main(verbose: bool) -> None:
 @click.pass_context
 def worker(ctx: click.Context) -> None:
     """Start a worker. Extra options pass through to ``celery worker``."""
-    from producers.connection import check_redis, redact_url
+    from producers.connection import check_redis
+    from producers.settings import redact_redis_url
     from worker.affinity import allowed_cpus, choose
     from worker.runtime import load_subscribers
 
@@ -129,7 +130,7 @@ def worker(ctx: click.Context) -> None:
     too_short = visibility_warning(settings.visibility_timeout_s, longest)
     if too_short:
         logging.getLogger("worker.broker").warning("%s", too_short)
-    click.echo(f"redis: {redact_url(settings.redis_url)}")
+    click.echo(f"redis: {redact_redis_url(settings.redis_url)}")
     if unreachable:
         click.echo(f"redis: not reachable yet ({unreachable}); the worker keeps trying", err=True)
     from worker.app import app
@@ -229,8 +230,7 @@ def subscribers() -> None:
 )
 def subscribers_check(path: Path | None, without_secrets: bool) -> None:
     """Validate the subscribers file and print it as a table (never the secrets)."""
-    from worker.delivery import redact_url
-    from worker.subscribers import load_config
+    from worker.subscribers import load_config, redact_url
 
     target = path or _settings().subscribers
     if target is None:

@@ -11,7 +11,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
 
 import redis
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
@@ -23,7 +22,7 @@ from worker.outcome import Decision, Outcome, decide
 from worker.sender import AttemptResult, Sender, attempt_bound_s
 from worker.settings import WorkerSettings
 from worker.store import Claim, ClaimBatch, Drained, Finish, Route, Store, Trigger
-from worker.subscribers import Subscriber, SubscribersConfig
+from worker.subscribers import Subscriber, SubscribersConfig, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +39,6 @@ DRAIN_BATCH = 500
 TIME_SLICE_S = 2.0
 
 SendTriggers = Callable[[Sequence[Trigger]], None]
-
-
-def redact_url(url: str) -> str:
-    """Scheme, host and path only: query strings often carry tokens."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
 
 def _event_type(body: bytes) -> str:

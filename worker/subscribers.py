@@ -232,14 +232,15 @@ class Subscriber(_Strict):
             if name in {"secret", "previous_secret"}:
                 continue
             if name == "url":  # credentials and query strings may hold tokens
-                yield name, _redact_url(str(value))
+                yield name, redact_url(str(value))
             elif name == "headers":  # values may hold tokens
                 yield name, dict.fromkeys(value, "***")
             else:
                 yield name, value
 
 
-def _redact_url(url: str) -> str:
+def redact_url(url: str) -> str:
+    """Scheme, host and path only: no credentials, and no query string (it often holds tokens)."""
     scheme, _, rest = url.partition("://")
     netloc, slash, path = rest.partition("/")
     return f"{scheme}://{netloc.rpartition('@')[2]}{slash}{path.split('?')[0].split('#')[0]}"
