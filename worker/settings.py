@@ -61,6 +61,17 @@ class WorkerSettings(ProducerSettings):
     dead_letter_retention_s: int = Field(
         default=30 * 24 * 3600, gt=0, description="How long dead letters are kept."
     )
+    metrics_port: int = Field(
+        default=9464,
+        ge=0,
+        le=65535,
+        description="Port of the worker's Prometheus /metrics endpoint; 0 serves none.",
+    )
+    metrics_host: str = Field(
+        default="0.0.0.0",  # noqa: S104  (a scraper must reach it; the port holds no secret)
+        min_length=1,
+        description="Address the /metrics endpoint listens on.",
+    )
 
 
 def load_settings() -> WorkerSettings:

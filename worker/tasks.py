@@ -22,6 +22,7 @@ from celery.signals import (
 )
 
 from producers.wire import DELIVER_TASK, DISPATCH_TASK
+from worker import metrics
 from worker.affinity import CoreClaim, pin_worker
 from worker.app import app
 from worker.delivery import TIME_SLICE_S
@@ -141,6 +142,7 @@ def _start(sender: Any = None, **_: Any) -> None:
         rt.deliverer.threads_per_subscriber = max(1, threads // 2)
     # Everything built so far lives as long as the process: keep it out of the collector's
     # full passes, which otherwise stall deliveries for tens of milliseconds.
+    metrics.serve(rt.settings, rt.store, [s.id for s in rt.config.subscribers])
     gc.freeze()
     _scheduler_stop.append(start_heartbeat(rt.deliverer))
     if rt.settings.embedded_scheduler:
