@@ -14,6 +14,7 @@ Two kinds, so that no failure goes unseen:
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -69,12 +70,23 @@ RETRY_LATENESS = Histogram(
 )
 
 
+# The labelled children, looked up once: ``labels()`` costs more than the update itself.
+@functools.cache
+def _attempts(subscriber_id: str, outcome: str) -> Counter:
+    return ATTEMPTS.labels(subscriber_id, OUTCOME_LABEL.get(outcome, outcome))
+
+
+@functools.cache
+def _duration(subscriber_id: str) -> Histogram:
+    return ATTEMPT_DURATION.labels(subscriber_id)
+
+
 def record_attempt(
     subscriber_id: str, outcome: str, duration_s: float, *, publish_to_delivery_s: float | None
 ) -> None:
     """Count one HTTP attempt (called by the deliverer as it decides the outcome)."""
-    ATTEMPTS.labels(subscriber_id, OUTCOME_LABEL.get(outcome, outcome)).inc()
-    ATTEMPT_DURATION.labels(subscriber_id).observe(duration_s)
+    _attempts(subscriber_id, outcome).inc()
+    _duration(subscriber_id).observe(duration_s)
     if publish_to_delivery_s is not None:
         PUBLISH_TO_DELIVERY.observe(max(0.0, publish_to_delivery_s))
 
