@@ -13,6 +13,7 @@
     |       +-- NotFoundError         "Not Found" (404)
     |   +-- UnavailableError          Redis did not answer; nothing may be recorded (503)
     +-- ConfigError                   settings or subscribers file invalid (worker will not start)
+    +-- NotReplicatedError            published, but no Redis replica confirmed it in time (503)
     +-- DeliveryError                 one attempt to one subscriber failed (worker.errors)
         +-- RetryableDeliveryError    timeout, connection error, 408/425/429/5xx
         +-- PermanentDeliveryError    410, other 4xx, refused address
@@ -108,3 +109,22 @@ def describe_validation_error(
             continue
         problems.append(f"{where}: " + str(error["msg"]).removeprefix("Value error, "))
     return problems
+
+
+class NotReplicatedError(WebhooksError):
+    """The events were written to the Redis master, but fewer replicas than
+    ``WEBHOOKS_PUBLISH_REPLICAS`` confirmed them in time: a failover now could lose them.
+
+    They will most likely be delivered anyway; publishing again may deliver them twice, under new
+    ids. ``status`` is what an API service should answer (503: try again).
+    """
+
+    status = 503
+
+    def __init__(self, acked: int, wanted: int, timeout_ms: int) -> None:
+        super().__init__(
+            f"published, but {acked} of {wanted} Redis replica(s) confirmed it within"
+            f" {timeout_ms} ms (WEBHOOKS_PUBLISH_REPLICAS)"
+        )
+        self.acked = acked
+        self.wanted = wanted

@@ -19,6 +19,13 @@ from typing import Any, cast
 import redis
 from celery import Celery
 
+from producers.connection import (
+    Replication,
+    broker_options,
+    operator_fault,
+    publish_replicas,
+    redis_client,
+)
 from producers.errors import InvalidEventError, UnavailableError
 from producers.events import (
     DEFAULT_MAX_BODY_BYTES,
@@ -77,12 +84,11 @@ return {arm, ids}
 
 def celery_client(settings: ProducerSettings) -> Celery:
     """A Celery app used only to send messages by name (no task code is imported)."""
-    app = Celery("reseller-webhooks-producer", broker=settings.redis_url, set_as_current=False)
+    app = Celery("reseller-webhooks-producer", set_as_current=False)
     app.conf.update(
+        broker_options(settings),
         task_serializer="json",
         accept_content=["json"],
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
-        broker_connection_retry_on_startup=True,
         task_send_sent_event=True,
     )
     return app
@@ -151,8 +157,13 @@ class Publisher:
     ) -> None:
         self.settings = settings or ProducerSettings()
         self.keys = Keys(self.settings.key_prefix)
-        self._redis = redis.Redis.from_url(self.settings.redis_url)
+        self._redis = redis_client(self.settings)
         self._record = self._redis.register_script(RECORD_EVENTS)
+        self._replication = Replication(
+            self._redis,
+            publish_replicas(self.settings),
+            self.settings.publish_replicas_timeout_ms,
+        )
         self._celery = celery_app or celery_client(self.settings)
 
     def user_created(
@@ -209,9 +220,14 @@ class Publisher:
         try:
             arm, raw_ids = cast(
                 list[Any],
-                self._record(keys=[self.keys.pending, self.keys.dispatch_armed], args=args),
+                self._replication.run(
+                    self._record, keys=[self.keys.pending, self.keys.dispatch_armed], args=args
+                ),
             )
         except (redis.ConnectionError, redis.TimeoutError) as exc:
+            fault = operator_fault(exc) if isinstance(exc, redis.ConnectionError) else None
+            if fault is not None:
+                raise fault from None
             raise UnavailableError(
                 f"{type(exc).__name__}; the event(s) may not be recorded: publish again with the"
                 " same idempotency key to be sure"

@@ -7,10 +7,11 @@ variable and the rule, never the value; the repr hides the Redis password.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.connection import parse_url
 
@@ -62,7 +63,33 @@ class ProducerSettings(BaseSettings):
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
         validation_alias=AliasChoices("REDIS_URL", "WEBHOOKS_REDIS_URL"),
-        description="Broker and state store.",
+        description="Broker and state store: redis://, rediss:// (TLS) or sentinel://h1:26379;...",
+    )
+    sentinel_master: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="With a sentinel:// URL: the service name the Sentinels monitor.",
+    )
+    sentinel_password: SecretStr | None = Field(
+        default=None, description="Password of the Sentinels themselves (not of the master)."
+    )
+    redis_ca_file: Path | None = Field(
+        default=None, description="rediss://: CA certificate(s) that sign the server's certificate."
+    )
+    redis_cert_file: Path | None = Field(
+        default=None, description="rediss://: client certificate, when Redis asks for one."
+    )
+    redis_key_file: Path | None = Field(
+        default=None, description="rediss://: the client certificate's private key."
+    )
+    publish_replicas: int | None = Field(
+        default=None,
+        ge=0,
+        description="Replicas that must hold an event before publish returns its id"
+        " (default: 1 with a sentinel:// URL, else 0).",
+    )
+    publish_replicas_timeout_ms: int = Field(
+        default=1000, gt=0, description="How long publish waits for those replicas."
     )
     key_prefix: str = Field(
         default="rw",
@@ -122,3 +149,9 @@ class ProducerSettings(BaseSettings):
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():
             yield name, redact_redis_url(value) if name == "redis_url" else value
+
+    @field_validator("sentinel_master", "sentinel_password", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """``WEBHOOKS_SENTINEL_MASTER=`` (as compose passes an unset variable) means not set."""
+        return None if value == "" else value

@@ -106,6 +106,12 @@ class Keys:
         """HASH: runtime state of a subscriber (disabled, reason, failing_since)."""
         return f"{self.prefix}:subscriber:{subscriber_id}"
 
+    @property
+    def subscribers_reload(self) -> str:
+        """STRING: a counter ``reseller-webhooks subscribers reload`` increments once it has
+        checked the subscribers file; workers seeing it change read the file at once."""
+        return f"{self.prefix}:subscribers-reload"
+
     def cpu_claim(self, machine: str, cpu: int) -> str:
         """STRING (a lock with a TTL): the worker process pinned to this core of this machine."""
         return f"{self.prefix}:cpu:{machine}:{cpu}"

@@ -107,12 +107,14 @@ def test_an_attempt_that_never_ends_is_never_overlapped_by_a_second_one(
         assert rdb.hget(keys.delivery(f"{event_id}:slow"), "attempts") == b"3"
 
 
+@pytest.mark.parametrize("batched", [False, True], ids=["one-per-call", "one-batch"])
 def test_hostile_subscribers_hold_up_only_themselves(
-    deployment: Deployment, receiver: Receiver, publisher: Publisher
+    deployment: Deployment, receiver: Receiver, publisher: Publisher, batched: bool
 ) -> None:
     """One never answers, one trickles its headers; both are listed before the healthy one.
-    Twenty events: every healthy delivery arrives within seconds, and neither hostile
-    subscriber ever has more attempts in flight than its bound."""
+    Twenty events, published one per call or as one batch: every healthy delivery arrives
+    within seconds, and neither hostile subscriber ever has more attempts in flight than its
+    bound."""
     hangs, trickles = HostilePeer(trickle_s=None), HostilePeer(trickle_s=0.5)
     with (
         contextlib.contextmanager(hangs.serve)() as hang_url,
@@ -123,7 +125,11 @@ def test_hostile_subscribers_hold_up_only_themselves(
         deployment.subscriber("healthy", f"{receiver.url}/healthy")
         deployment.start_worker()
         started = time.monotonic()
-        ids = [publisher.user_created({**sample_user(), "id": f"usr_{i}"}) for i in range(20)]
+        users = [{**sample_user(), "id": f"usr_{i}"} for i in range(20)]
+        if batched:
+            ids = publisher.publish_batch([("reseller.user.created", u) for u in users])
+        else:
+            ids = [publisher.user_created(u) for u in users]
         wait_until(
             lambda: {r.headers["webhook-id"] for r in receiver.received} >= set(ids),
             timeout_s=5,
@@ -131,6 +137,7 @@ def test_hostile_subscribers_hold_up_only_themselves(
         )
         healthy_s = time.monotonic() - started
         wait_until(lambda: sum(hangs.requests.values()) >= 2, what="the hanging peer reached")
-    print(f"\n[isolation] healthy 20 deliveries in {healthy_s:.2f} s beside two hostile peers")
+    how = "one batch" if batched else "one per call"
+    print(f"\n[isolation] {how}: 20 healthy deliveries in {healthy_s:.2f} s beside two hostile")
     assert hangs.most_in_flight <= 2
     assert trickles.most_in_flight <= 2

@@ -11,6 +11,7 @@ from typing import Any
 from celery import Celery
 from kombu.entity import Exchange, Queue
 
+from producers.connection import broker_options
 from producers.wire import DELIVER_TASK, DISPATCH_TASK, Keys
 from worker import broker
 from worker.consumer import record_bad_message
@@ -19,15 +20,13 @@ from worker.settings import WorkerSettings
 
 def celery_config(settings: WorkerSettings) -> dict[str, Any]:
     keys = Keys(settings.key_prefix)
+    # Where Redis is (redis://, rediss:// verified, or Sentinel), reconnecting for ever; the
+    # visibility timeout: messages whose worker died come back after this long.
+    broker = broker_options(settings)
+    # Queue entries that are not messages are recorded here and dropped (worker.broker).
+    broker["broker_transport_options"]["on_stray_message"] = record_bad_message
     return {
-        "broker_url": settings.redis_url,
-        "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {
-            # Messages whose worker died come back after this long (kombu restores unacked ones).
-            "visibility_timeout": settings.visibility_timeout_s,
-            # Queue entries that are not messages are recorded here and dropped (worker.broker).
-            "on_stray_message": record_bad_message,
-        },
+        **broker,
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_ignore_result": True,

@@ -32,6 +32,7 @@ import kombu.transport
 from kombu.transport import redis as kombu_redis
 
 from worker.envelope import Stray, screen, screen_payload, screen_unacked
+from worker.redis_transport import RemembersConnection
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ class ScreeningQoS(kombu_redis.QoS):
         self.channel._drop(raw, "kombu's unacked hash", stray)
 
 
-class Channel(ScreeningMixin, kombu_redis.Channel):
+class Channel(ScreeningMixin, RemembersConnection, kombu_redis.Channel):
     QoS = ScreeningQoS
     from_transport_options = (  # type: ignore[assignment]
         *kombu_redis.Channel.from_transport_options,
@@ -133,7 +134,7 @@ class Channel(ScreeningMixin, kombu_redis.Channel):
     )
 
 
-class SentinelChannel(ScreeningMixin, kombu_redis.SentinelChannel):
+class SentinelChannel(ScreeningMixin, RemembersConnection, kombu_redis.SentinelChannel):
     QoS = ScreeningQoS
     from_transport_options = (  # type: ignore[assignment]
         *kombu_redis.SentinelChannel.from_transport_options,

@@ -109,6 +109,7 @@ def main(verbose: bool) -> None:
 @click.pass_context
 def worker(ctx: click.Context) -> None:
     """Start a worker. Extra options pass through to ``celery worker``."""
+    from producers.connection import check_redis, redact_url
     from worker.affinity import allowed_cpus, choose
     from worker.runtime import load_subscribers
 
@@ -116,6 +117,9 @@ def worker(ctx: click.Context) -> None:
     try:
         config = load_subscribers(settings)
         choose(settings.cpu_affinity, allowed_cpus())  # a core it may not run on stops it here
+        # A certificate that does not verify or a wrong password stops it here, before "ready";
+        # an unreachable Redis is waited for.
+        unreachable = check_redis(settings)
     except WebhooksError as exc:
         _fail(exc)
     click.echo(f"subscribers: {len(config.subscribers)} loaded from {settings.subscribers}")
@@ -125,6 +129,9 @@ def worker(ctx: click.Context) -> None:
     too_short = visibility_warning(settings.visibility_timeout_s, longest)
     if too_short:
         logging.getLogger("worker.broker").warning("%s", too_short)
+    click.echo(f"redis: {redact_url(settings.redis_url)}")
+    if unreachable:
+        click.echo(f"redis: not reachable yet ({unreachable}); the worker keeps trying", err=True)
     from worker.app import app
     from worker.app import keys as app_keys
 
@@ -163,7 +170,11 @@ def scheduler() -> None:
     settings = _settings()
     stop = threading.Event()
     try:
-        Scheduler(store=make_store(settings), celery=app, settings=settings).run(stop)
+        store = make_store(settings)
+    except ConfigError as exc:
+        _fail(exc)
+    try:
+        Scheduler(store=store, celery=app, settings=settings).run(stop)
     except KeyboardInterrupt:
         stop.set()
 
@@ -274,7 +285,10 @@ def _store_and_settings() -> tuple[Any, WorkerSettings]:
     from worker.runtime import make_store
 
     settings = _settings()
-    return make_store(settings), settings
+    try:
+        return make_store(settings), settings
+    except ConfigError as exc:
+        _fail(exc)
 
 
 def _parse_since(value: str | None) -> int | None:
@@ -440,6 +454,27 @@ def subscribers_enable(subscriber_id: str) -> None:
     click.echo(f"{subscriber_id}: enabled")
 
 
+@subscribers.command("reload")
+@click.option(
+    "--without-secrets",
+    is_flag=True,
+    help="Do not read the secret_env variables here (workers still do, and refuse a file whose"
+    " variables they lack).",
+)
+def subscribers_reload(without_secrets: bool) -> None:
+    """Check the subscribers file, then tell every worker to read it now (workers also notice a
+    changed file on their own within seconds). A broken file is refused here and signals
+    nothing."""
+    from worker.subscribers import load_config
+
+    store, settings = _store_and_settings()
+    if settings.subscribers is None:
+        raise click.UsageError("set WEBHOOKS_SUBSCRIBERS")
+    config = load_config(settings.subscribers, resolve_secrets=not without_secrets)
+    store.redis.incr(store.keys.subscribers_reload)
+    click.echo(f"{len(config.subscribers)} subscriber(s) checked; workers told to reload")
+
+
 @subscribers.command("status")
 def subscribers_status() -> None:
     """Runtime state of every configured subscriber (enabled, disabled and why)."""
@@ -453,6 +488,8 @@ def subscribers_status() -> None:
             status = f"DISABLED: {state.get('reason', '')}"
         else:
             status = "failing" if state.get("failing_since") else "ok"
+            if state.get("failures"):
+                status += f" ({state['failures']} failed attempt(s) in a row)"
         click.echo(f"{sub.id}  {status}")
 
 

@@ -130,3 +130,11 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
                 return None
 
         return on_task_received
+
+    def on_connection_error_after_connected(self, exc: Exception) -> None:
+        """Redis went away: say, once per outage, that this worker waits it out."""
+        log.warning(
+            "lost the connection to Redis; reconnecting with no limit on attempts"
+            " (every 2 s more, at most every 30 s) until it answers"
+        )
+        super().on_connection_error_after_connected(exc)

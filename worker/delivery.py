@@ -16,10 +16,10 @@ from urllib.parse import urlsplit
 import redis
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from producers.events import EVENT_TYPES
 from producers.user import format_timestamp
 from worker import metrics
 from worker.errors import PermanentDeliveryError
+from worker.operational import WORKER_EVENT_TYPES
 from worker.outcome import Decision, Outcome, decide
 from worker.sender import AttemptResult, Sender, attempt_bound_s
 from worker.settings import WorkerSettings
@@ -60,6 +60,32 @@ def _iso(ms: float) -> str:
     return format_timestamp(datetime.fromtimestamp(ms / 1000, UTC))
 
 
+#: Why a delivery to a subscriber no longer in the file dies without an attempt.
+REMOVED_REASON = "subscriber removed from the subscribers file"
+
+
+@dataclass(frozen=True, eq=False)
+class Setup:
+    """The subscribers a task works with, swapped whole on a reload: a task takes the current
+    one when it starts and keeps it to its end, so a reload applies between deliveries. A
+    replaced setup's connections close when the last task using it ends."""
+
+    config: SubscribersConfig
+    sender: Sender
+    routes: dict[str, list[Route]]
+
+    @classmethod
+    def of(cls, config: SubscribersConfig, sender: Sender) -> Setup:
+        routes = {
+            t: [
+                Route(s.id, ordered=s.ordering == "per_user", coalesce=s.coalesce)
+                for s in config.matching(t)
+            ]
+            for t in WORKER_EVENT_TYPES
+        }
+        return cls(config, sender, routes)
+
+
 @dataclass
 class Served:
     """What one deliver task did for one subscriber."""
@@ -80,29 +106,42 @@ class Deliverer:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
-        self.config = config
+        self.setup = Setup.of(config, sender)
         self.store = store
-        self.sender = sender
         self.settings = settings
         self.clock = clock
         self.rng = rng or random.Random()
-        self._routes = {
-            t: [
-                Route(s.id, ordered=s.ordering == "per_user", coalesce=s.coalesce)
-                for s in config.matching(t)
-            ]
-            for t in EVENT_TYPES
-        }
         self._held: set[tuple[str, str]] = set()
+        self._users: dict[Setup, int] = {}  # tasks using each setup (under _held_lock)
         self._held_lock = threading.Lock()
         self.threads_per_subscriber = max(1, settings.concurrency // 2)
+
+    @property
+    def config(self) -> SubscribersConfig:
+        return self.setup.config
+
+    @property
+    def sender(self) -> Sender:
+        return self.setup.sender
+
+    def reconfigure(self, config: SubscribersConfig, sender: Sender) -> Setup:
+        """Swap in a reloaded subscribers file for the tasks that start from now on (one
+        reference assignment); returns the setup tasks in flight keep using."""
+        new = Setup.of(config, sender)
+        with self._held_lock:
+            old, self.setup = self.setup, new
+            idle = old not in self._users
+        if idle:
+            old.sender.close()
+        return old
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
 
     def drain(self) -> Drained:
         """Fan out the next batch of pending events (publish order) in one script call."""
-        drained = self.store.drain(self._routes, batch=DRAIN_BATCH, now_iso=_iso(self.now_ms()))
+        routes = self.setup.routes
+        drained = self.store.drain(routes, batch=DRAIN_BATCH, now_iso=_iso(self.now_ms()))
         if drained.missing:
             log.warning("%d event(s) had no stored record (expired?)", drained.missing)
         return drained
@@ -122,17 +161,19 @@ class Deliverer:
         results: those deliveries are sent again, under the same ``webhook-id``, once the lease
         expires. Returns when nothing is left, or when the time slice is used up (``resend``).
         """
-        sub = self.config.by_id.get(subscriber_id)
-        budget_s = attempt_bound_s(sub.timeout_s if sub else 0.0) + LEASE_MARGIN_S
-        lease_ms = int(2 * budget_s * 1000)
         served = Served()
         started = time.monotonic()
         slot = (subscriber_id, token)
         with self._held_lock:
+            setup = self.setup
             mine = sum(1 for held_sub, _ in self._held if held_sub == subscriber_id)
             full = mine >= self.threads_per_subscriber
             if not full:
                 self._held.add(slot)
+                self._users[setup] = self._users.get(setup, 0) + 1
+        sub = setup.config.by_id.get(subscriber_id)
+        budget_s = attempt_bound_s(sub.timeout_s if sub else 0.0) + LEASE_MARGIN_S
+        lease_ms = int(2 * budget_s * 1000)
         if full:
             # Half this worker's threads at most: a slow endpoint never takes them all.
             self.store.release(subscriber_id, token)
@@ -151,13 +192,19 @@ class Deliverer:
                     return served
                 if batch.more:
                     send(batch.more)
-                served.counts += self._run(batch, sub, budget_s, lease_ms)
+                served.counts += self._run(batch, setup, sub, budget_s, lease_ms)
                 if time.monotonic() - started > time_slice_s:
                     served.resend = True
                     return served
         finally:
             with self._held_lock:
                 self._held.discard(slot)
+                users = self._users.pop(setup) - 1
+                if users:
+                    self._users[setup] = users
+                retired = not users and setup is not self.setup
+            if retired:
+                setup.sender.close()
 
     def heartbeat(self) -> None:
         """Renew the slots this process's tasks hold (called every second by a thread)."""
@@ -168,6 +215,7 @@ class Deliverer:
     def _run(
         self,
         batch: ClaimBatch,
+        setup: Setup,
         sub: Subscriber | None,
         budget_s: float,
         lease_ms: int,
@@ -192,7 +240,7 @@ class Deliverer:
                 claims[index:] = kept
                 continue
             claim = claims[index]
-            finish = self._attempt(claim, sub, batch.disabled_reason)
+            finish = self._attempt(claim, setup, sub, batch.disabled_reason)
             counts[finish.attempt["outcome"]] += 1
             done.append((claim, finish))
             index += 1
@@ -202,18 +250,19 @@ class Deliverer:
         self._record(done)
         return counts
 
-    def _attempt(self, claim: Claim, subscriber: Subscriber | None, disabled: str) -> Finish:
+    def _attempt(
+        self, claim: Claim, setup: Setup, subscriber: Subscriber | None, disabled: str
+    ) -> Finish:
         """Make one attempt (or decide none can be made) and say what to record."""
         if subscriber is None:
-            reason = f"subscriber {claim.subscriber_id!r} is not in the subscribers file"
-            return self._unattempted(claim, None, reason)
+            return self._unattempted(claim, None, REMOVED_REASON)
         if disabled:
             return self._unattempted(claim, subscriber, disabled)
         if not claim.body:
             return self._unattempted(claim, subscriber, "event record expired before delivery")
-        result = self.sender.attempt(subscriber, claim.event_id, claim.body)
+        result = setup.sender.attempt(subscriber, claim.event_id, claim.body)
         now = self.clock()
-        policy = self.config.policy(subscriber)
+        policy = setup.config.policy(subscriber)
         decision = decide(
             policy,
             claim.attempt,

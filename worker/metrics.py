@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -213,9 +213,11 @@ def _gauge(name: str, doc: str, rows: Iterable[tuple[str, float]]) -> GaugeMetri
 class RedisCollector(Collector):
     """The deployment-wide gauges, read from Redis at each scrape (one script call)."""
 
-    def __init__(self, store: Store, subscriber_ids: Sequence[str], *, dead_ttl_s: int) -> None:
+    def __init__(
+        self, store: Store, subscriber_ids: Callable[[], Iterable[str]], *, dead_ttl_s: int
+    ) -> None:
         self.reader = StatsReader(store, dead_ttl_s=dead_ttl_s)
-        self.subscriber_ids = list(subscriber_ids)
+        self.subscriber_ids = subscriber_ids
 
     def describe(self) -> Iterable[Metric]:
         return []  # registering must not read Redis
@@ -223,7 +225,7 @@ class RedisCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         started = time.monotonic()
         try:
-            snap = self.reader.read(self.subscriber_ids)
+            snap = self.reader.read(self.subscriber_ids())
         except redis.RedisError as exc:
             log.warning("metrics: cannot read Redis (%s)", type(exc).__name__)
             yield GaugeMetricFamily(
@@ -296,9 +298,12 @@ class RedisCollector(Collector):
 
 
 def serve(
-    settings: WorkerSettings, store: Store, subscriber_ids: Sequence[str]
+    settings: WorkerSettings, store: Store, subscriber_ids: Callable[[], Iterable[str]]
 ) -> tuple[str, int] | None:
-    """Start the /metrics endpoint in a thread; None when disabled or its port is taken."""
+    """Start the /metrics endpoint in a thread; None when disabled or its port is taken.
+
+    ``subscriber_ids`` gives the configured subscribers at each scrape; those that have had
+    deliveries are reported too, configured or not."""
     if settings.metrics_port == 0:
         return None
     REGISTRY.register(

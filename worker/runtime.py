@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import redis
 
+from producers.connection import redis_client
 from producers.errors import ConfigError
 from producers.wire import Keys
 from worker.delivery import Deliverer
@@ -24,19 +25,25 @@ def load_subscribers(settings: WorkerSettings) -> SubscribersConfig:
 
 def make_store(settings: WorkerSettings, client: redis.Redis | None = None) -> Store:
     return Store(
-        client or redis.Redis.from_url(settings.redis_url),
+        client or redis_client(settings),
         Keys(settings.key_prefix),
         record_retention_s=settings.record_retention_s,
         dead_letter_retention_s=settings.dead_letter_retention_s,
         attempt_log_size=settings.attempt_log_size,
         trigger_expiry_s=settings.visibility_timeout_s,
+        failing_after=settings.failing_after,
+    )
+
+
+def make_sender(settings: WorkerSettings, config: SubscribersConfig) -> Sender:
+    return Sender(
+        config, body_limit=settings.response_body_bytes, max_connections=settings.concurrency
     )
 
 
 @dataclass(frozen=True)
 class Runtime:
     settings: WorkerSettings
-    config: SubscribersConfig
     store: Store
     deliverer: Deliverer
 
@@ -44,17 +51,19 @@ class Runtime:
     def keys(self) -> Keys:
         return self.store.keys
 
+    @property
+    def config(self) -> SubscribersConfig:
+        """The subscribers file as last loaded (a reload swaps it, see ``worker.reload``)."""
+        return self.deliverer.config
+
     @classmethod
     def build(cls, settings: WorkerSettings) -> Runtime:
         config = load_subscribers(settings)
         store = make_store(settings)
-        sender = Sender(
-            config,
-            body_limit=settings.response_body_bytes,
-            max_connections=settings.concurrency,
+        deliverer = Deliverer(
+            config=config, store=store, sender=make_sender(settings, config), settings=settings
         )
-        deliverer = Deliverer(config=config, store=store, sender=sender, settings=settings)
-        return cls(settings=settings, config=config, store=store, deliverer=deliverer)
+        return cls(settings=settings, store=store, deliverer=deliverer)
 
 
 _runtime: Runtime | None = None

@@ -40,6 +40,77 @@ local function ensure_slot(prefix, sub, now, expiry, out)
 end
 """
 
+# Operational events (see worker.operational), for FINISH: ``notify`` records one exactly as a
+# publish records an event (no user: no ordering chain), with ``about`` naming the subscriber the
+# drain must leave out; the scheduler sends the dispatch trigger. ``notices`` collects
+# {type, event id, subscriber, delivery id} for the caller to log.
+_OPERATIONAL = """
+local function iso(ms)
+  local s = math.floor(ms / 1000)
+  local days = math.floor(s / 86400)
+  local rem = s - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+                          - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400 + (m <= 2 and 1 or 0)
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', y, m, d, math.floor(rem / 3600),
+                       math.floor(rem % 3600 / 60), rem % 60, ms % 1000)
+end
+local function notify(prefix, ttl, kind, about, data, notices, delivery)
+  local now = server_now()
+  local eid = 'msg_ops' .. now .. 'n' .. redis.call('INCR', prefix .. ':ops-seq')
+  data['subscriberId'] = about
+  local body = '{"event":' .. cjson.encode(kind) .. ',"data":' .. cjson.encode(data) ..
+               ',"triggeredAt":"' .. iso(now) .. '"}'
+  local key = prefix .. ':event:' .. eid
+  redis.call('HSET', key, 'type', kind, 'body', body, 'user', '', 'about', about,
+             'published_at', now)
+  redis.call('EXPIRE', key, ttl)
+  redis.call('RPUSH', prefix .. ':pending', eid)
+  notices[#notices + 1] = {kind, eid, about, delivery or ''}
+end
+-- An attempt failed: the streak grows; at ``after`` in a row the incident is announced once.
+local function ops_failed(prefix, ttl, sub, health, after, notices)
+  local n = redis.call('HINCRBY', health, 'failures', 1)
+  if n >= after and redis.call('HSETNX', health, 'notified', 'failing') == 1 then
+    local since = tonumber(redis.call('HGET', health, 'failing_since'))
+    notify(prefix, ttl, 'webhooks.subscriber.failing', sub,
+           {consecutiveFailures = n, failingSince = iso(since)}, notices)
+  end
+end
+-- An attempt was delivered: the streak ends; an announced incident is closed once. A healthy
+-- subscriber costs one read here.
+local function ops_delivered(prefix, ttl, sub, health, notices)
+  local cur = redis.call('HMGET', health, 'failures', 'notified')
+  if cur[1] then redis.call('HDEL', health, 'failures') end
+  if cur[2] then
+    redis.call('HDEL', health, 'notified')
+    notify(prefix, ttl, 'webhooks.subscriber.recovered', sub, {}, notices)
+  end
+end
+local function ops_disabled(prefix, ttl, sub, health, was, notices)
+  if was ~= '1' and redis.call('HGET', health, 'disabled') == '1' then
+    redis.call('HSET', health, 'notified', 'disabled')
+    notify(prefix, ttl, 'webhooks.subscriber.disabled', sub,
+           {reason = redis.call('HGET', health, 'reason') or ''}, notices)
+  end
+end
+-- A dead operational event is not announced again: no event about its own failure.
+local function ops_dead(prefix, ttl, did, sub, key, reason, notices)
+  local rec = redis.call('HMGET', key, 'event', 'type', 'attempts')
+  if string.sub(rec[2] or '', 1, 9) == 'webhooks.' then return end
+  notify(prefix, ttl, 'webhooks.delivery.dead', sub,
+         {deliveryId = did, eventId = rec[1], eventType = rec[2],
+          attempts = tonumber(rec[3] or 0), reason = reason}, notices, did)
+end
+"""
+
 # KEYS: pending, dispatch-armed, due, active subscribers.
 # ARGV: prefix, batch, trigger expiry (ms), record ttl (s), log size, now (ISO, for the attempt
 # log), route count, then per event type: type, n, n x (subscriber, ordered 0/1, coalesce 0/1).
@@ -106,11 +177,20 @@ end
 local ids = redis.call('LPOP', KEYS[1], batch) or {}
 local missing = 0
 for _, eid in ipairs(ids) do
-  local ev = redis.call('HMGET', prefix .. ':event:' .. eid, 'type', 'user', 'published_at')
+  local ev = redis.call('HMGET', prefix .. ':event:' .. eid, 'type', 'user', 'about',
+                       'published_at')
   if not ev[1] then
     missing = missing + 1
   else
-    for _, route in ipairs(routes[ev[1]] or {}) do
+    local targets = routes[ev[1]] or {}
+    if ev[3] then  -- an operational event never goes to the subscriber it is about
+      local others = {}
+      for _, route in ipairs(targets) do
+        if route[1] ~= ev[3] then others[#others + 1] = route end
+      end
+      targets = others
+    end
+    for _, route in ipairs(targets) do
       local sub = route[1]
       local did = eid .. ':' .. sub
       local key = prefix .. ':delivery:' .. did
@@ -137,7 +217,7 @@ for _, eid in ipairs(ids) do
         redis.call('HSET', key, 'event', eid, 'sub', sub, 'type', ev[1], 'state', state,
                    'attempts', inherit and inherit[2] or 0, 'trigger', 'scheduled',
                    'created', now, 'chain', chain)
-        redis.call('ZADD', prefix .. ':open:' .. sub, ev[3] or now, did)
+        redis.call('ZADD', prefix .. ':open:' .. sub, ev[4] or now, did)
         if state == 'ready' then
           make_ready(sub, did)
         elseif state == 'waiting' then
@@ -259,17 +339,20 @@ return 0
 """
 )
 
-# KEYS: due, dead. ARGV: prefix, record ttl, log size, dead-letter ttl, then per delivery nine
-# fields: id, subscriber, lease, outcome, attempt json, retry delay (ms), letter json, disable
-# after (ms), reason. Logs every attempt; counts it and moves the state only while the lease is
-# held (a worker that overran its lease never records over the new owner). A finished delivery
-# hands its user's chain to the next in line.
+# KEYS: due, dead. ARGV: prefix, record ttl, log size, dead-letter ttl, failing after (attempts),
+# then per delivery nine fields: id, subscriber, lease, outcome, attempt json, retry delay (ms),
+# letter json, disable after (ms), reason. Logs every attempt; counts it and moves the state only
+# while the lease is held (a worker that overran its lease never records over the new owner). A
+# finished delivery hands its user's chain to the next in line. Records the operational events
+# the attempts started or ended. Returns {owned (1/0 per delivery), notices}.
 FINISH = (
     _PRELUDE
+    + _OPERATIONAL
     + """
 local prefix, ttl, log_size, dead_ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local failing_after = tonumber(ARGV[5])
 local now = server_now()
-local owned = {}
+local owned, notices = {}, {}
 local function advance(key, did, sub)
   local chain = redis.call('HGET', key, 'chain')
   if not chain or chain == '' then return end
@@ -283,7 +366,7 @@ local function advance(key, did, sub)
     end
   end
 end
-for i = 5, #ARGV, 9 do
+for i = 6, #ARGV, 9 do
   local did, sub, lease, outcome = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local reason = ARGV[i + 8]
   local key = prefix .. ':delivery:' .. did
@@ -299,8 +382,11 @@ for i = 5, #ARGV, 9 do
     if outcome ~= 'skipped' then redis.call('HINCRBY', key, 'attempts', 1) end
     if outcome == 'delivered' then
       redis.call('HDEL', health, 'failing_since')
+      ops_delivered(prefix, ttl, sub, health, notices)
     elseif outcome ~= 'skipped' then
+      local was_disabled = redis.call('HGET', health, 'disabled')
       redis.call('HSETNX', health, 'failing_since', now)
+      ops_failed(prefix, ttl, sub, health, failing_after, notices)
       local since = tonumber(redis.call('HGET', health, 'failing_since'))
       if outcome == 'gone' then
         redis.call('HSET', health, 'disabled', '1', 'reason', reason, 'disabled_at', now)
@@ -310,6 +396,7 @@ for i = 5, #ARGV, 9 do
         redis.call('HSET', health, 'disabled', '1', 'reason', reason, 'disabled_at', now)
         outcome = 'dead'
       end
+      ops_disabled(prefix, ttl, sub, health, was_disabled, notices)
     end
     if outcome == 'delivered' then
       redis.call('HSET', key, 'state', 'delivered', 'done', now)
@@ -337,11 +424,12 @@ for i = 5, #ARGV, 9 do
       redis.call('ZADD', dead_of, now, did)
       redis.call('ZREMRANGEBYSCORE', dead_of, '-inf', now - tonumber(dead_ttl) * 1000)
       redis.call('HINCRBY', prefix .. ':stats:dead-lettered', sub, 1)
+      ops_dead(prefix, ttl, did, sub, key, reason, notices)
     end
     owned[#owned + 1] = 1
   end
 end
-return owned
+return {owned, notices}
 """
 )
 
@@ -424,5 +512,25 @@ redis.call('ZADD', prefix .. ':open:' .. sub, redis.call('HGET', ekey, 'publishe
 local triggers = {}
 ensure_slot(prefix, sub, now, now + tonumber(ARGV[4]), triggers)
 return {1, triggers}
+"""
+)
+
+# KEYS: due. ARGV: prefix, subscriber, delivery ids... Makes the subscriber's waiting deliveries
+# among the ids due now (a subscriber removed from the subscribers file: the deliver path
+# dead-letters them at once rather than at their next retry). Returns how many.
+EXPEDITE = (
+    _PRELUDE
+    + """
+local prefix, sub = ARGV[1], ARGV[2]
+local now = server_now()
+local moved = 0
+for i = 3, #ARGV do
+  local rec = redis.call('HMGET', prefix .. ':delivery:' .. ARGV[i], 'state', 'sub')
+  if rec[1] == 'waiting' and rec[2] == sub then
+    redis.call('ZADD', KEYS[1], 'XX', now, ARGV[i])
+    moved = moved + 1
+  end
+end
+return moved
 """
 )

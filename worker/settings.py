@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 
 from producers.settings import ProducerSettings
+from worker.operational import DEFAULT_FAILING_AFTER
 
 
 class WorkerSettings(ProducerSettings):
@@ -60,6 +61,18 @@ class WorkerSettings(ProducerSettings):
     )
     dead_letter_retention_s: int = Field(
         default=30 * 24 * 3600, gt=0, description="How long dead letters are kept."
+    )
+    failing_after: int = Field(
+        default=DEFAULT_FAILING_AFTER,
+        gt=0,
+        description="Consecutive failed attempts after which a webhooks.subscriber.failing"
+        " event is sent (once per incident).",
+    )
+    subscribers_watch_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="How often a worker checks the subscribers file for changes and reloads it"
+        " (0: never).",
     )
     metrics_port: int = Field(
         default=9464,

@@ -31,7 +31,7 @@ from typing import Any, cast
 import redis
 
 from producers.wire import Keys
-from worker import scripts
+from worker import operational, scripts
 
 #: How long a slot stays live without its holder's heartbeat (renewed every second).
 SLOT_TTL_S = 5.0
@@ -134,6 +134,7 @@ class Store:
         dead_letter_retention_s: int,
         attempt_log_size: int,
         trigger_expiry_s: float = 60.0,
+        failing_after: int = operational.DEFAULT_FAILING_AFTER,
     ) -> None:
         self.redis = client
         self.keys = keys
@@ -141,6 +142,7 @@ class Store:
         self._dead_ttl = dead_letter_retention_s
         self._log_size = attempt_log_size
         self._trigger_ms = int(trigger_expiry_s * 1000)
+        self._failing_after = failing_after
         self._drain = client.register_script(scripts.DRAIN)
         self._claim = client.register_script(scripts.CLAIM)
         self._extend = client.register_script(scripts.EXTEND)
@@ -148,6 +150,7 @@ class Store:
         self._sweep = client.register_script(scripts.SWEEP)
         self._heartbeat = client.register_script(scripts.HEARTBEAT)
         self.replay_script = client.register_script(scripts.REPLAY)
+        self._expedite = client.register_script(scripts.EXPEDITE)
 
     def drain(self, routes: Mapping[str, Sequence[Route]], *, batch: int, now_iso: str) -> Drained:
         """Fan out up to ``batch`` pending events in one script call (see ``scripts.DRAIN``)."""
@@ -249,10 +252,17 @@ class Store:
         ]
 
     def finish(self, results: Sequence[tuple[Claim, Finish]]) -> list[bool]:
-        """Record each attempt and move each delivery on where this worker still owns it."""
+        """Record each attempt and move each delivery on where this worker still owns it; the
+        operational events this starts are recorded with it and logged here."""
         if not results:
             return []
-        args: list[Any] = [self.keys.prefix, self._record_ttl, self._log_size, self._dead_ttl]
+        args: list[Any] = [
+            self.keys.prefix,
+            self._record_ttl,
+            self._log_size,
+            self._dead_ttl,
+            self._failing_after,
+        ]
         for claim, result in results:
             args += [
                 claim.delivery_id,
@@ -265,8 +275,11 @@ class Store:
                 result.disable_after_ms,
                 result.reason,
             ]
-        owned = self._finish(keys=[self.keys.due, self.keys.dead], args=args)
-        return [bool(o) for o in cast(list[int], owned)]
+        owned, notices = cast(
+            list[Any], self._finish(keys=[self.keys.due, self.keys.dead], args=args)
+        )
+        operational.log_emitted(notices)
+        return [bool(o) for o in owned]
 
     def sweep(self, *, batch: int, dispatch_lost_after_s: float) -> Swept:
         """Atomically take what is due or lapsed (see ``scripts.SWEEP``)."""
@@ -289,6 +302,26 @@ class Store:
         if not out:
             return None
         return _triggers(cast(list[Any], out)[1])
+
+    def expedite(self, subscriber_id: str) -> int:
+        """Make the subscriber's waiting retries due now (see ``scripts.EXPEDITE``); returns how
+        many. Scans the due set without blocking Redis."""
+        ids = [
+            member.decode()
+            for member, _ in self.redis.zscan_iter(self.keys.due, match=f"*:{subscriber_id}")
+        ]
+        moved = 0
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            moved += int(
+                cast(
+                    int,
+                    self._expedite(
+                        keys=[self.keys.due], args=[self.keys.prefix, subscriber_id, *chunk]
+                    ),
+                )
+            )
+        return moved
 
     def queue_depth(self) -> int:
         pipe = self.redis.pipeline(transaction=False)
@@ -320,7 +353,11 @@ class Store:
         """Clear a disable (operator, 410 or persistent failure) and the failure streak."""
         self.redis.hset(self.keys.subscriber_state(subscriber_id), "disabled", "0")
         self.redis.hdel(
-            self.keys.subscriber_state(subscriber_id), "reason", "disabled_at", "failing_since"
+            self.keys.subscriber_state(subscriber_id),
+            "reason",
+            "disabled_at",
+            "failing_since",
+            "failures",
         )
 
     def failing_subscribers(self, subscriber_ids: Sequence[str]) -> frozenset[str]:

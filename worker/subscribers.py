@@ -1,9 +1,11 @@
 """The subscribers file: who receives which events, how they are signed, how failures are retried.
 
-Loaded once at worker start; any problem stops the worker with a message naming the subscriber and
-the field. Secrets are resolved here (from ``secret`` or the environment variable named by
-``secret_env``) and held only as HMAC keys, never printed. Operator commands that do not sign load
-the file with ``resolve_secrets=False``: everything is checked but the environment variables.
+Loaded at worker start, where any problem stops the worker with a message naming the subscriber
+and the field, and again whenever the file changes (``worker.reload``), where a problem keeps the
+running configuration. Secrets are resolved here (from ``secret`` or the environment variable
+named by ``secret_env``) and held only as HMAC keys, never printed. Operator commands that do not
+sign load the file with ``resolve_secrets=False``: everything is checked but the environment
+variables.
 Messages never quote a secret, a header value or a line of the file.
 """
 
@@ -35,7 +37,7 @@ from pydantic import (
 )
 
 from producers.errors import ConfigError
-from producers.events import EVENT_TYPES
+from worker.operational import WORKER_EVENT_TYPES
 
 #: Standard Webhooks schedule: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h.
 STANDARD_SCHEDULE_S: tuple[float, ...] = (
@@ -167,9 +169,9 @@ class Subscriber(_Strict):
     @classmethod
     def _patterns_match_something(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for pattern in value:
-            if not any(fnmatch.fnmatchcase(t, pattern) for t in EVENT_TYPES):
+            if not any(fnmatch.fnmatchcase(t, pattern) for t in WORKER_EVENT_TYPES):
                 raise ValueError(
-                    f"pattern {pattern!r} matches no event type ({', '.join(EVENT_TYPES)})"
+                    f"pattern {pattern!r} matches no event type ({', '.join(WORKER_EVENT_TYPES)})"
                 )
         return value
 
@@ -324,7 +326,8 @@ class SubscribersConfig(_Strict):
     @cached_property
     def _routes(self) -> dict[str, tuple[Subscriber, ...]]:
         return {
-            t: tuple(s for s in self.subscribers if s.enabled and s.matches(t)) for t in EVENT_TYPES
+            t: tuple(s for s in self.subscribers if s.enabled and s.matches(t))
+            for t in WORKER_EVENT_TYPES
         }
 
     def matching(self, event_type: str) -> tuple[Subscriber, ...]:
@@ -402,13 +405,17 @@ def parse_yaml(
     return parse_config(raw, source=source, resolve_secrets=resolve_secrets)
 
 
-def load_config(path: Path | str, *, resolve_secrets: bool = True) -> SubscribersConfig:
-    """Read and validate the subscribers file, raising :class:`ConfigError` on any problem."""
+def read_file(path: Path | str) -> str:
+    """The subscribers file's text, raising :class:`ConfigError` when it cannot be read."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read subscribers file: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
-    return parse_yaml(text, source=str(path), resolve_secrets=resolve_secrets)
+
+
+def load_config(path: Path | str, *, resolve_secrets: bool = True) -> SubscribersConfig:
+    """Read and validate the subscribers file, raising :class:`ConfigError` on any problem."""
+    return parse_yaml(read_file(path), source=str(path), resolve_secrets=resolve_secrets)

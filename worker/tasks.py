@@ -27,6 +27,7 @@ from worker.affinity import CoreClaim, pin_worker
 from worker.app import app
 from worker.delivery import TIME_SLICE_S
 from worker.heartbeat import start_heartbeat
+from worker.reload import watch as watch_subscribers
 from worker.runtime import Runtime, get_runtime
 from worker.scheduler import Scheduler
 from worker.store import Trigger
@@ -140,11 +141,15 @@ def _start(sender: Any = None, **_: Any) -> None:
     threads = getattr(getattr(sender, "controller", None), "concurrency", None)
     if isinstance(threads, int) and threads > 0:  # --concurrency may override the setting
         rt.deliverer.threads_per_subscriber = max(1, threads // 2)
+    # The subscribers file as loaded at each scrape (a reload may change it).
+    metrics.serve(rt.settings, rt.store, lambda: [s.id for s in rt.config.subscribers])
     # Everything built so far lives as long as the process: keep it out of the collector's
     # full passes, which otherwise stall deliveries for tens of milliseconds.
-    metrics.serve(rt.settings, rt.store, [s.id for s in rt.config.subscribers])
     gc.freeze()
     _scheduler_stop.append(start_heartbeat(rt.deliverer))
+    watching = watch_subscribers(rt)
+    if watching is not None:
+        _scheduler_stop.append(watching)
     if rt.settings.embedded_scheduler:
         _thread, stop = Scheduler(store=rt.store, celery=app, settings=rt.settings).start_thread()
         _scheduler_stop.append(stop)

@@ -1,0 +1,123 @@
+"""rediss:// against a TLS-only redis-server on loopback, with a CA made for the test: every
+connection (queue, store, scheduler) verifies the server, and a certificate that does not verify
+stops a worker before it says it is ready."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from producers.publisher import Publisher
+from producers.settings import ProducerSettings
+from tests.conftest import Deployment, wait_until
+from tests.topology import Certificates, TLSRedis, make_certificates
+from worker.cli import sample_user
+from worker.receiver import Receiver
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    return make_certificates(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="module")
+def tls_redis(tmp_path_factory: pytest.TempPathFactory, certs: Certificates) -> Iterator[TLSRedis]:
+    server = TLSRedis(tmp_path_factory.mktemp("tls-redis"), certs).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def tls_deployment(tmp_path: Path, tls_redis: TLSRedis) -> Iterator[Deployment]:
+    dep = Deployment(tmp_path=tmp_path, redis_url=tls_redis.url, settings=tls_redis.client_env())
+    yield dep
+    for w in dep.workers:
+        w.stop()
+
+
+def test_worker_and_publisher_deliver_over_verified_tls(
+    tls_deployment: Deployment, tls_redis: TLSRedis, receiver: Receiver
+) -> None:
+    tls_deployment.subscriber("s", f"{receiver.url}/s")
+    worker = tls_deployment.start_worker()
+    env = tls_redis.client_env()
+    settings = ProducerSettings(
+        redis_url=tls_redis.url,
+        redis_ca_file=env["WEBHOOKS_REDIS_CA_FILE"],
+        redis_cert_file=env["WEBHOOKS_REDIS_CERT_FILE"],
+        redis_key_file=env["WEBHOOKS_REDIS_KEY_FILE"],
+    )
+    with Publisher(settings) as publisher:
+        event_id = publisher.user_created(sample_user())
+    wait_until(lambda: receiver.received, what="delivery over TLS")
+    assert receiver.received[0].headers["webhook-id"] == event_id
+    # The queue connection is verified too: kombu never fell back to its unverified default.
+    assert "insecure" not in worker.log()
+    # The CLI goes through the same settings.
+    listed = tls_deployment.cli("dlq", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.strip() == "0 dead letter(s)"
+    tls_deployment.settings["WEBHOOKS_REDIS_CA_FILE"] = str(tls_redis.certs.other_ca)
+    refused = tls_deployment.cli("publish", "reseller.user.created", "--sample")
+    assert refused.returncode == 2
+    assert "TLS certificate did not verify" in refused.stderr
+    assert "WEBHOOKS_REDIS_CA_FILE" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("case", "env"),
+    [
+        ("wrong CA", {"WEBHOOKS_REDIS_CA_FILE": "other_ca"}),
+        ("no CA given: the system's CAs do not know the test CA", {}),
+    ],
+)
+def test_a_certificate_that_does_not_verify_stops_the_worker_before_ready(
+    tmp_path: Path,
+    tls_redis: TLSRedis,
+    certs: Certificates,
+    receiver: Receiver,
+    case: str,
+    env: dict[str, str],
+) -> None:
+    settings = {
+        "WEBHOOKS_REDIS_CERT_FILE": str(certs.client_cert),
+        "WEBHOOKS_REDIS_KEY_FILE": str(certs.client_key),
+        **{k: str(getattr(certs, v)) for k, v in env.items()},
+    }
+    dep = Deployment(tmp_path=tmp_path, redis_url=tls_redis.url, settings=settings)
+    dep.subscriber("s", f"{receiver.url}/s")
+    worker = dep.start_worker(wait=False)
+    try:
+        worker.process.wait(timeout=60)
+    finally:
+        worker.stop()
+    log = worker.log()
+    assert worker.process.returncode != 0, case
+    errors = [line for line in log.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: REDIS_URL: the Redis server's TLS certificate did not verify"
+        " (self-signed certificate in certificate chain);"
+        " set WEBHOOKS_REDIS_CA_FILE to the CA that signs it"
+    ], log
+    assert " ready." not in log
+
+
+def test_missing_client_certificate_is_a_clear_error(
+    tmp_path: Path, tls_redis: TLSRedis, certs: Certificates
+) -> None:
+    dep = Deployment(
+        tmp_path=tmp_path,
+        redis_url=tls_redis.url,
+        settings={"WEBHOOKS_REDIS_CA_FILE": str(certs.ca)},
+    )
+    dep.config["subscribers"] = []
+    worker = dep.start_worker(wait=False)
+    try:
+        worker.process.wait(timeout=60)
+    finally:
+        worker.stop()
+    assert worker.process.returncode != 0
+    assert "error: REDIS_URL: the TLS handshake with Redis failed" in worker.log()
+    assert " ready." not in worker.log()
