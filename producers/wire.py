@@ -88,6 +88,20 @@ class Keys:
         """STRING: the JSON dead letter of one delivery."""
         return f"{self.prefix}:dead:{delivery_id}"
 
+    def open_deliveries(self, subscriber_id: str) -> str:
+        """ZSET of a subscriber's unfinished deliveries (blocked, ready, running, waiting),
+        scored by their event's publish time (ms): its size is the backlog, its head the oldest."""
+        return f"{self.prefix}:open:{subscriber_id}"
+
+    def dead_of(self, subscriber_id: str) -> str:
+        """ZSET of a subscriber's dead-lettered delivery ids, scored by when they died (ms)."""
+        return f"{self.prefix}:dead-of:{subscriber_id}"
+
+    @property
+    def dead_lettered(self) -> str:
+        """HASH: subscriber id -> deliveries dead-lettered ever (a counter for alerting)."""
+        return f"{self.prefix}:stats:dead-lettered"
+
     def subscriber_state(self, subscriber_id: str) -> str:
         """HASH: runtime state of a subscriber (disabled, reason, failing_since)."""
         return f"{self.prefix}:subscriber:{subscriber_id}"

@@ -154,6 +154,7 @@ class Deployment:
             "WEBHOOKS_SUBSCRIBERS": str(path),
             "WEBHOOKS_VISIBILITY_TIMEOUT_S": "3",
             "WEBHOOKS_SCHEDULER_INTERVAL_S": "0.05",
+            "WEBHOOKS_METRICS_PORT": "0",  # tests that scrape pick a free port
             **self.secrets,
             **self.settings,
         }

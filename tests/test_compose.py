@@ -220,10 +220,46 @@ def test_every_project_command_exists() -> None:
             app_module = cmd[cmd.index("-A") + 1]
             module = importlib.import_module(app_module)
             assert hasattr(module, "app"), f"{name}: {app_module} has no Celery app"
+        elif name == "prometheus":
+            assert cmd[0].startswith("--config.file="), cmd  # options to the image's entrypoint
         else:
             assert name == "redis", f"{name}: unexpected command {cmd}"
         assert service.get("image") or service.get("build"), name
     assert (ROOT / "Dockerfile").exists()
+
+
+def test_prometheus_profile_scrapes_every_worker_with_the_alert_rules() -> None:
+    prometheus = SERVICES["prometheus"]
+    # Only with `--profile prometheus`: a plain `docker compose up` starts what it did before.
+    assert prometheus["profiles"] == ["prometheus"]
+    assert [name for name, s in SERVICES.items() if "profiles" in s] == ["prometheus"]
+    config_path = next(a for a in command("prometheus") if a.startswith("--config.file="))
+    mounts = {}
+    for volume in prometheus["volumes"]:
+        source, target, *mode = volume.split(":")
+        if source.startswith("./"):
+            assert mode == ["ro"], volume
+            assert (ROOT / source).is_file(), volume
+            mounts[target] = ROOT / source
+    config_file = mounts[config_path.partition("=")[2]]
+    config = yaml.safe_load(config_file.read_text())
+    # The rules file the config names is the alerts file, mounted beside it.
+    for rule_file in config["rule_files"]:
+        mounted = mounts[str(Path(config_path.partition("=")[2]).parent / rule_file)]
+        assert mounted == ROOT / "ops" / "prometheus" / "alerts.yml"
+    # It scrapes the worker service's replicas on the port the workers serve /metrics on, which
+    # the workers expose to the compose network and publish nowhere.
+    (job,) = config["scrape_configs"]
+    assert job["job_name"] == "reseller-webhooks"  # the alert rules select this job
+    (sd,) = job["dns_sd_configs"]
+    assert sd["names"] == ["worker"]
+    worker = SERVICES["worker"]
+    port = worker["environment"]["WEBHOOKS_METRICS_PORT"]
+    assert str(sd["port"]) == port
+    assert worker["expose"] == [port]
+    assert "ports" not in worker
+    assert prometheus["ports"] == ["127.0.0.1:9090:9090"]
+    assert "env_file" not in prometheus  # no subscriber secrets
 
 
 def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from producers.wire import Keys
-from worker.store import Store, Trigger
+from worker.store import Store, Trigger, split_delivery_id
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class DeadLetters:
         for did in self.ids(since_ms=since_ms):
             letter = self.get(did)
             if letter is None:  # expired between the index and the letter
-                self.store.redis.zrem(self.keys.dead, did)
+                self._unindex(did)
                 continue
             if subscriber and letter.subscriber_id != subscriber:
                 continue
@@ -92,6 +92,13 @@ class DeadLetters:
         for did in delivery_ids:
             pipe = self.store.redis.pipeline(transaction=True)
             pipe.zrem(self.keys.dead, did)
+            pipe.zrem(self.keys.dead_of(split_delivery_id(did)[1]), did)
             pipe.delete(self.keys.dead_letter(did), self.keys.attempts(did))
             count += int(pipe.execute()[0])
         return count
+
+    def _unindex(self, did: str) -> None:
+        pipe = self.store.redis.pipeline(transaction=True)
+        pipe.zrem(self.keys.dead, did)
+        pipe.zrem(self.keys.dead_of(split_delivery_id(did)[1]), did)
+        pipe.execute()

@@ -16,6 +16,7 @@ import redis
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from producers.user import format_timestamp
+from worker import metrics
 from worker.errors import PermanentDeliveryError
 from worker.operational import WORKER_EVENT_TYPES
 from worker.outcome import Decision, Outcome, decide
@@ -265,7 +266,16 @@ class Deliverer:
             rng=self.rng,
             scale=self.settings.schedule_scale,
         )
-        if decision.outcome is not Outcome.DELIVERED:
+        delivered = decision.outcome is Outcome.DELIVERED
+        metrics.record_attempt(
+            claim.subscriber_id,
+            decision.outcome.value,
+            result.duration_ms / 1000,
+            publish_to_delivery_s=(claim.server_ms(time.monotonic()) - claim.published_at) / 1000
+            if delivered and claim.published_at
+            else None,
+        )
+        if not delivered:
             log.warning(
                 "delivery %s attempt %d to %s: %s -> %s%s",
                 claim.delivery_id,

@@ -14,6 +14,7 @@ import redis
 from celery import Celery
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from worker import metrics
 from worker.settings import WorkerSettings
 from worker.store import Store
 from worker.triggers import send_deliver, send_dispatch
@@ -47,6 +48,7 @@ class Scheduler:
             batch=self.settings.scheduler_batch,
             dispatch_lost_after_s=self.settings.visibility_timeout_s,
         )
+        metrics.record_sweep(swept.late_ms)
         send_deliver(self.celery, keys, swept.triggers)
         if swept.dispatch:
             send_dispatch(self.celery, keys)

@@ -8,6 +8,11 @@ may be attempting the subscriber's deliveries, scored by when it lapses. A scrip
 deliveries ready arms a slot when the subscriber has none (and says so: the caller sends the
 message); a claim arms one more while work is left, up to the subscriber's bound. So the number
 of messages follows the number of subscribers with work, not the number of events.
+
+The same scripts keep what the metrics read (``worker.metrics``) in step with the records, so a
+scrape never scans: ``{prefix}:open:{sub}`` indexes a subscriber's unfinished deliveries by
+publish time, ``{prefix}:dead-of:{sub}`` its dead letters by time of death, and
+``{prefix}:stats:dead-lettered`` counts dead letters ever made, per subscriber.
 """
 
 # Shared by the scripts below: the server clock and slot arming. ``out`` collects
@@ -142,8 +147,9 @@ local function make_ready(sub, did)
     order[#order + 1] = sub
   end
 end
-local function supersede(did, by)
+local function supersede(sub, did, by)
   local key = prefix .. ':delivery:' .. did
+  redis.call('ZREM', prefix .. ':open:' .. sub, did)
   redis.call('HSET', key, 'state', 'superseded', 'done', now, 'reason', 'superseded by ' .. by)
   redis.call('EXPIRE', key, ttl)
   local log = prefix .. ':attempts:' .. did
@@ -152,7 +158,7 @@ local function supersede(did, by)
   redis.call('LTRIM', log, -log_size, -1)
   redis.call('EXPIRE', log, ttl)
 end
-local function coalesce(chain, by)
+local function coalesce(sub, chain, by)
   local inherit = nil
   for _, did in ipairs(redis.call('LRANGE', chain, 0, -1)) do
     local rec = redis.call('HMGET', prefix .. ':delivery:' .. did, 'state', 'type', 'attempts')
@@ -162,7 +168,7 @@ local function coalesce(chain, by)
         if due then inherit = {due, rec[3]} end
         redis.call('ZREM', KEYS[3], did)
       end
-      supersede(did, by)
+      supersede(sub, did, by)
       redis.call('LREM', chain, 1, did)
     end
   end
@@ -171,7 +177,8 @@ end
 local ids = redis.call('LPOP', KEYS[1], batch) or {}
 local missing = 0
 for _, eid in ipairs(ids) do
-  local ev = redis.call('HMGET', prefix .. ':event:' .. eid, 'type', 'user', 'about')
+  local ev = redis.call('HMGET', prefix .. ':event:' .. eid, 'type', 'user', 'about',
+                       'published_at')
   if not ev[1] then
     missing = missing + 1
   else
@@ -192,7 +199,7 @@ for _, eid in ipairs(ids) do
         if route[2] and ev[2] and ev[2] ~= '' then
           chain = prefix .. ':chain:' .. sub .. ':' .. ev[2]
           local head = redis.call('LINDEX', chain, 0)
-          if route[3] and ev[1] == UPDATED then inherit = coalesce(chain, eid) end
+          if route[3] and ev[1] == UPDATED then inherit = coalesce(sub, chain, eid) end
           local new_head = redis.call('LINDEX', chain, 0)
           if new_head then
             if new_head ~= head then
@@ -210,6 +217,7 @@ for _, eid in ipairs(ids) do
         redis.call('HSET', key, 'event', eid, 'sub', sub, 'type', ev[1], 'state', state,
                    'attempts', inherit and inherit[2] or 0, 'trigger', 'scheduled',
                    'created', now, 'chain', chain)
+        redis.call('ZADD', prefix .. ':open:' .. sub, ev[4] or now, did)
         if state == 'ready' then
           make_ready(sub, did)
         elseif state == 'waiting' then
@@ -245,7 +253,7 @@ return {#ids, missing, triggers, more}
 # while work is left arms one more slot up to ``bound``, so a moderate backlog is served in
 # parallel and a large one in whole chunks.
 # Returns {lease (0: slot gone or nothing claimed), claims, triggers, disabled reason}; a claim
-# is {delivery id, event id, attempt number, trigger, body}.
+# is {delivery id, event id, attempt number, trigger, body, published at (server ms, 0: unknown)}.
 CLAIM = (
     _PRELUDE
     + """
@@ -282,8 +290,9 @@ while #out < take do
   if rec[1] == 'ready' then
     redis.call('HSET', key, 'state', 'running', 'lease', lease)
     redis.call('ZADD', KEYS[1], lease, did)
-    local body = redis.call('HGET', prefix .. ':event:' .. rec[2], 'body') or ''
-    out[#out + 1] = {did, rec[2], tonumber(rec[3] or 0) + 1, rec[4] or 'scheduled', body}
+    local ev = redis.call('HMGET', prefix .. ':event:' .. rec[2], 'body', 'published_at')
+    out[#out + 1] = {did, rec[2], tonumber(rec[3] or 0) + 1, rec[4] or 'scheduled', ev[1] or '',
+                     tonumber(ev[2] or 0)}
   end
 end
 local extra = {}
@@ -396,6 +405,7 @@ for i = 6, #ARGV, 9 do
     if outcome == 'delivered' then
       redis.call('HSET', key, 'state', 'delivered', 'done', now)
       redis.call('ZREM', KEYS[1], did)
+      redis.call('ZREM', prefix .. ':open:' .. sub, did)
       advance(key, did, sub)
       redis.call('EXPIRE', key, ttl)
     elseif outcome == 'retry' then
@@ -413,6 +423,11 @@ for i = 6, #ARGV, 9 do
       letter['attempts'] = tonumber(redis.call('HGET', key, 'attempts'))
       redis.call('SET', prefix .. ':dead:' .. did, cjson.encode(letter), 'EX', dead_ttl)
       redis.call('ZADD', KEYS[2], now, did)
+      redis.call('ZREM', prefix .. ':open:' .. sub, did)
+      local dead_of = prefix .. ':dead-of:' .. sub
+      redis.call('ZADD', dead_of, now, did)
+      redis.call('ZREMRANGEBYSCORE', dead_of, '-inf', now - tonumber(dead_ttl) * 1000)
+      redis.call('HINCRBY', prefix .. ':stats:dead-lettered', sub, 1)
       ops_dead(prefix, ttl, did, sub, key, reason, notices)
     end
     owned[#owned + 1] = 1
@@ -427,14 +442,17 @@ return {owned, notices}
 # Makes due retries ready, takes back deliveries whose lease ran out (their worker died or lost
 # Redis), arms a slot for every subscriber with ready work and none live (a lost or lapsed
 # trigger), and re-arms the dispatch trigger when events wait and it lapsed.
-# Returns {triggers, 1 if a dispatch trigger must be sent, deliveries moved}.
+# Returns {triggers, 1 if a dispatch trigger must be sent, deliveries moved, how late (ms) each
+# retry made ready was}.
 SWEEP = (
     _PRELUDE
     + """
 local prefix, expiry_ms, batch, lost_ms = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local now = server_now()
-local moved = 0
-for _, did in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, batch)) do
+local moved, late = 0, {}
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, batch)
+for d = 1, #due, 2 do
+  local did = due[d]
   local key = prefix .. ':delivery:' .. did
   local rec = redis.call('HMGET', key, 'state', 'sub')
   redis.call('ZREM', KEYS[1], did)
@@ -443,6 +461,7 @@ for _, did in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 
     redis.call('RPUSH', prefix .. ':ready:' .. rec[2], did)
     redis.call('SADD', KEYS[4], rec[2])
     moved = moved + 1
+    late[#late + 1] = now - tonumber(due[d + 1])
   elseif rec[1] == 'running' then
     redis.call('HSET', key, 'state', 'ready')
     redis.call('LPUSH', prefix .. ':ready:' .. rec[2], did)
@@ -462,7 +481,7 @@ if redis.call('LLEN', KEYS[2]) > 0 then
     dispatch = 1
   end
 end
-return {triggers, dispatch, moved}
+return {triggers, dispatch, moved, late}
 """
 )
 
@@ -492,6 +511,8 @@ redis.call('RPUSH', prefix .. ':ready:' .. sub, did)
 redis.call('SADD', KEYS[2], sub)
 redis.call('ZREM', KEYS[1], did)
 redis.call('DEL', prefix .. ':dead:' .. did)
+redis.call('ZREM', prefix .. ':dead-of:' .. sub, did)
+redis.call('ZADD', prefix .. ':open:' .. sub, redis.call('HGET', ekey, 'published_at') or now, did)
 local triggers = {}
 ensure_slot(prefix, sub, now, now + tonumber(ARGV[4]), triggers)
 return {1, triggers}

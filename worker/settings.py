@@ -74,6 +74,17 @@ class WorkerSettings(ProducerSettings):
         description="How often a worker checks the subscribers file for changes and reloads it"
         " (0: never).",
     )
+    metrics_port: int = Field(
+        default=9464,
+        ge=0,
+        le=65535,
+        description="Port of the worker's Prometheus /metrics endpoint; 0 serves none.",
+    )
+    metrics_host: str = Field(
+        default="0.0.0.0",  # noqa: S104  (a scraper must reach it; the port holds no secret)
+        min_length=1,
+        description="Address the /metrics endpoint listens on.",
+    )
 
 
 def load_settings() -> WorkerSettings:

@@ -68,6 +68,13 @@ class Claim:
     lease: int
     #: Local monotonic time by which the lease has certainly ended (taken before the claim).
     expires_at: float
+    #: When the event was published (server ms; 0 when unknown).
+    published_at: int = 0
+
+    def server_ms(self, monotonic: float) -> float:
+        """The Redis server's clock (ms) at local monotonic time ``monotonic``, give or take the
+        claim's round trip: the lease ends ``lease`` on the server and by ``expires_at`` here."""
+        return self.lease - (self.expires_at - monotonic) * 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +97,8 @@ class Swept:
     triggers: list[Trigger]
     dispatch: bool
     moved: int
+    #: How late (ms) each retry it made ready was, against its due time.
+    late_ms: list[int] = dataclasses.field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,8 +209,9 @@ class Store:
                 body=bytes(body or b""),
                 lease=int(lease),
                 expires_at=expires_at,
+                published_at=int(published_at or 0),
             )
-            for did, event_id, attempt, trigger, body in raw
+            for did, event_id, attempt, trigger, body, published_at in raw
         ]
         return ClaimBatch(claims, _triggers(more), disabled.decode())
 
@@ -274,14 +284,14 @@ class Store:
     def sweep(self, *, batch: int, dispatch_lost_after_s: float) -> Swept:
         """Atomically take what is due or lapsed (see ``scripts.SWEEP``)."""
         k = self.keys
-        triggers, dispatch, moved = cast(
+        triggers, dispatch, moved, late = cast(
             list[Any],
             self._sweep(
                 keys=[k.due, k.pending, k.dispatch_armed, k.active_subscribers],
                 args=[k.prefix, self._trigger_ms, batch, int(dispatch_lost_after_s * 1000)],
             ),
         )
-        return Swept(_triggers(triggers), bool(dispatch), int(moved))
+        return Swept(_triggers(triggers), bool(dispatch), int(moved), [int(x) for x in late])
 
     def replay(self, delivery_id: str, *, event_ttl_s: int) -> list[Trigger] | None:
         """Put a dead delivery back as ready; None when there is no such dead letter."""

@@ -22,6 +22,7 @@ from celery.signals import (
 )
 
 from producers.wire import DELIVER_TASK, DISPATCH_TASK
+from worker import metrics
 from worker.affinity import CoreClaim, pin_worker
 from worker.app import app
 from worker.delivery import TIME_SLICE_S
@@ -140,6 +141,8 @@ def _start(sender: Any = None, **_: Any) -> None:
     threads = getattr(getattr(sender, "controller", None), "concurrency", None)
     if isinstance(threads, int) and threads > 0:  # --concurrency may override the setting
         rt.deliverer.threads_per_subscriber = max(1, threads // 2)
+    # The subscribers file as loaded at each scrape (a reload may change it).
+    metrics.serve(rt.settings, rt.store, lambda: [s.id for s in rt.config.subscribers])
     # Everything built so far lives as long as the process: keep it out of the collector's
     # full passes, which otherwise stall deliveries for tens of milliseconds.
     gc.freeze()
