@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 import redis
 import yaml
@@ -31,6 +32,13 @@ from worker.receiver import Received, Receiver, Reply
 from worker.redis_server import RedisServer
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+# Property tests check what inputs do, not how fast: on a loaded 2-core machine Hypothesis's
+# timing checks (per-example deadline, "too slow" data generation) fail tests that are correct.
+hypothesis.settings.register_profile(
+    "project", deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow]
+)
+hypothesis.settings.load_profile("project")
 ROOT = Path(__file__).resolve().parent.parent
 
 
