@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -460,3 +461,107 @@ def test_flower_healthcheck_and_login_from_the_environment(redis_url: str) -> No
     finally:
         flower.terminate()
         flower.wait(timeout=20)
+
+
+@pytest.mark.slow
+def test_the_sentinel_profile_runs_and_fails_over(tmp_path: Path) -> None:
+    """The profile's arguments and configs on local processes (names replaced by loopback
+    ports): the replica syncs with the password of its config, the three Sentinels find it and
+    each other, and a master that stops answering is replaced by the replica."""
+    try:
+        binary = find_redis_server(os.environ.get("REDIS_SERVER"))
+    except Exception as exc:
+        pytest.skip(f"no redis-server: {exc}")
+    env = {**SENTINEL_ENV, "REDIS_MAXMEMORY": "64mb"}
+    compose = render(env)
+    services = compose["services"]
+    master = sentinel_lines()["WEBHOOKS_SENTINEL_MASTER"]
+    ports = {name: free_port() for name in ("redis", "redis-replica")}
+    processes: list[subprocess.Popen[bytes]] = []
+    clients: list[redis.Redis] = []
+
+    def start(args: list[str], directory: Path) -> None:
+        directory.mkdir()
+        processes.append(
+            subprocess.Popen(
+                [binary, *args, "--dir", str(directory), "--bind", "127.0.0.1", "--save", ""],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+
+    def client(port: int, **kwargs: Any) -> redis.Redis:
+        clients.append(redis.Redis(port=port, socket_timeout=5, **kwargs))
+        return clients[-1]
+
+    try:
+        auth = tmp_path / "auth.conf"
+        auth.write_text(compose["configs"]["redis-auth"]["content"])
+        for name in ("redis", "redis-replica"):
+            target = services[name]["configs"][0]["target"]
+            args = [str(auth) if a == target else a for a in services[name]["command"][1:]]
+            if "--replicaof" in args:
+                at = args.index("--replicaof")
+                args[at + 1 : at + 3] = ["127.0.0.1", str(ports["redis"])]
+            start([*args, "--port", str(ports[name])], tmp_path / name)
+        replica = client(ports["redis-replica"], password=PASSWORD)
+        wait_until(
+            lambda: (
+                _pings(replica) and replica.info("replication").get("master_link_status") == "up"
+            ),
+            timeout_s=30,
+            what="the replica synced with the password of its config",
+        )
+        content = compose["configs"]["sentinel"]["content"].replace(
+            "redis 6379", f"127.0.0.1 {ports['redis']}"
+        )
+        sentinels = []
+        for number in (1, 2, 3):
+            port = free_port()
+            conf = tmp_path / f"sentinel-{number}.conf"  # Sentinel rewrites its config file
+            conf.write_text(content.replace("port 26379", f"port {port}"))
+            processes.append(
+                subprocess.Popen(
+                    [binary, str(conf), "--sentinel", "--bind", "127.0.0.1"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    cwd=tmp_path,
+                )
+            )
+            sentinels.append(client(port, decode_responses=True))
+
+        def knows_everything(sentinel: redis.Redis) -> bool:
+            try:
+                state = sentinel.sentinel_master(master)
+            except redis.RedisError:
+                return False
+            return bool(
+                state["num-slaves"] == 1
+                and state["num-other-sentinels"] == 2
+                and state["quorum"] == 2
+                and state["is_master"]
+                and not state["is_odown"]
+            )
+
+        wait_until(
+            lambda: all(knows_everything(s) for s in sentinels),
+            timeout_s=60,
+            what="three Sentinels that know the master, its replica and each other",
+        )
+        processes[0].send_signal(signal.SIGSTOP)  # the master stops answering
+        wait_until(
+            lambda: (
+                sentinels[0].sentinel_get_master_addr_by_name(master)
+                == ("127.0.0.1", ports["redis-replica"])
+            ),
+            timeout_s=60,
+            what="the replica promoted",
+        )
+        assert replica.info("replication")["role"] == "master"
+        processes[0].send_signal(signal.SIGCONT)
+    finally:
+        for c in clients:
+            c.close()
+        for process in processes:
+            process.kill()
+            process.wait(timeout=10)
