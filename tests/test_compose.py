@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import urllib.request
 from base64 import b64encode
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 import pytest
@@ -28,6 +30,8 @@ import redis
 import yaml
 from dotenv import dotenv_values
 
+from producers.connection import redis_target
+from producers.settings import ProducerSettings
 from tests.conftest import ROOT, Deployment, wait_until
 from worker.cli import main
 from worker.redis_server import find_redis_server, free_port
@@ -165,10 +169,11 @@ def test_redis_password_is_never_on_a_command_line() -> None:
             assert PASSWORD not in shown, f"{name} {part}"
             assert FLOWER_LOGIN not in shown, f"{name} {part}"
     auth = COMPOSE["configs"]["redis-auth"]["content"]
-    assert auth.strip() == f"requirepass {PASSWORD}"
-    mounted = SERVICES["redis"]["configs"][0]
-    assert mounted["source"] == "redis-auth"
-    assert mounted["target"] in command("redis")
+    assert auth.split("\n") == [f"requirepass {PASSWORD}", f"masterauth {PASSWORD}", ""]
+    for name in ("redis", "redis-replica"):
+        mounted = SERVICES[name]["configs"][0]
+        assert mounted["source"] == "redis-auth"
+        assert mounted["target"] in command(name)
 
 
 def test_workers_and_flower_reach_redis_with_the_password() -> None:
@@ -189,7 +194,11 @@ def test_every_variable_a_service_reads_is_provided() -> None:
     assert worker["env_file"] == ["subscribers.env"]
     assert subscriber_secret_names() <= set(dotenv_values(SECRETS_EXAMPLE))
     # Flower: the broker and its login, from the environment.
-    assert set(SERVICES["flower"]["environment"]) == {"REDIS_URL", "FLOWER_BASIC_AUTH"}
+    assert set(SERVICES["flower"]["environment"]) == {
+        "REDIS_URL",
+        "WEBHOOKS_SENTINEL_MASTER",
+        "FLOWER_BASIC_AUTH",
+    }
     assert SERVICES["flower"]["environment"]["FLOWER_BASIC_AUTH"] == FLOWER_LOGIN
     # Redis: the password of its healthcheck's redis-cli.
     assert set(SERVICES["redis"]["environment"]) == {"REDISCLI_AUTH"}
@@ -203,6 +212,111 @@ def test_flower_gets_no_subscriber_secrets() -> None:
     assert not any("secret" in key.lower() for key in flower["environment"])
     assert not any(arg.startswith("--basic-auth") for arg in command("flower"))
     assert flower["ports"] == ["127.0.0.1:5555:5555"]
+
+
+# -- the sentinel profile ---------------------------------------------------------------------
+
+SENTINEL_PROFILE = {"redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"}
+
+
+def sentinel_lines() -> dict[str, str]:
+    """The .env lines compose.yaml's header tells to set for going through the Sentinels."""
+    header = COMPOSE_FILE.read_text().split("\nname:", 1)[0]
+    found = re.findall(r"^#   ([A-Z_]+)=(\S+)$", header, flags=re.MULTILINE)
+    return dict(found)
+
+
+SENTINEL_ENV = {**ENV, **sentinel_lines()}
+SENTINEL_COMPOSE = render(SENTINEL_ENV)
+
+
+def sentinel_config(compose: dict[str, Any]) -> list[list[str]]:
+    return [line.split() for line in compose["configs"]["sentinel"]["content"].splitlines()]
+
+
+def test_the_sentinel_profile_starts_only_when_asked_for() -> None:
+    by_default = {name for name, service in SERVICES.items() if not service.get("profiles")}
+    assert by_default == {"redis", "worker", "flower"}
+    assert {n for n, s in SERVICES.items() if s.get("profiles") == ["sentinel"]} == SENTINEL_PROFILE
+    assert set(SERVICES) - by_default == SENTINEL_PROFILE | {"prometheus"}
+    for name in SENTINEL_PROFILE:
+        assert SERVICES[name]["profiles"] == ["sentinel"], name
+    # Without the Sentinel lines, nothing outside the profile depends on it.
+    for name in by_default:
+        assert not set(SERVICES[name].get("depends_on", {})) & SENTINEL_PROFILE, name
+
+
+def test_the_replica_follows_the_master_with_the_password_from_its_config() -> None:
+    cmd = command("redis-replica")
+    assert cmd[cmd.index("--replicaof") + 1 :][:2] == ["redis", "6379"]
+    assert "--masterauth" not in cmd
+    assert "--requirepass" not in cmd
+    # Durable and bounded like the master, which it replaces after a failover.
+    shared = ("--appendonly", "--appendfsync", "--maxmemory", "--maxmemory-policy")
+    for option in shared:
+        master, replica = command("redis"), command("redis-replica")
+        assert replica[replica.index(option) + 1] == master[master.index(option) + 1], option
+    assert SERVICES["redis-replica"]["volumes"] == ["redis-replica-data:/data"]
+
+
+def test_the_documented_lines_take_workers_and_flower_through_the_sentinels() -> None:
+    assert set(sentinel_lines()) == {"REDIS_SCHEME", "REDIS_HOSTS", "WEBHOOKS_SENTINEL_MASTER"}
+    # The .env example documents the same three lines.
+    example = DOTENV_EXAMPLE.read_text()
+    for name, value in sentinel_lines().items():
+        assert f"#   {name}={value}\n" in example, name
+    services = SENTINEL_COMPOSE["services"]
+    config = sentinel_config(SENTINEL_COMPOSE)
+    monitors = [line for line in config if line[:2] == ["sentinel", "monitor"]]
+    assert len(monitors) == 1
+    _, _, master, host, port, quorum = monitors[0]
+    assert (host, port, quorum) == ("redis", "6379", "2")
+    assert ["sentinel", "auth-pass", master, PASSWORD] in config
+    down_after = next(line for line in config if line[1] == "down-after-milliseconds")
+    assert down_after[2] == master
+    assert 1000 <= int(down_after[3]) <= 30000
+    sentinels = sorted(name for name in services if name.startswith("sentinel-"))
+    assert len(sentinels) == 3
+    assert int(quorum) == len(sentinels) // 2 + 1
+    for name in ("worker", "flower"):
+        env = services[name]["environment"]
+        target = redis_target(
+            ProducerSettings(
+                redis_url=env["REDIS_URL"], sentinel_master=env["WEBHOOKS_SENTINEL_MASTER"]
+            )
+        )
+        assert target.scheme == "sentinel"
+        assert target.master == master == sentinel_lines()["WEBHOOKS_SENTINEL_MASTER"]
+        assert target.sentinels == tuple((s, 26379) for s in sentinels)
+        assert target.password == PASSWORD
+        assert target.db == 0
+    for name in sentinels:
+        assert services[name]["configs"] == [
+            {"source": "sentinel", "target": "/usr/local/etc/redis/sentinel.conf"}
+        ]
+        assert "/usr/local/etc/redis/sentinel.conf" in " ".join(command(name))
+
+
+def test_without_the_sentinel_lines_nothing_goes_through_sentinels() -> None:
+    for name in ("worker", "flower"):
+        env = SERVICES[name]["environment"]
+        target = redis_target(
+            ProducerSettings(
+                redis_url=env["REDIS_URL"], sentinel_master=env["WEBHOOKS_SENTINEL_MASTER"]
+            )
+        )
+        assert (target.scheme, target.master) == ("redis", None)
+        assert urlsplit(target.url).password == PASSWORD
+        assert urlsplit(target.url).hostname == "redis"
+    # The Sentinels of the profile still watch a master of a known name.
+    monitor = next(line for line in sentinel_config(COMPOSE) if line[1] == "monitor")
+    assert monitor[2] == "webhooks"
+
+
+def test_no_password_on_a_command_line_with_the_sentinel_lines() -> None:
+    for name, service in SENTINEL_COMPOSE["services"].items():
+        for part in ("command", "entrypoint", "healthcheck"):
+            assert PASSWORD not in repr(service.get(part)), f"{name} {part}"
 
 
 def test_every_service_has_a_healthcheck() -> None:
@@ -222,8 +336,8 @@ def test_every_project_command_exists() -> None:
             assert hasattr(module, "app"), f"{name}: {app_module} has no Celery app"
         elif name == "prometheus":
             assert cmd[0].startswith("--config.file="), cmd  # options to the image's entrypoint
-        else:
-            assert name == "redis", f"{name}: unexpected command {cmd}"
+        else:  # Redis, its replica and the Sentinels run the Redis image's own programs
+            assert service["image"].startswith("redis:"), f"{name}: unexpected command {cmd}"
         assert service.get("image") or service.get("build"), name
     assert (ROOT / "Dockerfile").exists()
 
@@ -232,7 +346,7 @@ def test_prometheus_profile_scrapes_every_worker_with_the_alert_rules() -> None:
     prometheus = SERVICES["prometheus"]
     # Only with `--profile prometheus`: a plain `docker compose up` starts what it did before.
     assert prometheus["profiles"] == ["prometheus"]
-    assert [name for name, s in SERVICES.items() if "profiles" in s] == ["prometheus"]
+    assert [n for n, s in SERVICES.items() if s.get("profiles") == ["prometheus"]] == ["prometheus"]
     config_path = next(a for a in command("prometheus") if a.startswith("--config.file="))
     mounts = {}
     for volume in prometheus["volumes"]:
@@ -384,3 +498,107 @@ def test_flower_healthcheck_and_login_from_the_environment(redis_url: str) -> No
     finally:
         flower.terminate()
         flower.wait(timeout=20)
+
+
+@pytest.mark.slow
+def test_the_sentinel_profile_runs_and_fails_over(tmp_path: Path) -> None:
+    """The profile's arguments and configs on local processes (names replaced by loopback
+    ports): the replica syncs with the password of its config, the three Sentinels find it and
+    each other, and a master that stops answering is replaced by the replica."""
+    try:
+        binary = find_redis_server(os.environ.get("REDIS_SERVER"))
+    except Exception as exc:
+        pytest.skip(f"no redis-server: {exc}")
+    env = {**SENTINEL_ENV, "REDIS_MAXMEMORY": "64mb"}
+    compose = render(env)
+    services = compose["services"]
+    master = sentinel_lines()["WEBHOOKS_SENTINEL_MASTER"]
+    ports = {name: free_port() for name in ("redis", "redis-replica")}
+    processes: list[subprocess.Popen[bytes]] = []
+    clients: list[redis.Redis] = []
+
+    def start(args: list[str], directory: Path) -> None:
+        directory.mkdir()
+        processes.append(
+            subprocess.Popen(
+                [binary, *args, "--dir", str(directory), "--bind", "127.0.0.1", "--save", ""],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+
+    def client(port: int, **kwargs: Any) -> redis.Redis:
+        clients.append(redis.Redis(port=port, socket_timeout=5, **kwargs))
+        return clients[-1]
+
+    try:
+        auth = tmp_path / "auth.conf"
+        auth.write_text(compose["configs"]["redis-auth"]["content"])
+        for name in ("redis", "redis-replica"):
+            target = services[name]["configs"][0]["target"]
+            args = [str(auth) if a == target else a for a in services[name]["command"][1:]]
+            if "--replicaof" in args:
+                at = args.index("--replicaof")
+                args[at + 1 : at + 3] = ["127.0.0.1", str(ports["redis"])]
+            start([*args, "--port", str(ports[name])], tmp_path / name)
+        replica = client(ports["redis-replica"], password=PASSWORD)
+        wait_until(
+            lambda: (
+                _pings(replica) and replica.info("replication").get("master_link_status") == "up"
+            ),
+            timeout_s=30,
+            what="the replica synced with the password of its config",
+        )
+        content = compose["configs"]["sentinel"]["content"].replace(
+            "redis 6379", f"127.0.0.1 {ports['redis']}"
+        )
+        sentinels = []
+        for number in (1, 2, 3):
+            port = free_port()
+            conf = tmp_path / f"sentinel-{number}.conf"  # Sentinel rewrites its config file
+            conf.write_text(content.replace("port 26379", f"port {port}"))
+            processes.append(
+                subprocess.Popen(
+                    [binary, str(conf), "--sentinel", "--bind", "127.0.0.1"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    cwd=tmp_path,
+                )
+            )
+            sentinels.append(client(port, decode_responses=True))
+
+        def knows_everything(sentinel: redis.Redis) -> bool:
+            try:
+                state = sentinel.sentinel_master(master)
+            except redis.RedisError:
+                return False
+            return bool(
+                state["num-slaves"] == 1
+                and state["num-other-sentinels"] == 2
+                and state["quorum"] == 2
+                and state["is_master"]
+                and not state["is_odown"]
+            )
+
+        wait_until(
+            lambda: all(knows_everything(s) for s in sentinels),
+            timeout_s=60,
+            what="three Sentinels that know the master, its replica and each other",
+        )
+        processes[0].send_signal(signal.SIGSTOP)  # the master stops answering
+        wait_until(
+            lambda: (
+                sentinels[0].sentinel_get_master_addr_by_name(master)
+                == ("127.0.0.1", ports["redis-replica"])
+            ),
+            timeout_s=60,
+            what="the replica promoted",
+        )
+        assert replica.info("replication")["role"] == "master"
+        processes[0].send_signal(signal.SIGCONT)
+    finally:
+        for c in clients:
+            c.close()
+        for process in processes:
+            process.kill()
+            process.wait(timeout=10)

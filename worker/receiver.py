@@ -29,6 +29,7 @@ class Received:
     body: bytes
     verified: bool
     at: float
+    peer: str = ""  # the client's address: which host (or network namespace) sent it
 
     @property
     def json(self) -> Any:
@@ -101,8 +102,8 @@ class Receiver:
             return False
         return True
 
-    def _record(self, path: str, headers: dict[str, str], body: bytes) -> Reply:
-        item = Received(path, headers, body, self._verify(headers, body), time.time())
+    def _record(self, path: str, headers: dict[str, str], body: bytes, peer: str = "") -> Reply:
+        item = Received(path, headers, body, self._verify(headers, body), time.time(), peer)
         reply = self.respond(item)
         with self._cond:
             self.received.append(item)
@@ -121,7 +122,7 @@ class Receiver:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                reply = receiver._record(self.path, headers, body)
+                reply = receiver._record(self.path, headers, body, str(self.client_address[0]))
                 if reply.delay_s:
                     threading.Event().wait(reply.delay_s)
                 self.send_response(reply.status)

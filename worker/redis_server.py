@@ -37,7 +37,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class RedisServer:
-    """A ``redis-server`` on loopback with AOF on (``appendfsync everysec``) and no eviction."""
+    """A ``redis-server`` with AOF on (``appendfsync everysec``) and no eviction, bound to
+    ``host`` (loopback unless a test gives the address of a network namespace's link)."""
 
     def __init__(
         self,
@@ -46,17 +47,19 @@ class RedisServer:
         port: int | None = None,
         binary: str | Path | None = None,
         password: str | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.directory = directory.resolve()
         self.password = password
-        self.port = port or free_port()
+        self.host = host
+        self.port = port or free_port(host)
         self.binary = find_redis_server(binary)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        return f"redis://{auth}{self.host}:{self.port}/0"
 
     def start(self, timeout_s: float = 10.0) -> RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -71,7 +74,7 @@ class RedisServer:
                 self.binary,
                 *config,
                 "--bind",
-                "127.0.0.1",
+                self.host,
                 "--port",
                 str(self.port),
                 "--dir",
