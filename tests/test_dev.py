@@ -139,10 +139,11 @@ def test_dev_runs_redis_worker_flower_and_a_verifying_receiver(
             return shown if "'delivered': 1" in shown else None
 
         # Flower shows the triggers and what they did: how many events, which subscriber, how
-        # many delivered (a lone event's delivery runs inside its dispatch task).
+        # many delivered.
         shown = wait_until(delivered_shown, what="Flower shows the delivery task's result")
         assert "webhooks.dispatch" in shown
         assert "'events': 1" in shown
+        assert "webhooks.deliver" in shown
         assert "'subscriber': 'sample-receiver'" in shown
         user = sample_user()
         for personal in (user["email"], user["firstName"], user["lastName"]):

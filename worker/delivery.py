@@ -36,6 +36,12 @@ FLUSH_INTERVAL_S = 0.1
 #: Most events one drain script call fans out.
 DRAIN_BATCH = 500
 
+#: After the pending list (a slot: its ready list) empties, a dispatch (deliver) task keeps its
+#: trigger armed and looks again this often, this many times, before it disarms: what follows
+#: at a moderate rate waits at most one poll instead of each paying for a message of its own.
+LINGER_POLL_S = 0.002
+LINGER_POLLS = 5
+
 #: A task that has worked this long hands its trigger back to the queue, behind the others.
 TIME_SLICE_S = 2.0
 
@@ -131,10 +137,12 @@ class Deliverer:
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
 
-    def drain(self) -> Drained:
+    def drain(self, *, keep_armed: bool = False) -> Drained:
         """Fan out the next batch of pending events (publish order) in one script call."""
         routes = self.setup.routes
-        drained = self.store.drain(routes, batch=DRAIN_BATCH, now_iso=_iso(self.now_ms()))
+        drained = self.store.drain(
+            routes, batch=DRAIN_BATCH, now_iso=_iso(self.now_ms()), keep_armed=keep_armed
+        )
         if drained.missing:
             log.warning("%d event(s) had no stored record (expired?)", drained.missing)
         return drained
@@ -173,19 +181,28 @@ class Deliverer:
             served.counts["released"] += 1
             return served
         try:
+            idle = 0
             while True:
+                # With nothing left, the slot lingers for a few short polls (the last one
+                # releases it): the deliveries that follow at a moderate rate need no trigger.
                 batch = self.store.claim(
                     subscriber_id,
                     token,
                     most=self.settings.deliver_chunk,
                     lease_ms=lease_ms,
                     bound=sub.max_in_flight if sub else 1,
+                    keep=idle < LINGER_POLLS,
                 )
                 if batch is None:
                     return served
-                if batch.more:
-                    send(batch.more)
-                served.counts += self._run(batch, setup, sub, budget_s, lease_ms)
+                if batch.claims:
+                    idle = 0
+                    if batch.more:
+                        send(batch.more)
+                    served.counts += self._run(batch, setup, sub, budget_s, lease_ms)
+                else:
+                    idle += 1
+                    time.sleep(LINGER_POLL_S)
                 if time.monotonic() - started > time_slice_s:
                     served.resend = True
                     return served

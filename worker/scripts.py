@@ -113,7 +113,8 @@ end
 
 # KEYS: pending, dispatch-armed, due, active subscribers.
 # ARGV: prefix, batch, trigger expiry (ms), record ttl (s), log size, now (ISO, for the attempt
-# log), route count, then per event type: type, n, n x (subscriber, ordered 0/1, coalesce 0/1).
+# log), keep armed (0/1), route count, then per event type: type, n, n x (subscriber, ordered
+# 0/1, coalesce 0/1).
 # Takes up to a batch of events off the pending list (publish order) and creates one delivery per
 # matching subscriber. With per-user ordering, a delivery joins its (subscriber, user) chain and
 # is ready only at its head; with coalescing, a newer update supersedes the chain's undelivered
@@ -124,10 +125,10 @@ DRAIN = (
     _PRELUDE
     + """
 local prefix, batch, expiry_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local ttl, log_size, now_iso = ARGV[4], tonumber(ARGV[5]), ARGV[6]
+local ttl, log_size, now_iso, keep = ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7] == '1'
 local now = server_now()
-local routes, i = {}, 8
-for _ = 1, tonumber(ARGV[7]) do
+local routes, i = {}, 9
+for _ = 1, tonumber(ARGV[8]) do
   local n = tonumber(ARGV[i + 1])
   local subs = {}
   for k = 0, n - 1 do
@@ -232,6 +233,8 @@ local more = 0
 if redis.call('LLEN', KEYS[1]) > 0 then
   redis.call('SET', KEYS[2], now)
   more = 1
+elseif keep then
+  redis.call('SET', KEYS[2], now)  -- the caller lingers: publishers need not send a trigger
 else
   redis.call('DEL', KEYS[2])
 end
@@ -245,10 +248,11 @@ return {#ids, missing, triggers, more}
 )
 
 # KEYS: due. ARGV: prefix, subscriber, slot token, lease (ms), most, bound, trigger expiry (ms),
-# slot ttl (ms). Claims up to ``most`` ready deliveries of the subscriber for the holder of a live
-# slot, in order, and renews the slot for ``slot ttl`` (the holder's heartbeat renews it while it
-# works: a killed worker's slots lapse in seconds, its leased deliveries when their lease ends).
-# A slot with nothing left to claim is released (the task ends), and so is every slot but one
+# slot ttl (ms), keep (0/1). Claims up to ``most`` ready deliveries of the subscriber for the
+# holder of a live slot, in order, and renews the slot for ``slot ttl`` (the holder's heartbeat
+# renews it while it works: a killed worker's slots lapse in seconds, its leased deliveries when
+# their lease ends). A slot with nothing left to claim is released (the task ends) unless
+# ``keep`` (the task polls again shortly; lease -1 says so), and so is every slot but one
 # of a failing subscriber. It claims a 1/bound share of the ready list (at most ``most``), and
 # while work is left arms one more slot up to ``bound``, so a moderate backlog is served in
 # parallel and a large one in whole chunks.
@@ -297,6 +301,10 @@ while #out < take do
 end
 local extra = {}
 if #out == 0 then
+  if ARGV[9] == '1' then  -- the caller lingers: keep the slot, so no new trigger is needed
+    redis.call('ZADD', slots, now + tonumber(ARGV[8]), token)
+    return {-1, out, extra, disabled}
+  end
   redis.call('ZREM', slots, token)
   return {0, out, extra, disabled}
 end

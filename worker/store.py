@@ -152,8 +152,18 @@ class Store:
         self.replay_script = client.register_script(scripts.REPLAY)
         self._expedite = client.register_script(scripts.EXPEDITE)
 
-    def drain(self, routes: Mapping[str, Sequence[Route]], *, batch: int, now_iso: str) -> Drained:
-        """Fan out up to ``batch`` pending events in one script call (see ``scripts.DRAIN``)."""
+    def drain(
+        self,
+        routes: Mapping[str, Sequence[Route]],
+        *,
+        batch: int,
+        now_iso: str,
+        keep_armed: bool = False,
+    ) -> Drained:
+        """Fan out up to ``batch`` pending events in one script call (see ``scripts.DRAIN``).
+
+        With ``keep_armed`` the dispatch trigger stays armed when the list is empty (the caller
+        drains again shortly), else it is disarmed in the same step."""
         args: list[Any] = [
             self.keys.prefix,
             batch,
@@ -161,6 +171,7 @@ class Store:
             self._record_ttl,
             self._log_size,
             now_iso,
+            int(keep_armed),
             len(routes),
         ]
         for event_type, subs in routes.items():
@@ -175,10 +186,18 @@ class Store:
         return Drained(int(events), int(missing), _triggers(triggers), bool(more))
 
     def claim(
-        self, subscriber_id: str, token: str, *, most: int, lease_ms: int, bound: int
+        self,
+        subscriber_id: str,
+        token: str,
+        *,
+        most: int,
+        lease_ms: int,
+        bound: int,
+        keep: bool = False,
     ) -> ClaimBatch | None:
         """Claim up to ``most`` ready deliveries for the holder of slot ``token``; None when the
-        slot is gone or nothing is left (the slot is then released)."""
+        slot is gone or nothing is left (the slot is then released). With ``keep``, nothing
+        left keeps the slot and returns an empty batch (the caller tries again shortly)."""
         started = time.monotonic()
         lease, raw, more, disabled = cast(
             list[Any],
@@ -193,11 +212,14 @@ class Store:
                     bound,
                     self._trigger_ms,
                     int(SLOT_TTL_S * 1000),
+                    int(keep),
                 ],
             ),
         )
         if not lease:
             return None
+        if int(lease) < 0:  # kept: nothing to claim right now
+            return ClaimBatch([], [], disabled.decode())
         expires_at = started + lease_ms / 1000
         claims = [
             Claim(

@@ -25,7 +25,7 @@ from producers.wire import DELIVER_TASK, DISPATCH_TASK
 from worker import metrics
 from worker.affinity import CoreClaim, pin_worker
 from worker.app import app
-from worker.delivery import TIME_SLICE_S
+from worker.delivery import LINGER_POLL_S, LINGER_POLLS, TIME_SLICE_S
 from worker.heartbeat import start_heartbeat
 from worker.reload import watch as watch_subscribers
 from worker.runtime import Runtime, get_runtime
@@ -54,36 +54,32 @@ def _send(rt: Runtime) -> Any:
 def dispatch() -> dict[str, Any]:
     """Fan pending events out to their subscribers in batches and arm their deliver triggers.
 
-    Once the pending list is empty (so new events arm a new dispatch), one healthy subscriber's
-    trigger is served right here rather than sent: at low rates an event then costs one message,
-    not two. The others are sent first, so a slow subscriber served here holds up no one else.
+    Once the pending list is empty the trigger stays armed for a few short polls: at moderate
+    rates the events that follow are drained by this task within a poll, instead of each
+    arming a message of its own. The last poll disarms it in the same step that sees the list
+    empty, so an event recorded just after still arms a new trigger.
     """
     rt = runtime()
     send = _send(rt)
     started = time.monotonic()
-    events = missing = 0
-    inline: Trigger | None = None
+    events = missing = idle = 0
     while True:
-        drained = rt.deliverer.drain()
-        triggers = drained.triggers
-        if not drained.more and inline is None:
-            inline = next((t for t in triggers if not t.failing), None)
-            triggers = [t for t in triggers if t is not inline]
-        send(triggers)
+        keep = idle < LINGER_POLLS
+        drained = rt.deliverer.drain(keep_armed=keep)
+        send(drained.triggers)
         events += drained.events
         missing += drained.missing
-        if not drained.more:
-            break
+        if drained.more:
+            idle = 0
+        elif not keep:
+            break  # disarmed
+        else:
+            idle = 0 if drained.events else idle + 1
+            time.sleep(LINGER_POLL_S)
         if time.monotonic() - started > TIME_SLICE_S:
             send_dispatch(app, rt.keys)  # still armed: carry on behind the queued triggers
             break
-    result: dict[str, Any] = {"events": events, **({"expired": missing} if missing else {})}
-    if inline is not None:
-        served = rt.deliverer.serve(inline.subscriber_id, inline.token, send)
-        if served.resend:
-            deliver.apply_async(args=[inline.subscriber_id, inline.token], queue=rt.keys.queue)
-        result.update(subscriber=inline.subscriber_id, **served.counts)
-    return result
+    return {"events": events, **({"expired": missing} if missing else {})}
 
 
 @app.task(name=DELIVER_TASK, bind=True)
