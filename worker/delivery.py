@@ -42,6 +42,15 @@ DRAIN_BATCH = 500
 LINGER_POLL_S = 0.002
 LINGER_POLLS = 5
 
+_NEVER_SET = threading.Event()
+
+
+def linger_pause() -> None:
+    """Wait one linger poll. A timed wait on an event rather than ``time.sleep``, whose absolute
+    monotonic deadline clock-shifting tools (libfaketime, used by the clock-skew tests) move."""
+    _NEVER_SET.wait(LINGER_POLL_S)
+
+
 #: A task that has worked this long hands its trigger back to the queue, behind the others.
 TIME_SLICE_S = 2.0
 
@@ -202,7 +211,7 @@ class Deliverer:
                     served.counts += self._run(batch, setup, sub, budget_s, lease_ms)
                 else:
                     idle += 1
-                    time.sleep(LINGER_POLL_S)
+                    linger_pause()
                 if time.monotonic() - started > time_slice_s:
                     served.resend = True
                     return served

@@ -25,7 +25,7 @@ from producers.wire import DELIVER_TASK, DISPATCH_TASK
 from worker import metrics
 from worker.affinity import CoreClaim, pin_worker
 from worker.app import app
-from worker.delivery import LINGER_POLL_S, LINGER_POLLS, TIME_SLICE_S
+from worker.delivery import LINGER_POLLS, TIME_SLICE_S, linger_pause
 from worker.heartbeat import start_heartbeat
 from worker.reload import watch as watch_subscribers
 from worker.runtime import Runtime, get_runtime
@@ -75,7 +75,7 @@ def dispatch() -> dict[str, Any]:
             break  # disarmed
         else:
             idle = 0 if drained.events else idle + 1
-            time.sleep(LINGER_POLL_S)
+            linger_pause()
         if time.monotonic() - started > TIME_SLICE_S:
             send_dispatch(app, rt.keys)  # still armed: carry on behind the queued triggers
             break
