@@ -30,6 +30,7 @@ from producers.wire import Keys
 from worker.bench.harness import wait_for
 from worker.receiver import Received, Receiver, Reply
 from worker.redis_server import RedisServer
+from worker.store import Route, Store
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -262,3 +263,24 @@ def script(receiver: Receiver) -> Script:
 
 def attempt_log(client: redis.Redis, keys: Keys, delivery_id: str) -> list[dict[str, Any]]:
     return [json.loads(r) for r in client.lrange(keys.attempts(delivery_id), 0, -1)]
+
+
+#: One subscriber "s" for both event types, ordered per user: routes for driving the scripts.
+ROUTES = {
+    "reseller.user.created": [Route("s", ordered=True, coalesce=False)],
+    "reseller.user.updated": [Route("s", ordered=True, coalesce=False)],
+}
+
+
+@pytest.fixture
+def store(rdb: redis.Redis, keys: Keys) -> Store:
+    """The records' scripts on the session's Redis, without workers."""
+    return Store(
+        rdb,
+        keys,
+        record_retention_s=3600,
+        dead_letter_retention_s=3600,
+        attempt_log_size=10,
+        trigger_expiry_s=30,
+        failing_after=3,
+    )

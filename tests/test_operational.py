@@ -14,31 +14,13 @@ from standardwebhooks.webhooks import Webhook
 from producers.publisher import Publisher
 from producers.user import format_timestamp
 from producers.wire import Keys
-from tests.conftest import Deployment, Script, settled, wait_until
+from tests.conftest import ROUTES, Deployment, Script, settled, wait_until
 from worker import scripts
 from worker.cli import sample_user
 from worker.operational import OPERATIONAL_EVENT_TYPES
 from worker.receiver import Received, Receiver, Reply
 from worker.store import Finish, Route, Store
 from worker.subscribers import parse_config
-
-ROUTES = {
-    "reseller.user.created": [Route("s", ordered=True, coalesce=False)],
-    "reseller.user.updated": [Route("s", ordered=True, coalesce=False)],
-}
-
-
-@pytest.fixture
-def store(rdb: redis.Redis, keys: Keys) -> Store:
-    return Store(
-        rdb,
-        keys,
-        record_retention_s=3600,
-        dead_letter_retention_s=3600,
-        attempt_log_size=10,
-        trigger_expiry_s=30,
-        failing_after=3,
-    )
 
 
 def pending_events(rdb: redis.Redis, keys: Keys) -> list[dict[str, Any]]:

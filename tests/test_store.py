@@ -4,30 +4,13 @@ from __future__ import annotations
 
 import time
 
-import pytest
 import redis
 
 from producers.publisher import Publisher
 from producers.wire import Keys
+from tests.conftest import ROUTES
 from worker.cli import sample_user
-from worker.store import Claim, Finish, Route, Store
-
-ROUTES = {
-    "reseller.user.created": [Route("s", ordered=True, coalesce=False)],
-    "reseller.user.updated": [Route("s", ordered=True, coalesce=False)],
-}
-
-
-@pytest.fixture
-def store(rdb: redis.Redis, keys: Keys) -> Store:
-    return Store(
-        rdb,
-        keys,
-        record_retention_s=3600,
-        dead_letter_retention_s=3600,
-        attempt_log_size=10,
-        trigger_expiry_s=30,
-    )
+from worker.store import Claim, Finish, Store
 
 
 def drain_one(store: Store, publisher: Publisher, user_id: str = "usr_1") -> tuple[str, str]:
