@@ -161,8 +161,6 @@ def redis_target(settings: ProducerSettings) -> RedisTarget:
                 else None
             ),
         )
-    if scheme not in ("redis", "rediss"):
-        raise ConfigError("REDIS_URL: the scheme must be redis://, rediss:// or sentinel://")
     if settings.sentinel_master:
         raise ConfigError("WEBHOOKS_SENTINEL_MASTER: set, but REDIS_URL is not sentinel://")
     if scheme == "redis" and tls_files:

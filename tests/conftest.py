@@ -181,6 +181,15 @@ class Deployment:
     def start_worker(self, *extra: str, wait: bool = True) -> WorkerProcess:
         return self.start_process("worker", *extra, ready=" ready." if wait else None)
 
+    def start_failure(self) -> tuple[WorkerProcess, list[str]]:
+        """Start a worker that must refuse to start: wait for it to exit; its ``error:`` lines."""
+        worker = self.start_worker(wait=False)
+        try:
+            worker.process.wait(timeout=60)
+        finally:
+            worker.stop()
+        return worker, [line for line in worker.log().splitlines() if line.startswith("error:")]
+
     def start_scheduler(self) -> WorkerProcess:
         return self.start_process("scheduler", ready="scheduler running")
 

@@ -225,14 +225,9 @@ def test_sentinel_settings_that_cannot_work_stop_the_worker_before_ready(
         )
         dep.tmp_path.mkdir()
         dep.config["subscribers"] = []
-        worker = dep.start_worker(wait=False)
-        try:
-            worker.process.wait(timeout=60)
-        finally:
-            worker.stop()
+        worker, errors = dep.start_failure()
         log = worker.log()
         assert worker.process.returncode != 0, log
-        errors = [line for line in log.splitlines() if line.startswith("error:")]
         assert len(errors) == 1, log
         assert expected in errors[0]
         assert "pw-not-this-one" not in log  # a password never shows

@@ -88,14 +88,9 @@ def test_a_certificate_that_does_not_verify_stops_the_worker_before_ready(
     }
     dep = Deployment(tmp_path=tmp_path, redis_url=tls_redis.url, settings=settings)
     dep.subscriber("s", f"{receiver.url}/s")
-    worker = dep.start_worker(wait=False)
-    try:
-        worker.process.wait(timeout=60)
-    finally:
-        worker.stop()
+    worker, errors = dep.start_failure()
     log = worker.log()
     assert worker.process.returncode != 0, case
-    errors = [line for line in log.splitlines() if line.startswith("error:")]
     assert errors == [
         "error: REDIS_URL: the Redis server's TLS certificate did not verify"
         " (self-signed certificate in certificate chain);"

@@ -345,12 +345,6 @@ class Store:
             )
         return moved
 
-    def queue_depth(self) -> int:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.llen(self.keys.queue)
-        pipe.llen(self.keys.retry_queue)
-        return sum(cast(list[int], pipe.execute()))
-
     def bad_message(self, task: str, reason: str, payload: Any) -> None:
         """Dead-letter a message that is not a valid trigger; the worker goes on."""
         excerpt = payload if isinstance(payload, str) else repr(payload)
@@ -381,12 +375,6 @@ class Store:
             "failing_since",
             "failures",
         )
-
-    def failing_subscribers(self, subscriber_ids: Sequence[str]) -> frozenset[str]:
-        pipe = self.redis.pipeline(transaction=False)
-        for sid in subscriber_ids:
-            pipe.hget(self.keys.subscriber_state(sid), "failing_since")
-        return frozenset(sid for sid, v in zip(subscriber_ids, pipe.execute(), strict=True) if v)
 
     def subscriber_state(self, subscriber_id: str) -> dict[str, str]:
         raw = cast(
