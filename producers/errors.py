@@ -17,6 +17,9 @@
     +-- DeliveryError                 one attempt to one subscriber failed (worker.errors)
         +-- RetryableDeliveryError    timeout, connection error, 408/425/429/5xx
         +-- PermanentDeliveryError    410, other 4xx, refused address
+    +-- OperatorError                 an operator's request cannot be carried out (worker.errors)
+        +-- UnknownSubscriberError    the subscriber id is not in the subscribers file
+        +-- SubscribersDisabledError  a replay of dead letters of disabled subscribers
 
 The worker-side branches live in ``worker.errors``; they subclass the roots defined here so that
 ``producers`` never imports worker code.

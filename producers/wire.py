@@ -102,6 +102,21 @@ class Keys:
         """HASH: subscriber id -> deliveries dead-lettered ever (a counter for alerting)."""
         return f"{self.prefix}:stats:dead-lettered"
 
+    def rate_minute(self, subscriber_id: str, minute: int) -> str:
+        """HASH ``ok``/``failed``: a subscriber's attempts recorded in one minute of server time
+        (``ms // 60000``), for the success rate over the last hour; expires after an hour."""
+        return f"{self.prefix}:rate:{subscriber_id}:{minute}"
+
+    def recent_attempts(self, subscriber_id: str) -> str:
+        """LIST of the delivery ids of a subscriber's latest recorded attempts, newest first
+        (one entry per attempt; between ``RECENT_KEPT`` and twice that many are kept)."""
+        return f"{self.prefix}:recent:{subscriber_id}"
+
+    def user_events(self, user_id: str) -> str:
+        """LIST of the ids of a user's latest fanned-out events, newest first (between
+        ``USER_EVENTS_KEPT`` and twice that many; expires with the delivery records)."""
+        return f"{self.prefix}:user-events:{user_id}"
+
     def subscriber_state(self, subscriber_id: str) -> str:
         """HASH: runtime state of a subscriber (disabled, reason, failing_since)."""
         return f"{self.prefix}:subscriber:{subscriber_id}"

@@ -17,9 +17,10 @@ from kombu.exceptions import OperationalError
 from producers.errors import ConfigError, UnavailableError, WebhooksError
 from producers.publisher import Publisher
 from worker.settings import WorkerSettings, load_settings
+from worker.store import DISABLED_BY_OPERATOR
 
 if TYPE_CHECKING:
-    from worker.subscribers import SubscribersConfig
+    from worker.operations import Operations
 
 
 def _fail(exc: WebhooksError) -> NoReturn:
@@ -71,21 +72,6 @@ def _read_json(source: str, option: str) -> Any:
         _refuse(f"{where}: not valid JSON: {exc}")
     except RecursionError:
         _refuse(f"{where}: not valid JSON here: nested too deeply")
-
-
-def _subscribers_file(settings: WorkerSettings) -> SubscribersConfig:
-    """The subscribers file, fully checked but with ``secret_env`` variables left unread: the
-    operator commands that use it never sign."""
-    from worker.subscribers import load_config
-
-    if settings.subscribers is None:
-        raise ConfigError("WEBHOOKS_SUBSCRIBERS is not set: point it at the subscribers YAML file")
-    return load_config(settings.subscribers, resolve_secrets=False)
-
-
-def _known_subscriber(settings: WorkerSettings, subscriber_id: str) -> None:
-    if subscriber_id not in _subscribers_file(settings).by_id:
-        _refuse(f"no subscriber {subscriber_id!r} in {settings.subscribers}")
 
 
 def sample_user() -> dict[str, Any]:
@@ -281,6 +267,25 @@ def dev(redis_port: int, receiver_port: int, flower_port: int, no_flower: bool) 
         _fail(exc)
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", default=5556, show_default=True, type=click.IntRange(0, 65535), help="0: any free."
+)
+@click.option("--read-only", is_flag=True, help="No actions: pages only (POSTs are refused).")
+def console(host: str, port: int, read_only: bool) -> None:
+    """Serve the operator console: subscriber health, the story of any delivery, dead letters
+    (replay, purge). Needs WEBHOOKS_CONSOLE_USER and WEBHOOKS_CONSOLE_PASSWORD (or
+    WEBHOOKS_CONSOLE_TOKEN) except on a loopback address."""
+    from worker.webconsole.app import serve
+
+    settings = _settings()
+    try:
+        serve(settings, host=host, port=port, read_only=read_only)
+    except ConfigError as exc:
+        _fail(exc)
+
+
 def _store_and_settings() -> tuple[Any, WorkerSettings]:
     from worker.runtime import make_store
 
@@ -291,32 +296,23 @@ def _store_and_settings() -> tuple[Any, WorkerSettings]:
         _fail(exc)
 
 
-def _parse_since(value: str | None) -> int | None:
-    """``--since``: an RFC 3339 time, or a duration back from now like ``90m``, ``2h``, ``3d``."""
-    if value is None:
-        return None
-    import time
-    from datetime import datetime
-
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if value[-1:] in units and value[:-1].isdigit():
-        return int((time.time() - int(value[:-1]) * units[value[-1]]) * 1000)
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r}: give an RFC 3339 time or a duration like 90m, 2h, 3d", param_hint="--since"
-        ) from None
-    if when.tzinfo is None:
-        raise click.BadParameter("the time needs a UTC offset, e.g. Z", param_hint="--since")
-    return int(when.timestamp() * 1000)
-
-
-def _dead_letters() -> Any:
-    from worker.deadletters import DeadLetters
+def _operations() -> Operations:
+    from worker.operations import Operations
 
     store, settings = _store_and_settings()
-    return DeadLetters(store, event_ttl_s=settings.event_retention_s)
+    return Operations(settings, store)
+
+
+def _parse_since(value: str | None) -> int | None:
+    """``--since``: an RFC 3339 time, or a duration back from now like ``90m``, ``2h``, ``3d``."""
+    from worker.operations import parse_since
+
+    if value is None:
+        return None
+    try:
+        return parse_since(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
 
 
 @main.group()
@@ -332,7 +328,7 @@ def dlq() -> None:
 def dlq_list(
     subscriber: str | None, event_type: str | None, since: str | None, as_json: bool
 ) -> None:
-    letters = _dead_letters().find(
+    letters = _operations().dead_letters(
         subscriber=subscriber, event_type=event_type, since_ms=_parse_since(since)
     )
     count = 0
@@ -355,13 +351,13 @@ def dlq_list(
 @click.option("--body", is_flag=True, help="Include the event body (personal data).")
 def dlq_show(delivery_id: str, body: bool) -> None:
     """A dead letter with every attempt."""
-    dead = _dead_letters()
-    letter = dead.get(delivery_id)
+    ops = _operations()
+    letter = ops.dead_letter(delivery_id)
     if letter is None:
         click.echo(f"error: no dead letter {delivery_id!r}", err=True)
         sys.exit(1)
     shown = letter.data if body else letter.summary()
-    click.echo(json.dumps({**shown, "attempt_log": dead.attempts(delivery_id)}, indent=2))
+    click.echo(json.dumps({**shown, "attempt_log": ops.attempts(delivery_id)}, indent=2))
 
 
 @dlq.command("replay")
@@ -371,36 +367,29 @@ def dlq_show(delivery_id: str, body: bool) -> None:
 def dlq_replay(delivery_ids: tuple[str, ...], subscriber: str | None, since: str | None) -> None:
     """Send dead deliveries again: same webhook-id, fresh schedule, logged as manual."""
     from worker.app import app
+    from worker.errors import SubscribersDisabledError
     from worker.triggers import send_deliver
 
     if not delivery_ids and not subscriber and not since:
         raise click.UsageError("give delivery ids, --subscriber or --since")
-    dead = _dead_letters()
+    ops = _operations()
     if delivery_ids:
         wanted = list(delivery_ids)
     else:
-        wanted = [
-            d.delivery_id for d in dead.find(subscriber=subscriber, since_ms=_parse_since(since))
-        ]
-    blocked: set[str] = set()
-    for did in wanted:
-        letter = dead.get(did)
-        if letter and dead.store.subscriber_state(letter.subscriber_id).get("disabled") == "1":
-            blocked.add(letter.subscriber_id)
-    if blocked:
+        found = ops.dead_letters(subscriber=subscriber, since_ms=_parse_since(since))
+        wanted = [d.delivery_id for d in found]
+    try:
+        done = ops.replay(wanted, lambda triggers: send_deliver(app, ops.store.keys, triggers))
+    except SubscribersDisabledError as exc:
         click.echo(
-            f"error: subscriber(s) {', '.join(sorted(blocked))} disabled; "
-            "run `reseller-webhooks subscribers enable ID` first",
+            f"error: {exc}; run `reseller-webhooks subscribers enable ID` first",
             err=True,
         )
         sys.exit(1)
-    replayed, triggers = dead.replay(wanted)
-    send_deliver(app, dead.keys, triggers)
-    missing = sorted(set(wanted) - set(replayed))
-    for did in missing:
+    for did in done.missing:
         click.echo(f"not found: {did}", err=True)
-    click.echo(f"replayed {len(replayed)} delivery(ies)")
-    if missing:
+    click.echo(f"replayed {len(done.replayed)} delivery(ies)")
+    if done.missing:
         sys.exit(1)
 
 
@@ -413,16 +402,16 @@ def dlq_purge(
     delivery_ids: tuple[str, ...], subscriber: str | None, purge_all: bool, yes: bool
 ) -> None:
     """Delete dead letters for good."""
-    dead = _dead_letters()
+    if not delivery_ids and not subscriber and not purge_all:
+        raise click.UsageError("give delivery ids, --subscriber or --all")
+    ops = _operations()
     if delivery_ids:
         wanted = list(delivery_ids)
-    elif subscriber or purge_all:
-        wanted = [d.delivery_id for d in dead.find(subscriber=subscriber)]
     else:
-        raise click.UsageError("give delivery ids, --subscriber or --all")
+        wanted = [d.delivery_id for d in ops.dead_letters(subscriber=subscriber)]
     if not yes and not click.confirm(f"purge {len(wanted)} dead letter(s)?", default=False):
         sys.exit(1)
-    click.echo(f"purged {dead.purge(wanted)} dead letter(s)")
+    click.echo(f"purged {ops.purge(wanted)} dead letter(s)")
 
 
 @dlq.command("messages")
@@ -435,12 +424,10 @@ def dlq_messages() -> None:
 
 @subscribers.command("disable")
 @click.argument("subscriber_id")
-@click.option("--reason", default="disabled by an operator", show_default=True)
+@click.option("--reason", default=DISABLED_BY_OPERATOR, show_default=True)
 def subscribers_disable(subscriber_id: str, reason: str) -> None:
     """Stop deliveries to a subscriber; pending ones are dead-lettered with the reason."""
-    store, settings = _store_and_settings()
-    _known_subscriber(settings, subscriber_id)
-    store.disable_subscriber(subscriber_id, reason)
+    _operations().disable(subscriber_id, reason)
     click.echo(f"{subscriber_id}: disabled ({reason})")
 
 
@@ -448,9 +435,7 @@ def subscribers_disable(subscriber_id: str, reason: str) -> None:
 @click.argument("subscriber_id")
 def subscribers_enable(subscriber_id: str) -> None:
     """Resume deliveries to a subscriber disabled by an operator, a 410 or persistent failure."""
-    store, settings = _store_and_settings()
-    _known_subscriber(settings, subscriber_id)
-    store.enable_subscriber(subscriber_id)
+    _operations().enable(subscriber_id)
     click.echo(f"{subscriber_id}: enabled")
 
 
@@ -478,19 +463,8 @@ def subscribers_reload(without_secrets: bool) -> None:
 @subscribers.command("status")
 def subscribers_status() -> None:
     """Runtime state of every configured subscriber (enabled, disabled and why)."""
-    store, settings = _store_and_settings()
-    config = _subscribers_file(settings)
-    for sub in config.subscribers:
-        state = store.subscriber_state(sub.id)
-        if not sub.enabled:
-            status = "off in config"
-        elif state.get("disabled") == "1":
-            status = f"DISABLED: {state.get('reason', '')}"
-        else:
-            status = "failing" if state.get("failing_since") else "ok"
-            if state.get("failures"):
-                status += f" ({state['failures']} failed attempt(s) in a row)"
-        click.echo(f"{sub.id}  {status}")
+    for health in _operations().health(with_numbers=False):
+        click.echo(f"{health.subscriber_id}  {health.describe()}")
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

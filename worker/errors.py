@@ -7,9 +7,12 @@ from producers.errors import ConfigError, WebhooksError
 __all__ = [
     "ConfigError",
     "DeliveryError",
+    "OperatorError",
     "PermanentDeliveryError",
     "RefusedAddressError",
     "RetryableDeliveryError",
+    "SubscribersDisabledError",
+    "UnknownSubscriberError",
     "WebhooksError",
 ]
 
@@ -28,3 +31,19 @@ class PermanentDeliveryError(DeliveryError):
 
 class RefusedAddressError(PermanentDeliveryError):
     """The subscriber URL resolves to a loopback, private, link-local or metadata address."""
+
+
+class OperatorError(WebhooksError):
+    """An operator's request (CLI or console) that cannot be carried out as asked."""
+
+
+class UnknownSubscriberError(OperatorError):
+    """The subscriber id is not in the subscribers file."""
+
+
+class SubscribersDisabledError(OperatorError):
+    """Dead letters of disabled subscribers cannot be replayed until they are enabled."""
+
+    def __init__(self, subscriber_ids: list[str]) -> None:
+        self.subscriber_ids = sorted(subscriber_ids)
+        super().__init__(f"subscriber(s) {', '.join(self.subscriber_ids)} disabled")

@@ -13,7 +13,20 @@ The same scripts keep what the metrics read (``worker.metrics``) in step with th
 scrape never scans: ``{prefix}:open:{sub}`` indexes a subscriber's unfinished deliveries by
 publish time, ``{prefix}:dead-of:{sub}`` its dead letters by time of death, and
 ``{prefix}:stats:dead-lettered`` counts dead letters ever made, per subscriber.
+
+And what the operator console reads (``worker.activity``), as small and bounded: DRAIN lists each
+user's latest events (``{prefix}:user-events:{user}``, expiring with the records), FINISH counts
+a subscriber's attempts per minute (``{prefix}:rate:{sub}:{minute}``, kept an hour) and lists the
+deliveries of its latest attempts (``{prefix}:recent:{sub}``). A list is trimmed only once it
+holds twice what is kept, so a push costs one command most of the time.
 """
+
+#: A user's latest events the console can look up (``Keys.user_events``).
+USER_EVENTS_KEPT = 100
+#: A subscriber's latest attempts the console shows (``Keys.recent_attempts``).
+RECENT_KEPT = 100
+#: How long a minute of attempt counts is kept: the success-rate window and a minute of slack.
+RATE_TTL_S = 3660
 
 # Shared by the scripts below: the server clock and slot arming. ``out`` collects
 # {subscriber, token, failing (0/1)} for the caller to send as deliver triggers.
@@ -123,6 +136,7 @@ end
 # Returns {events taken, events whose record expired, triggers, 1 if more are pending}.
 DRAIN = (
     _PRELUDE
+    + f"local USER_EVENTS_KEPT = {USER_EVENTS_KEPT}\n"
     + """
 local prefix, batch, expiry_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local ttl, log_size, now_iso, keep = ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7] == '1'
@@ -183,6 +197,13 @@ for _, eid in ipairs(ids) do
   if not ev[1] then
     missing = missing + 1
   else
+    if ev[2] and ev[2] ~= '' then  -- the console's lookup by user
+      local user_events = prefix .. ':user-events:' .. ev[2]
+      if redis.call('LPUSH', user_events, eid) > 2 * USER_EVENTS_KEPT then
+        redis.call('LTRIM', user_events, 0, USER_EVENTS_KEPT - 1)
+      end
+      redis.call('EXPIRE', user_events, ttl)
+    end
     local targets = routes[ev[1]] or {}
     if ev[3] then  -- an operational event never goes to the subscriber it is about
       local others = {}
@@ -360,6 +381,7 @@ return 0
 FINISH = (
     _PRELUDE
     + _OPERATIONAL
+    + f"local RECENT_KEPT, RATE_TTL_S = {RECENT_KEPT}, {RATE_TTL_S}\n"
     + """
 local prefix, ttl, log_size, dead_ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local failing_after = tonumber(ARGV[5])
@@ -391,7 +413,18 @@ for i = 6, #ARGV, 9 do
   if cur[1] ~= 'running' or cur[2] ~= lease then
     owned[#owned + 1] = 0
   else
-    if outcome ~= 'skipped' then redis.call('HINCRBY', key, 'attempts', 1) end
+    -- the console's latest attempts and success rate (see the module doc)
+    local recent = prefix .. ':recent:' .. sub
+    if redis.call('LPUSH', recent, did) > 2 * RECENT_KEPT then
+      redis.call('LTRIM', recent, 0, RECENT_KEPT - 1)
+    end
+    if outcome ~= 'skipped' then
+      redis.call('HINCRBY', key, 'attempts', 1)
+      local rate = prefix .. ':rate:' .. sub .. ':' .. math.floor(now / 60000)
+      if redis.call('HINCRBY', rate, outcome == 'delivered' and 'ok' or 'failed', 1) == 1 then
+        redis.call('EXPIRE', rate, RATE_TTL_S)
+      end
+    end
     if outcome == 'delivered' then
       redis.call('HDEL', health, 'failing_since')
       ops_delivered(prefix, ttl, sub, health, notices)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 
 from producers.settings import ProducerSettings
 from worker.operational import DEFAULT_FAILING_AFTER
@@ -85,6 +85,39 @@ class WorkerSettings(ProducerSettings):
         min_length=1,
         description="Address the /metrics endpoint listens on.",
     )
+    console_user: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.@-]{1,64}$",
+        description="The operator console's login name (with WEBHOOKS_CONSOLE_PASSWORD).",
+    )
+    console_password: SecretStr | None = Field(
+        default=None, description="The operator console's password; never printed or logged."
+    )
+    console_token: SecretStr | None = Field(
+        default=None,
+        description="A token for the console: `Authorization: Bearer TOKEN` for scripts, or"
+        " typed as the password on the login page under the operator's own name.",
+    )
+    console_read_only: bool = Field(
+        default=False, description="Serve the console without any action (also --read-only)."
+    )
+    console_cookie_secret: SecretStr | None = Field(
+        default=None,
+        description="Key that signs the console's session cookies (several console processes"
+        " behind one address share it); a random one per start when unset.",
+    )
+
+    @field_validator(
+        "console_user",
+        "console_password",
+        "console_token",
+        "console_cookie_secret",
+        mode="before",
+    )
+    @classmethod
+    def _empty_console_setting_is_unset(cls, value: object) -> object:
+        """``WEBHOOKS_CONSOLE_TOKEN=`` (as compose passes an unset variable) means not set."""
+        return None if value == "" else value
 
 
 def load_settings() -> WorkerSettings:

@@ -36,6 +36,9 @@ from worker import operational, scripts
 #: How long a slot stays live without its holder's heartbeat (renewed every second).
 SLOT_TTL_S = 5.0
 
+#: The reason of a disable an operator gives none for.
+DISABLED_BY_OPERATOR = "disabled by an operator"
+
 
 def delivery_id(event_id: str, subscriber_id: str) -> str:
     return f"{event_id}:{subscriber_id}"
@@ -359,7 +362,7 @@ class Store:
         pipe.ltrim(self.keys.bad_messages, 0, 999)
         pipe.execute()
 
-    def disable_subscriber(self, subscriber_id: str, reason: str) -> None:
+    def disable_subscriber(self, subscriber_id: str, reason: str = DISABLED_BY_OPERATOR) -> None:
         self.redis.hset(
             self.keys.subscriber_state(subscriber_id),
             mapping={"disabled": "1", "reason": reason, "disabled_at": int(time.time() * 1000)},

@@ -1,0 +1,108 @@
+"""The console's Tornado application and ``reseller-webhooks console``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import signal
+import socket
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import click
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+
+from producers.errors import ConfigError
+from worker.operations import Operations
+from worker.settings import WorkerSettings
+from worker.store import Trigger
+from worker.webconsole.auth import credentials, refusal
+from worker.webconsole.handlers import Console, routes
+
+log = logging.getLogger("worker.webconsole")
+
+HERE = Path(__file__).parent
+
+
+def _celery_sender() -> Callable[[Sequence[Trigger]], None]:
+    from worker.app import app, keys
+    from worker.triggers import send_deliver
+
+    return lambda triggers: send_deliver(app, keys, triggers)
+
+
+def make_app(
+    settings: WorkerSettings,
+    *,
+    read_only: bool = False,
+    ops: Operations | None = None,
+    send_factory: Callable[[], Callable[[Sequence[Trigger]], None]] = _celery_sender,
+) -> tornado.web.Application:
+    """The console for the deployment ``settings`` describe (``ConfigError`` when its login
+    settings are incomplete or too weak)."""
+    console = Console(
+        ops=ops or Operations(settings),
+        credentials=credentials(settings),
+        read_only=read_only or settings.console_read_only,
+        send_factory=send_factory,
+    )
+    secret = settings.console_cookie_secret
+    return tornado.web.Application(
+        routes(console),
+        template_path=str(HERE / "templates"),
+        static_path=str(HERE / "static"),
+        cookie_secret=secret.get_secret_value() if secret else secrets.token_hex(32),
+        xsrf_cookies=True,
+        xsrf_cookie_kwargs={"httponly": True, "samesite": "Strict"},
+        login_url="/login",
+        autoescape="xhtml_escape",
+        compress_response=False,
+        serve_traceback=False,
+    )
+
+
+def serve(settings: WorkerSettings, *, host: str, port: int, read_only: bool = False) -> None:
+    """Serve the console until SIGINT or SIGTERM. Refuses (``ConfigError``) to listen beyond
+    loopback without a login."""
+    app = make_app(settings, read_only=read_only)
+    creds = credentials(settings)
+    problem = refusal(host, creds)
+    if problem:
+        raise ConfigError(problem)
+    if not creds.required:
+        log.warning(
+            "console: no WEBHOOKS_CONSOLE_PASSWORD or WEBHOOKS_CONSOLE_TOKEN: no login, anyone"
+            " on this machine can use it (loopback only)"
+        )
+    try:
+        sockets = tornado.netutil.bind_sockets(port, host)
+    except OSError as exc:
+        raise ConfigError(
+            f"the console cannot listen on {host}:{port}: {exc.strerror or type(exc).__name__}"
+        ) from None
+    bound = sockets[0].getsockname()[1]
+    asyncio.run(_run(app, sockets, host, bound, read_only or settings.console_read_only))
+
+
+async def _run(
+    app: tornado.web.Application,
+    sockets: list[socket.socket],
+    host: str,
+    port: int,
+    read_only: bool,
+) -> None:
+    server = tornado.httpserver.HTTPServer(app, xheaders=False)
+    server.add_sockets(sockets)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    shown = f"[{host}]" if ":" in host else host
+    mode = " (read-only)" if read_only else ""
+    click.echo(f"console on http://{shown}:{port}{mode}", err=False)
+    await stop.wait()
+    server.stop()
+    click.echo("console stopped")
