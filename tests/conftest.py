@@ -193,9 +193,28 @@ class Deployment:
     def start_scheduler(self) -> WorkerProcess:
         return self.start_process("scheduler", ready="scheduler running")
 
-    def start_process(self, command: str, *extra: str, ready: str | None) -> WorkerProcess:
+    def start_console(self, *extra: str, **settings: str) -> tuple[WorkerProcess, str]:
+        """``reseller-webhooks console`` on a free loopback port, without the subscribers'
+        secrets in its environment (it never needs them); returns it and its base URL."""
+        ready = "console on http://"
+        console = self.start_process(
+            "console", "--port", "0", *extra, ready=ready, settings=settings, with_secrets=False
+        )
+        line = next(line for line in console.log().splitlines() if line.startswith(ready))
+        return console, line.split()[2]
+
+    def start_process(
+        self,
+        command: str,
+        *extra: str,
+        ready: str | None,
+        settings: dict[str, str] | None = None,
+        with_secrets: bool = True,
+    ) -> WorkerProcess:
         log_path = self.tmp_path / f"{command}-{len(self.workers)}.log"
-        env = self.env
+        env = {**self.env, **(settings or {})}
+        if not with_secrets:
+            env = {k: v for k, v in env.items() if k not in self.secrets}
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "worker", command, *extra],

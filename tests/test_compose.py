@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import click
+import httpx
 import pytest
 import redis
 import yaml
@@ -35,6 +36,8 @@ from producers.settings import ProducerSettings
 from tests.conftest import ROOT, Deployment, wait_until
 from worker.cli import main
 from worker.redis_server import find_redis_server, free_port
+from worker.settings import WorkerSettings
+from worker.webconsole.auth import Credentials, credentials, refusal
 
 COMPOSE_FILE = ROOT / "compose.yaml"
 DOTENV_EXAMPLE = ROOT / ".env.example"
@@ -101,9 +104,18 @@ def subscriber_secret_names() -> set[str]:
 
 PASSWORD = "pw-" + secrets.token_hex(12)
 FLOWER_LOGIN = "ops:fl-" + secrets.token_hex(12)
-ENV = {**documented_env(), "REDIS_PASSWORD": PASSWORD, "FLOWER_BASIC_AUTH": FLOWER_LOGIN}
+CONSOLE_PASSWORD = "co-" + secrets.token_hex(12)
+ENV = {
+    **documented_env(),
+    "REDIS_PASSWORD": PASSWORD,
+    "FLOWER_BASIC_AUTH": FLOWER_LOGIN,
+    "WEBHOOKS_CONSOLE_USER": "oncall",
+    "WEBHOOKS_CONSOLE_PASSWORD": CONSOLE_PASSWORD,
+}
 COMPOSE = render(ENV)
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
+#: The services that talk to Redis (through the Sentinels with the Sentinel lines).
+REDIS_CLIENTS = ("worker", "flower", "console")
 
 
 def command(service: str) -> list[str]:
@@ -140,7 +152,10 @@ def test_interpolate(text: str, env: dict[str, str], expected: str) -> None:
     assert interpolate(text, env) == expected
 
 
-@pytest.mark.parametrize("missing", ["REDIS_PASSWORD", "FLOWER_BASIC_AUTH"])
+@pytest.mark.parametrize(
+    "missing",
+    ["REDIS_PASSWORD", "FLOWER_BASIC_AUTH", "WEBHOOKS_CONSOLE_USER", "WEBHOOKS_CONSOLE_PASSWORD"],
+)
 def test_required_settings_stop_the_rendering_by_name(missing: str) -> None:
     with pytest.raises(InterpolationError, match=f"^{missing}: set {missing}"):
         render({**ENV, missing: ""})
@@ -168,6 +183,7 @@ def test_redis_password_is_never_on_a_command_line() -> None:
             shown = repr(service.get(part))
             assert PASSWORD not in shown, f"{name} {part}"
             assert FLOWER_LOGIN not in shown, f"{name} {part}"
+            assert CONSOLE_PASSWORD not in shown, f"{name} {part}"
     auth = COMPOSE["configs"]["redis-auth"]["content"]
     assert auth.split("\n") == [f"requirepass {PASSWORD}", f"masterauth {PASSWORD}", ""]
     for name in ("redis", "redis-replica"):
@@ -176,11 +192,11 @@ def test_redis_password_is_never_on_a_command_line() -> None:
         assert mounted["target"] in command(name)
 
 
-def test_workers_and_flower_reach_redis_with_the_password() -> None:
-    for name in ("worker", "flower"):
+def test_workers_flower_and_the_console_reach_redis_with_the_password() -> None:
+    for name in REDIS_CLIENTS:
         assert SERVICES[name]["environment"]["REDIS_URL"] == f"redis://:{PASSWORD}@redis:6379/0"
     assert SERVICES["redis"]["environment"]["REDISCLI_AUTH"] == PASSWORD
-    for name in ("worker", "flower"):
+    for name in REDIS_CLIENTS:
         assert SERVICES[name]["depends_on"]["redis"]["condition"] == "service_healthy"
 
 
@@ -202,6 +218,36 @@ def test_every_variable_a_service_reads_is_provided() -> None:
     assert SERVICES["flower"]["environment"]["FLOWER_BASIC_AUTH"] == FLOWER_LOGIN
     # Redis: the password of its healthcheck's redis-cli.
     assert set(SERVICES["redis"]["environment"]) == {"REDISCLI_AUTH"}
+    # The console: the broker, the subscribers file (the same mount) and its own login.
+    console = SERVICES["console"]
+    assert (
+        console["environment"]["WEBHOOKS_SUBSCRIBERS"]
+        == (worker["environment"]["WEBHOOKS_SUBSCRIBERS"])
+    )
+    assert console["volumes"] == [mount]
+    assert console["environment"]["WEBHOOKS_CONSOLE_USER"] == "oncall"
+    assert console["environment"]["WEBHOOKS_CONSOLE_PASSWORD"] == CONSOLE_PASSWORD
+
+
+def test_the_console_gets_no_subscriber_secrets_and_needs_its_login() -> None:
+    console = SERVICES["console"]
+    assert "env_file" not in console
+    secret_names = subscriber_secret_names() | set(dotenv_values(SECRETS_EXAMPLE))
+    assert not secret_names & set(console["environment"])
+    assert console["ports"] == ["127.0.0.1:5556:5556"]
+    cmd = command("console")
+    assert cmd[:2] == ["reseller-webhooks", "console"]
+    host = cmd[cmd.index("--host") + 1]
+    settings = WorkerSettings(
+        **{
+            k.removeprefix("WEBHOOKS_").lower(): v
+            for k, v in console["environment"].items()
+            if k.startswith("WEBHOOKS_CONSOLE_")
+        }
+    )
+    assert refusal(host, credentials(settings)) is None  # the login it gets is enough
+    assert refusal(host, Credentials()) is not None  # and without one it would not start
+    assert not settings.console_read_only
 
 
 def test_flower_gets_no_subscriber_secrets() -> None:
@@ -236,7 +282,7 @@ def sentinel_config(compose: dict[str, Any]) -> list[list[str]]:
 
 def test_the_sentinel_profile_starts_only_when_asked_for() -> None:
     by_default = {name for name, service in SERVICES.items() if not service.get("profiles")}
-    assert by_default == {"redis", "worker", "flower"}
+    assert by_default == {"redis", "worker", "flower", "console"}
     assert {n for n, s in SERVICES.items() if s.get("profiles") == ["sentinel"]} == SENTINEL_PROFILE
     assert set(SERVICES) - by_default == SENTINEL_PROFILE | {"prometheus"}
     for name in SENTINEL_PROFILE:
@@ -278,7 +324,7 @@ def test_the_documented_lines_take_workers_and_flower_through_the_sentinels() ->
     sentinels = sorted(name for name in services if name.startswith("sentinel-"))
     assert len(sentinels) == 3
     assert int(quorum) == len(sentinels) // 2 + 1
-    for name in ("worker", "flower"):
+    for name in REDIS_CLIENTS:
         env = services[name]["environment"]
         target = redis_target(
             ProducerSettings(
@@ -298,7 +344,7 @@ def test_the_documented_lines_take_workers_and_flower_through_the_sentinels() ->
 
 
 def test_without_the_sentinel_lines_nothing_goes_through_sentinels() -> None:
-    for name in ("worker", "flower"):
+    for name in REDIS_CLIENTS:
         env = SERVICES[name]["environment"]
         target = redis_target(
             ProducerSettings(
@@ -602,3 +648,39 @@ def test_the_sentinel_profile_runs_and_fails_over(tmp_path: Path) -> None:
         for process in processes:
             process.kill()
             process.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_the_console_runs_with_the_compose_settings(deployment: Deployment) -> None:
+    """The compose command and environment on a local process (the address and port replaced
+    by loopback ones): its healthcheck passes, pages need the login, and the login works."""
+    deployment.subscriber("acme-crm", "http://127.0.0.1:9/hook")
+    cmd = command("console")
+    probe = SERVICES["console"]["healthcheck"]["test"]
+    assert probe[:3] == ["CMD", "python", "-c"]
+    args = cmd[2:]
+    args[args.index("--host") + 1] = "127.0.0.1"
+    del args[args.index("--port") : args.index("--port") + 2]
+    settings = {
+        k: v
+        for k, v in SERVICES["console"]["environment"].items()
+        if k not in {"REDIS_URL", "WEBHOOKS_SUBSCRIBERS", "WEBHOOKS_SENTINEL_MASTER"}
+    }
+    console, url = deployment.start_console(*args, **settings)
+    check = probe[3].replace("http://127.0.0.1:5556/", f"{url}/")
+    assert subprocess.run([sys.executable, "-c", check], capture_output=True).returncode == 0
+    with httpx.Client(base_url=url, timeout=10) as client:
+        assert client.get("/subscribers").status_code == 302  # to the login page
+        login = client.get("/login")
+        xsrf = client.cookies["_xsrf"]
+        assert login.status_code == 200
+        done = client.post(
+            "/login",
+            data={"_xsrf": xsrf, "user": "oncall", "password": CONSOLE_PASSWORD},
+        )
+        assert done.status_code == 302
+        page = client.get("/subscribers")
+        assert page.status_code == 200
+        assert "acme-crm" in page.text
+    console.stop()
+    assert CONSOLE_PASSWORD not in console.log()

@@ -42,6 +42,7 @@ class Dev:
     redis_port: int
     receiver_port: int
     flower_port: int | None
+    console_port: int | None
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -56,7 +57,8 @@ class Dev:
         ]
 
     def ports(self) -> list[int]:
-        return [p for p in (self.redis_port, self.receiver_port, self.flower_port) if p]
+        ports = (self.redis_port, self.receiver_port, self.flower_port, self.console_port)
+        return [p for p in ports if p]
 
 
 @pytest.fixture
@@ -66,6 +68,7 @@ def start_dev(tmp_path: Path) -> Iterator[Callable[..., Dev]]:
     def start(*extra: str, flower: bool = True, env: dict[str, str] | None = None) -> Dev:
         redis_port, receiver_port = free_port(), free_port()
         flower_port = free_port() if flower else None
+        console_port = free_port() if flower else None  # the console goes with Flower
         log_path = tmp_path / f"dev-{len(started)}.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
@@ -77,6 +80,7 @@ def start_dev(tmp_path: Path) -> Iterator[Callable[..., Dev]]:
                     f"--redis-port={redis_port}",
                     f"--receiver-port={receiver_port}",
                     f"--flower-port={flower_port}" if flower_port else "--no-flower",
+                    f"--console-port={console_port}" if console_port else "--no-console",
                     *extra,
                 ],
                 cwd=tmp_path,
@@ -84,7 +88,7 @@ def start_dev(tmp_path: Path) -> Iterator[Callable[..., Dev]]:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        dev = Dev(process, log_path, redis_port, receiver_port, flower_port)
+        dev = Dev(process, log_path, redis_port, receiver_port, flower_port, console_port)
         started.append(dev)
         return dev
 
@@ -107,6 +111,7 @@ def test_dev_runs_redis_worker_flower_and_a_verifying_receiver(
         # The banner waits for the worker (and Flower) instead of preceding them.
         assert out.index(" ready.") < out.index(BANNER)
         assert port_open(dev.flower_port)
+        assert f"console   http://127.0.0.1:{dev.console_port}" in out
         assert f"redis     redis://127.0.0.1:{dev.redis_port}/0 (embedded)" in out
 
         # The publish hint works as printed, from a shell with no venv activated.
@@ -148,6 +153,17 @@ def test_dev_runs_redis_worker_flower_and_a_verifying_receiver(
         user = sample_user()
         for personal in (user["email"], user["firstName"], user["lastName"]):
             assert personal not in shown
+
+        # The console, on loopback without a login, shows the delivery.
+        def console_shows_it() -> str | None:
+            url = f"http://127.0.0.1:{dev.console_port}/subscribers/sample-receiver"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                page = response.read().decode()
+            return page if f"{event_id}:sample-receiver" in page else None
+
+        page = wait_until(console_shows_it, what="the console shows the delivery")
+        assert "100.0 % of 1" in page
+        assert "HTTP 200" in page
     finally:
         dev.process.send_signal(signal.SIGINT)
         assert dev.process.wait(timeout=60) == 0
@@ -157,7 +173,7 @@ def test_dev_runs_redis_worker_flower_and_a_verifying_receiver(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("service", ["redis", "receiver", "flower"])
+@pytest.mark.parametrize("service", ["redis", "receiver", "flower", "console"])
 def test_a_port_in_use_is_named_and_nothing_is_left_running(
     start_dev: Callable[..., Dev], service: str
 ) -> None:

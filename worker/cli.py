@@ -252,9 +252,19 @@ def subscribers_check(path: Path | None, without_secrets: bool) -> None:
 @click.option("--receiver-port", default=8090, show_default=True)
 @click.option("--flower-port", default=5555, show_default=True)
 @click.option("--no-flower", is_flag=True, help="Do not start Flower.")
-def dev(redis_port: int, receiver_port: int, flower_port: int, no_flower: bool) -> None:
-    """Run everything locally: Redis (embedded unless REDIS_URL is set), a worker, Flower and a
-    sample receiver that verifies signatures. Ctrl-C stops it all."""
+@click.option("--console-port", default=5556, show_default=True)
+@click.option("--no-console", is_flag=True, help="Do not start the operator console.")
+def dev(
+    redis_port: int,
+    receiver_port: int,
+    flower_port: int,
+    no_flower: bool,
+    console_port: int,
+    no_console: bool,
+) -> None:
+    """Run everything locally: Redis (embedded unless REDIS_URL is set), a worker, Flower, the
+    operator console (loopback, no login) and a sample receiver that verifies signatures.
+    Ctrl-C stops it all."""
     from worker.dev import run_dev
 
     try:
@@ -262,6 +272,7 @@ def dev(redis_port: int, receiver_port: int, flower_port: int, no_flower: bool) 
             redis_port=redis_port,
             receiver_port=receiver_port,
             flower_port=None if no_flower else flower_port,
+            console_port=None if no_console else console_port,
         )
     except ConfigError as exc:
         _fail(exc)

@@ -1,7 +1,8 @@
 """``reseller-webhooks dev``: the whole product on one machine, with nothing installed but pip.
 
-It starts Redis (embedded unless ``REDIS_URL`` is set), a sample receiver, a worker and Flower,
-prints how to reach them once the worker is ready, and stops all of them together: on Ctrl-C, on
+It starts Redis (embedded unless ``REDIS_URL`` is set), a sample receiver, a worker, Flower and
+the operator console (on loopback, without a login), prints how to reach them once the worker is
+ready, and stops all of them together: on Ctrl-C, on
 SIGTERM, when any of them dies (named, exit code 1) or when one cannot start (a port in use is
 named before anything starts).
 """
@@ -36,7 +37,12 @@ from worker.settings import load_settings
 DEV_DIR = Path(".dev")
 READY_TIMEOUT_S = 120.0
 # How a port is chosen on the command line, per service.
-PORT_OPTIONS = {"redis": "--redis-port", "receiver": "--receiver-port", "flower": "--flower-port"}
+PORT_OPTIONS = {
+    "redis": "--redis-port",
+    "receiver": "--receiver-port",
+    "flower": "--flower-port",
+    "console": "--console-port",
+}
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -175,7 +181,9 @@ def describe_exit(name: str, code: int) -> str:
     return f"{name} exited with code {code}"
 
 
-def run_dev(*, redis_port: int, receiver_port: int, flower_port: int | None) -> None:
+def run_dev(
+    *, redis_port: int, receiver_port: int, flower_port: int | None, console_port: int | None = None
+) -> None:
     """Run until Ctrl-C or SIGTERM (then return), or until a part dies (then exit with 1)."""
     settings = load_settings()
     env_url = os.environ.get("REDIS_URL")
@@ -183,6 +191,8 @@ def run_dev(*, redis_port: int, receiver_port: int, flower_port: int | None) -> 
     ports["receiver"] = receiver_port
     if flower_port:
         ports["flower"] = flower_port
+    if console_port:
+        ports["console"] = console_port
     problem = busy_ports(ports)
     if problem:
         raise ConfigError(problem)
@@ -256,6 +266,25 @@ def run_dev(*, redis_port: int, receiver_port: int, flower_port: int | None) -> 
                     ),
                 )
                 children.append(flower)
+            console = None
+            if console_port:
+                # On loopback and without a login (unless the environment sets one); it never
+                # needs the subscriber's secret.
+                console = Child(
+                    "the console",
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "worker",
+                            "console",
+                            "--host=127.0.0.1",
+                            f"--port={console_port}",
+                        ],
+                        env={k: v for k, v in env.items() if k != "DEV_WEBHOOK_SECRET"},
+                    ),
+                )
+                children.append(console)
 
             deadline = time.monotonic() + READY_TIMEOUT_S
             while waiting := [
@@ -263,6 +292,7 @@ def run_dev(*, redis_port: int, receiver_port: int, flower_port: int | None) -> 
                 for name, ready in (
                     ("the worker", worker.ready.is_set()),
                     ("flower", flower is None or _port_open(flower_port or 0)),
+                    ("the console", console is None or _port_open(console_port or 0)),
                 )
                 if not ready
             ]:
@@ -280,6 +310,7 @@ def run_dev(*, redis_port: int, receiver_port: int, flower_port: int | None) -> 
                     f"  redis     {shown_url}{'' if env_url else ' (embedded)'}\n"
                     f"  receiver  {receiver.url}/webhooks (verifies signatures)\n"
                     + (f"  flower    http://127.0.0.1:{flower_port}\n" if flower_port else "")
+                    + (f"  console   http://127.0.0.1:{console_port}\n" if console_port else "")
                     + "Publish a sample event from another terminal"
                     + (" (with REDIS_URL set as for dev):\n" if hint_url is None else ":\n")
                     + f"  {publish_hint(hint_url, console_script(), Path.cwd())}\n"

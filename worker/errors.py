@@ -40,6 +40,10 @@ class OperatorError(WebhooksError):
 class UnknownSubscriberError(OperatorError):
     """The subscriber id is not in the subscribers file."""
 
+    def __init__(self, subscriber_id: str, path: object) -> None:
+        self.subscriber_id = subscriber_id
+        super().__init__(f"no subscriber {subscriber_id!r} in {path}")
+
 
 class SubscribersDisabledError(OperatorError):
     """Dead letters of disabled subscribers cannot be replayed until they are enabled."""

@@ -140,9 +140,7 @@ class Operations:
     def subscriber(self, subscriber_id: str) -> Subscriber:
         sub = self.config().by_id.get(subscriber_id)
         if sub is None:
-            raise UnknownSubscriberError(
-                f"no subscriber {subscriber_id!r} in {self.settings.subscribers}"
-            )
+            raise UnknownSubscriberError(subscriber_id, self.settings.subscribers)
         return sub
 
     def disable(self, subscriber_id: str, reason: str = DISABLED_BY_OPERATOR) -> None:

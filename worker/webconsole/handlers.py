@@ -124,6 +124,7 @@ class Base(tornado.web.RequestHandler):
             age=views.age,
             success=views.success,
             attempt_result=views.attempt_result,
+            delivery_facts=views.delivery_facts,
             qs=urlencode,
         )
         return namespace
@@ -138,7 +139,7 @@ class Base(tornado.web.RequestHandler):
             message = str(UnavailableError.from_exception(exc)) + "; try again shortly"
         elif isinstance(exc, UnknownSubscriberError):
             self.set_status(404)
-            message = str(exc)
+            message = f"No subscriber {exc.subscriber_id!r} in the subscribers file"
         elif isinstance(exc, OperatorError | ConfigError):
             self.set_status(409 if isinstance(exc, OperatorError) else 500)
             message = str(exc)

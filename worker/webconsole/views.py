@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from worker.activity import Rate
+from worker.activity import DeliveryStory, Rate
 
 #: What a lookup query is, when the operator does not say.
 LOOKUP_KINDS = ("user", "event", "delivery")
@@ -83,3 +83,21 @@ def local_path(target: str | None, default: str = "/subscribers") -> str:
     if "\\" in target:
         return default
     return target
+
+
+def delivery_facts(delivery: DeliveryStory) -> list[str]:
+    """A delivery's record in a few words: attempts, how it was triggered, when it was fanned
+    out, its next attempt or when it finished, and why it ended."""
+    record = delivery.record
+    facts = [f"{record.get('attempts', len(delivery.attempts))} attempt(s)"]
+    if record.get("trigger") == "manual":
+        facts.append("replayed by an operator")
+    if record.get("created"):
+        facts.append(f"fanned out {iso_ms(record['created'])}")
+    if record.get("next") and delivery.state == "waiting":
+        facts.append(f"next attempt {iso_ms(record['next'])}")
+    if record.get("done"):
+        facts.append(f"finished {iso_ms(record['done'])}")
+    if record.get("reason"):
+        facts.append(record["reason"])
+    return facts

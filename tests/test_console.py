@@ -1,0 +1,335 @@
+"""The operator console without a browser: who may use it and where it may listen, what it
+reads (the indexes the scripts keep for it), and how it answers when Redis is out of reach.
+The pages themselves are driven in a real browser in ``tests/test_console_browser.py``."""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+import httpx
+import pytest
+import redis
+from pydantic import SecretStr
+
+from producers.errors import ConfigError
+from producers.publisher import Publisher
+from producers.wire import Keys
+from tests.conftest import ROUTES, Deployment
+from tests.test_cli_errors import one_line_error
+from worker.activity import Activity, Rate, rates, window_minutes
+from worker.cli import sample_user
+from worker.operations import SubscriberHealth, parse_since
+from worker.redis_server import free_port
+from worker.scripts import RECENT_KEPT, USER_EVENTS_KEPT
+from worker.settings import WorkerSettings
+from worker.store import Finish, Store
+from worker.webconsole import views
+from worker.webconsole.auth import Credentials, credentials, is_loopback, refusal
+
+PASSWORD = "console-" + secrets.token_hex(8)
+TOKEN = "tok-" + secrets.token_hex(16)
+
+
+# -- who may use it --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("localhost", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.0.2.10", False),
+        ("console.example", False),
+    ],
+)
+def test_which_hosts_are_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+    open_console = Credentials()
+    assert (refusal(host, open_console) is None) is loopback
+    assert refusal(host, Credentials("ops", SecretStr(PASSWORD))) is None
+
+
+def test_a_login_needs_the_user_and_its_password_or_the_token() -> None:
+    creds = Credentials("ops", SecretStr(PASSWORD), SecretStr(TOKEN))
+    assert creds.required
+    assert creds.login("ops", PASSWORD) == "ops"
+    assert creds.login("ada", TOKEN) == "ada (token)"
+    assert creds.login("ops", TOKEN[:-1]) is None
+    assert creds.login("ada", PASSWORD) is None  # the password is the user's only
+    assert creds.login("ops", "") is None
+    assert creds.login("", PASSWORD) is None
+    assert creds.login("ops\nforged log line", TOKEN) is None  # names are logged: none of that
+    assert creds.bearer(f"Bearer {TOKEN}")
+    assert creds.bearer(f"bearer {TOKEN}")
+    assert not creds.bearer(f"Bearer {PASSWORD}")
+    assert not creds.bearer(f"Basic {TOKEN}")
+    without_token = Credentials("ops", SecretStr(PASSWORD))
+    assert not without_token.bearer("Bearer ")
+    assert without_token.login("ada", "") is None
+
+
+@pytest.mark.parametrize(
+    ("values", "problem"),
+    [
+        ({"console_user": "ops"}, "WEBHOOKS_CONSOLE_USER and WEBHOOKS_CONSOLE_PASSWORD: set both"),
+        ({"console_password": PASSWORD}, "set both or neither"),
+        ({"console_user": "ops", "console_password": "short"}, "at least 12 characters"),
+        ({"console_token": "short"}, "WEBHOOKS_CONSOLE_TOKEN: at least 24 characters"),
+    ],
+)
+def test_incomplete_or_weak_credentials_are_refused_by_name(
+    values: dict[str, str], problem: str
+) -> None:
+    with pytest.raises(ConfigError, match=problem) as raised:
+        credentials(WorkerSettings(**values))
+    assert PASSWORD not in str(raised.value)
+    assert "short" not in str(raised.value)
+
+
+def test_unset_credentials_from_compose_mean_none() -> None:
+    settings = WorkerSettings(console_user="", console_password="", console_token="")
+    assert not credentials(settings).required
+
+
+# -- what it shows -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "kind", "expected"),
+    [
+        ("msg_9Q3c:acme-crm", "auto", "delivery"),
+        ("msg_9Q3c", "auto", "event"),
+        ("usr_9b2f1c", "auto", "user"),
+        ("msg_9Q3c", "user", "user"),
+        ("anything", "nonsense", "user"),
+    ],
+)
+def test_what_a_lookup_names(query: str, kind: str, expected: str) -> None:
+    assert views.lookup_kind(query, kind) == expected
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("/dead-letters?subscriber=a", "/dead-letters?subscriber=a"),
+        (None, "/subscribers"),
+        ("", "/subscribers"),
+        ("//evil.example/x", "/subscribers"),
+        ("https://evil.example/", "/subscribers"),
+        ("/\\evil.example", "/subscribers"),
+        ("subscribers", "/subscribers"),
+    ],
+)
+def test_after_a_login_only_paths_of_this_site(target: str | None, expected: str) -> None:
+    assert views.local_path(target) == expected
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (None, ""),
+        (0, ""),
+        (45.2, "45 s"),
+        (720, "12 min"),
+        (11100, "3 h 5 min"),
+        (187200, "2 d 4 h"),
+    ],
+)
+def test_ages(seconds: float | None, shown: str) -> None:
+    assert views.age(seconds) == shown
+
+
+def test_times_are_utc_iso_to_the_second() -> None:
+    assert views.iso_ms(1795338922104) == "2026-11-22T09:15:22Z"
+    assert views.iso_ms(None) == views.iso_ms("") == ""
+    assert views.iso_text("2026-11-22T09:15:22.104Z") == "2026-11-22T09:15:22Z"
+    assert views.iso_text(None) == ""
+    assert views.success(Rate(39, 1)) == "97.5 % of 40"
+    assert views.success(Rate(0, 0)) == "no attempts"
+
+
+def test_since_takes_a_duration_or_a_time_with_an_offset() -> None:
+    assert parse_since("2h", now=10_000.0) == (10_000 - 7200) * 1000
+    assert parse_since("2026-11-22T09:15:22Z") == 1795338922000
+    with pytest.raises(ValueError, match="give an RFC 3339 time or a duration"):
+        parse_since("yesterday")
+    with pytest.raises(ValueError, match="needs a UTC offset"):
+        parse_since("2026-11-22T09:15:22")
+
+
+def test_the_rate_window_is_the_last_hour_of_minutes() -> None:
+    minutes = window_minutes(60_000 * 1000 + 59_999)
+    assert minutes[-1] == 1000
+    assert minutes[0] == 940
+    assert len(minutes) == 61
+
+
+@pytest.mark.parametrize(
+    ("enabled", "state", "status", "line"),
+    [
+        (True, {}, "ok", "ok"),
+        (False, {"disabled": "1"}, "off", "off in config"),
+        (True, {"disabled": "1", "reason": "HTTP 410"}, "disabled", "DISABLED: HTTP 410"),
+        (True, {"disabled": "0", "failures": "2"}, "ok", "ok (2 failed attempt(s) in a row)"),
+        (
+            True,
+            {"failing_since": "1", "failures": "7"},
+            "failing",
+            "failing (7 failed attempt(s) in a row)",
+        ),
+    ],
+)
+def test_subscriber_status(enabled: bool, state: dict[str, str], status: str, line: str) -> None:
+    health = SubscriberHealth("s", in_file=True, enabled_in_file=enabled, state=state)
+    assert (health.status, health.describe()) == (status, line)
+
+
+# -- the indexes the scripts keep for it -------------------------------------------------------
+
+
+def _finish(outcome: str) -> Finish:
+    return Finish(outcome, {"outcome": outcome, "at": "2026-01-01T00:00:00Z"}, delay_ms=60_000)
+
+
+def test_the_scripts_count_attempts_list_the_latest_and_index_users(
+    store: Store, publisher: Publisher, rdb: redis.Redis, keys: Keys
+) -> None:
+    ids = [publisher.user_created({**sample_user(), "id": f"usr_{n % 2}"}) for n in range(3)]
+    drained = store.drain(ROUTES, batch=100, now_iso="2026-01-01T00:00:00Z")
+    activity = Activity(store)
+    # Each user's events, newest first, expiring with the delivery records.
+    assert activity.user_event_ids("usr_0") == [ids[2], ids[0]]
+    assert activity.user_event_ids("usr_1") == [ids[1]]
+    assert 0 < rdb.ttl(keys.user_events("usr_0")) <= 3600
+    # usr_0's second event waits behind its first (per-user ordering): two are claimed.
+    batch = store.claim("s", drained.triggers[0].token, most=10, lease_ms=10_000, bound=1)
+    assert batch is not None
+    first, second = batch.claims
+    store.finish([(first, _finish("delivered")), (second, _finish("retry"))])
+    assert rates(store, ["s", "other"]) == {"s": Rate(ok=1, failed=1), "other": Rate(0, 0)}
+    (minute,) = rdb.keys(keys.rate_minute("s", "*"))
+    assert 0 < rdb.ttl(minute) <= 3660
+    latest = activity.recent_attempts("s")
+    assert {a.delivery_id for a in latest} == {first.delivery_id, second.delivery_id}
+    user = activity.events([ids[0]], ["s"])
+    assert [d.state for d in user[0].deliveries] == ["delivered"]
+    assert user[0].user_id == "usr_0"
+    assert user[0].body_kept
+
+
+def finish_directly(store: Store, keys: Keys, did: str, outcome: str) -> None:
+    """The FINISH script for one running delivery, without a claim."""
+    store.redis.hset(keys.delivery(did), mapping={"state": "running", "lease": "7"})
+    store._finish(  # the script itself
+        keys=[keys.due, keys.dead],
+        args=["rw", 60, 10, 60, 5, did, "s", "7", outcome, "{}", 0, "{}", 10**9, "why"],
+    )
+
+
+def test_an_unattempted_delivery_is_listed_but_not_counted(
+    store: Store, rdb: redis.Redis, keys: Keys
+) -> None:
+    finish_directly(store, keys, "msg_a:s", "skipped")
+    finish_directly(store, keys, "msg_b:s", "dead")
+    assert rates(store, ["s"]) == {"s": Rate(ok=0, failed=1)}
+    assert rdb.lrange(keys.recent_attempts("s"), 0, -1) == [b"msg_b:s", b"msg_a:s"]
+
+
+def test_the_indexes_stay_bounded(
+    store: Store, publisher: Publisher, rdb: redis.Redis, keys: Keys
+) -> None:
+    user = {**sample_user(), "id": "usr_busy"}
+    for _ in range(3):
+        publisher.publish_batch(
+            [{"event": "reseller.user.updated", "data": user}] * USER_EVENTS_KEPT
+        )
+        store.drain(ROUTES, batch=500, now_iso="2026-01-01T00:00:00Z")
+    assert USER_EVENTS_KEPT <= rdb.llen(keys.user_events("usr_busy")) <= 2 * USER_EVENTS_KEPT
+    for n in range(2 * RECENT_KEPT + 5):
+        finish_directly(store, keys, f"msg_{n}:s", "delivered")
+    assert RECENT_KEPT <= rdb.llen(keys.recent_attempts("s")) <= 2 * RECENT_KEPT
+
+
+# -- the command -------------------------------------------------------------------------------
+
+
+def test_refuses_to_listen_beyond_loopback_without_a_login(deployment: Deployment) -> None:
+    deployment.subscriber("s", "http://127.0.0.1:9/s")
+    result = deployment.cli("console", "--host", "0.0.0.0", "--port", "0")
+    one_line_error(result, "the console needs a login to listen on 0.0.0.0")
+    assert "WEBHOOKS_CONSOLE_PASSWORD" in result.stderr
+    deployment.settings.update(WEBHOOKS_CONSOLE_USER="ops", WEBHOOKS_CONSOLE_PASSWORD="weak-pw")
+    result = deployment.cli("console", "--host", "127.0.0.1", "--port", "0")
+    one_line_error(result, "WEBHOOKS_CONSOLE_PASSWORD: at least 12 characters")
+    assert "weak-pw" not in result.stderr
+
+
+def test_redis_out_of_reach_is_a_503_page_without_its_address(deployment: Deployment) -> None:
+    deployment.subscriber("s", "http://127.0.0.1:9/s")
+    redis_password = "pw-" + secrets.token_hex(8)
+    port = free_port()
+    deployment.settings["REDIS_URL"] = f"redis://:{redis_password}@127.0.0.1:{port}/0"
+    console, url = deployment.start_console(
+        WEBHOOKS_CONSOLE_USER="ops",
+        WEBHOOKS_CONSOLE_PASSWORD=PASSWORD,
+        WEBHOOKS_CONSOLE_TOKEN=TOKEN,
+    )
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(base_url=url, timeout=30) as client:
+        assert client.get("/healthz").text == "ok\n"
+        for path in ("/subscribers", "/dead-letters", "/lookup?q=usr_1", "/subscribers/s"):
+            page = client.get(path, headers=auth)
+            assert page.status_code == 503, path
+            assert "Redis is unavailable (ConnectionError)" in page.text
+            for secret in (redis_password, str(port), PASSWORD, TOKEN):
+                assert secret not in page.text
+        action = client.post("/subscribers/s/disable", headers=auth)
+        assert action.status_code == 503
+        # Without the token: the login page, not the data.
+        anonymous = client.get("/subscribers", follow_redirects=False)
+        assert anonymous.status_code == 302
+        assert anonymous.headers["location"].startswith("/login")
+        wrong = client.get(
+            "/subscribers", headers={"Authorization": "Bearer nope"}, follow_redirects=True
+        )
+        assert "Log in" in wrong.text
+    console.stop()
+    log = console.log()
+    assert "console: Redis is unavailable (ConnectionError)" in log
+    for secret in (redis_password, PASSWORD, TOKEN):
+        assert secret not in log
+
+
+def test_a_script_acts_with_the_token_and_no_xsrf_token(
+    deployment: Deployment, rdb: redis.Redis, keys: Keys
+) -> None:
+    deployment.subscriber("s", "http://127.0.0.1:9/s")
+    console, url = deployment.start_console(WEBHOOKS_CONSOLE_TOKEN=TOKEN)
+    with httpx.Client(base_url=url, timeout=30) as client:
+        done = client.post(
+            "/subscribers/s/disable",
+            data={"reason": "from a script"},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            follow_redirects=False,
+        )
+        assert done.status_code == 302
+        assert rdb.hget(keys.subscriber_state("s"), "reason") == b"from a script"
+        # The same request from a browser session (no token header) needs the XSRF token.
+        refused = client.post("/subscribers/s/enable")
+        assert refused.status_code == 403
+        assert rdb.hget(keys.subscriber_state("s"), "disabled") == b"1"
+        unknown = client.post(
+            "/subscribers/nope/enable", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        assert unknown.status_code == 404
+        assert "No subscriber &#x27;nope&#x27; in the subscribers file" in unknown.text
+    console.stop()
+    assert re.search(
+        r"console: token \(127\.0\.0\.1\) disabled subscriber s \(from a", console.log()
+    )
