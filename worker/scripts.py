@@ -387,6 +387,7 @@ local prefix, ttl, log_size, dead_ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local failing_after = tonumber(ARGV[5])
 local now = server_now()
 local owned, notices = {}, {}
+local seen = {}  -- the console's indexes, written once per subscriber after the loop
 local function advance(key, did, sub)
   local chain = redis.call('HGET', key, 'chain')
   if not chain or chain == '' then return end
@@ -413,17 +414,16 @@ for i = 6, #ARGV, 9 do
   if cur[1] ~= 'running' or cur[2] ~= lease then
     owned[#owned + 1] = 0
   else
-    -- the console's latest attempts and success rate (see the module doc)
-    local recent = prefix .. ':recent:' .. sub
-    if redis.call('LPUSH', recent, did) > 2 * RECENT_KEPT then
-      redis.call('LTRIM', recent, 0, RECENT_KEPT - 1)
+    local s = seen[sub]
+    if not s then
+      s = {ids = {}, ok = 0, failed = 0}
+      seen[sub] = s
+      seen[#seen + 1] = sub
     end
+    s.ids[#s.ids + 1] = did
     if outcome ~= 'skipped' then
       redis.call('HINCRBY', key, 'attempts', 1)
-      local rate = prefix .. ':rate:' .. sub .. ':' .. math.floor(now / 60000)
-      if redis.call('HINCRBY', rate, outcome == 'delivered' and 'ok' or 'failed', 1) == 1 then
-        redis.call('EXPIRE', rate, RATE_TTL_S)
-      end
+      if outcome == 'delivered' then s.ok = s.ok + 1 else s.failed = s.failed + 1 end
     end
     if outcome == 'delivered' then
       redis.call('HDEL', health, 'failing_since')
@@ -473,6 +473,23 @@ for i = 6, #ARGV, 9 do
     end
     owned[#owned + 1] = 1
   end
+end
+-- The console's latest attempts and success rate (see the module doc): a command or two per
+-- subscriber and call, however many attempts the call records.
+local minute = math.floor(now / 60000)
+for _, sub in ipairs(seen) do
+  local s = seen[sub]
+  local recent, n = prefix .. ':recent:' .. sub, 0
+  for i = 1, #s.ids, 100 do
+    n = redis.call('LPUSH', recent, unpack(s.ids, i, math.min(i + 99, #s.ids)))
+  end
+  if n > 2 * RECENT_KEPT then redis.call('LTRIM', recent, 0, RECENT_KEPT - 1) end
+  local rate, fresh = prefix .. ':rate:' .. sub .. ':' .. minute, false
+  if s.ok > 0 then fresh = redis.call('HINCRBY', rate, 'ok', s.ok) == s.ok end
+  if s.failed > 0 then
+    fresh = redis.call('HINCRBY', rate, 'failed', s.failed) == s.failed or fresh
+  end
+  if fresh then redis.call('EXPIRE', rate, RATE_TTL_S) end
 end
 return {owned, notices}
 """
