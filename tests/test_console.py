@@ -283,6 +283,14 @@ def test_redis_out_of_reach_is_a_503_page_without_its_address(deployment: Deploy
     auth = {"Authorization": f"Bearer {TOKEN}"}
     with httpx.Client(base_url=url, timeout=30) as client:
         assert client.get("/healthz").text == "ok\n"
+        login = client.get("/login")
+        assert login.headers["X-Frame-Options"] == "DENY"  # no page can be framed by another
+        assert "frame-ancestors 'none'" in login.headers["Content-Security-Policy"]
+        assert login.headers["Cache-Control"] == "no-store"
+        assert (
+            client.get("/nothing/here", headers={"Authorization": f"Bearer {TOKEN}"}).status_code
+            == 404
+        )
         for path in ("/subscribers", "/dead-letters", "/lookup?q=usr_1", "/subscribers/s"):
             page = client.get(path, headers=auth)
             assert page.status_code == 503, path

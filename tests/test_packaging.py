@@ -126,7 +126,14 @@ def test_producer_install_publishes_from_the_command_line(
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "args",
-    [["worker"], ["scheduler"], ["dev", "--no-flower"], ["dlq", "list"], ["-v", "worker"]],
+    [
+        ["worker"],
+        ["scheduler"],
+        ["dev", "--no-flower"],
+        ["dlq", "list"],
+        ["-v", "worker"],
+        ["console"],
+    ],
 )
 def test_worker_commands_name_the_extra_in_one_line(
     producer_venv: Venv, redis_url: str, args: list[str]

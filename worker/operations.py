@@ -137,6 +137,10 @@ class Operations:
             )
         return load_config(self.settings.subscribers, resolve_secrets=False)
 
+    def subscriber_ids(self) -> list[str]:
+        """The subscribers of the file, then any other that has had deliveries."""
+        return self.activity.subscriber_ids(s.id for s in self.config().subscribers)
+
     def subscriber(self, subscriber_id: str) -> Subscriber:
         sub = self.config().by_id.get(subscriber_id)
         if sub is None:
@@ -236,13 +240,11 @@ class Operations:
         return self.activity.events([event_id], [subscriber_id])
 
     def lookup_event(self, event_id: str) -> list[EventStory]:
-        subs = self.activity.subscriber_ids(s.id for s in self.config().subscribers)
-        return self.activity.events([event_id], subs)
+        return self.activity.events([event_id], self.subscriber_ids())
 
     def lookup_user(self, user_id: str) -> list[EventStory]:
         """The user's latest events (newest first) with every delivery of each."""
-        subs = self.activity.subscriber_ids(s.id for s in self.config().subscribers)
-        return self.activity.events(self.activity.user_event_ids(user_id), subs)
+        return self.activity.events(self.activity.user_event_ids(user_id), self.subscriber_ids())
 
     def event_body(self, event_id: str) -> str | None:
         """An event's exact body (personal data): only when an operator asks for it."""

@@ -20,7 +20,7 @@ from worker.operations import Operations
 from worker.settings import WorkerSettings
 from worker.store import Trigger
 from worker.webconsole.auth import credentials, refusal
-from worker.webconsole.handlers import Console, routes
+from worker.webconsole.handlers import Console, NotFound, routes
 
 log = logging.getLogger("worker.webconsole")
 
@@ -58,6 +58,8 @@ def make_app(
         xsrf_cookies=True,
         xsrf_cookie_kwargs={"httponly": True, "samesite": "Strict"},
         login_url="/login",
+        default_handler_class=NotFound,
+        default_handler_args={"console": console},
         autoescape="xhtml_escape",
         compress_response=False,
         serve_traceback=False,

@@ -41,6 +41,16 @@ DEAD_LETTERS_SHOWN = 500
 REASON_MAX = 200
 #: Most delivery ids one log line names.
 LOGGED_IDS = 20
+#: On every answer: no framing (a click on an action button cannot be borrowed by another
+#: site), nothing but this site's own CSS and forms, and nothing kept in caches (pages may
+#: hold personal data).
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
 
 
 @dataclass
@@ -70,6 +80,10 @@ class Base(tornado.web.RequestHandler):
 
     def initialize(self, console: Console) -> None:
         self.console = console
+
+    def set_default_headers(self) -> None:
+        for name, value in SECURITY_HEADERS.items():
+            self.set_header(name, value)
 
     @property
     def ops(self) -> Operations:
@@ -157,6 +171,13 @@ class Base(tornado.web.RequestHandler):
 
     def back(self, default: str) -> str:
         return views.local_path(self.get_body_argument("next", None), default)
+
+
+class NotFound(Base):
+    """Any other address: the console's own 404 page."""
+
+    def prepare(self) -> None:
+        raise tornado.web.HTTPError(404, reason="No such page")
 
 
 class Health(tornado.web.RequestHandler):
@@ -296,14 +317,13 @@ class DeadLetters(Base):
                 since_ms=since,
             )
             letters.reverse()  # newest first
-        health = self.ops.health(with_numbers=False)
         self.render(
             "dead_letters.html",
             letters=letters[:DEAD_LETTERS_SHOWN],
             total=len(letters),
             chosen=chosen,
             problem=problem,
-            subscribers=[h.subscriber_id for h in health],
+            subscribers=self.ops.subscriber_ids(),
             listing=_listing(chosen),
         )
 
