@@ -74,7 +74,7 @@ class Stage:
     def page(self, *, logged_in: bool = True) -> Page:
         context: BrowserContext = self.browser.new_context(
             viewport={"width": 1200, "height": 720},
-            storage_state=self.logged_in if logged_in else None,  # type: ignore[arg-type]
+            storage_state=self.logged_in if logged_in else None,
         )
         return context.new_page()
 

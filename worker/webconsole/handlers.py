@@ -118,7 +118,9 @@ class Base(tornado.web.RequestHandler):
         log.info("console: %s (%s) " + what, self.current_user, self.request.remote_ip, *args)
 
     def flash(self, message: str) -> None:
-        self.set_signed_cookie(FLASH_COOKIE, message, expires_days=None, httponly=True)
+        self.set_signed_cookie(
+            FLASH_COOKIE, message, expires_days=None, httponly=True, samesite="Strict"
+        )
 
     def get_template_namespace(self) -> dict[str, Any]:
         namespace = super().get_template_namespace()
