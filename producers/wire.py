@@ -117,6 +117,11 @@ class Keys:
         ``USER_EVENTS_KEPT`` and twice that many; expires with the delivery records)."""
         return f"{self.prefix}:user-events:{user_id}"
 
+    def console_session(self, digest: str) -> str:
+        """STRING: the operator of a console session, under the SHA-256 of its id; expires when
+        the login does, deleted at logout."""
+        return f"{self.prefix}:console-session:{digest}"
+
     def subscriber_state(self, subscriber_id: str) -> str:
         """HASH: runtime state of a subscriber (disabled, reason, failing_since)."""
         return f"{self.prefix}:subscriber:{subscriber_id}"

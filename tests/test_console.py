@@ -341,3 +341,31 @@ def test_a_script_acts_with_the_token_and_no_xsrf_token(
     assert re.search(
         r"console: token \(127\.0\.0\.1\) disabled subscriber s \(from a", console.log()
     )
+
+
+def test_logging_out_ends_the_session_for_a_copied_cookie_too(
+    deployment: Deployment, rdb: redis.Redis, keys: Keys
+) -> None:
+    deployment.subscriber("s", "http://127.0.0.1:9/s")
+    console, url = deployment.start_console(
+        WEBHOOKS_CONSOLE_USER="ops", WEBHOOKS_CONSOLE_PASSWORD=PASSWORD
+    )
+    with httpx.Client(base_url=url, timeout=30) as client:
+        client.get("/login")
+        xsrf = client.cookies["_xsrf"]
+        logged_in = client.post("/login", data={"user": "ops", "password": PASSWORD, "_xsrf": xsrf})
+        assert logged_in.status_code == 302
+        session = client.cookies["rw_console"]
+        assert client.get("/subscribers").status_code == 200
+        (record,) = rdb.keys(keys.console_session("*"))
+        assert session.encode() not in record  # Redis holds a digest, not the id
+        assert rdb.get(record) == b"ops"
+        assert client.post("/logout", data={"_xsrf": xsrf}).status_code == 302
+        assert rdb.keys(keys.console_session("*")) == []
+    # The cookie as it was before logging out, replayed by someone who copied it.
+    with httpx.Client(base_url=url, timeout=30, cookies={"rw_console": session}) as stolen:
+        page = stolen.get("/subscribers", follow_redirects=False)
+        assert page.status_code == 302
+        assert page.headers["location"].startswith("/login")
+    console.stop()
+    assert re.search(r"console: ops \(127\.0\.0\.1\) logged out", console.log())

@@ -20,7 +20,8 @@ from worker.operations import Operations
 from worker.settings import WorkerSettings
 from worker.store import Trigger
 from worker.webconsole.auth import credentials, refusal
-from worker.webconsole.handlers import Console, NotFound, routes
+from worker.webconsole.handlers import SESSION_DAYS, Console, NotFound, routes
+from worker.webconsole.sessions import Sessions
 
 log = logging.getLogger("worker.webconsole")
 
@@ -43,9 +44,11 @@ def make_app(
 ) -> tornado.web.Application:
     """The console for the deployment ``settings`` describe (``ConfigError`` when its login
     settings are incomplete or too weak)."""
+    ops = ops or Operations(settings)
     console = Console(
-        ops=ops or Operations(settings),
+        ops=ops,
         credentials=credentials(settings),
+        sessions=Sessions(ops.store.redis, ops.store.keys, ttl_s=SESSION_DAYS * 86400),
         read_only=read_only or settings.console_read_only,
         send_factory=send_factory,
     )

@@ -26,10 +26,11 @@ from worker.operations import Operations, parse_since
 from worker.store import DISABLED_BY_OPERATOR, Trigger
 from worker.webconsole import views
 from worker.webconsole.auth import LOCAL_OPERATOR, TOKEN_OPERATOR, Credentials
+from worker.webconsole.sessions import Sessions
 
 log = logging.getLogger("worker.webconsole")
 
-#: The session cookie (signed; holds the operator's name) and how long a login lasts.
+#: The session cookie (signed; holds a session id, see ``sessions``) and how long a login lasts.
 SESSION_COOKIE = "rw_console"
 SESSION_DAYS = 1
 FLASH_COOKIE = "rw_console_flash"
@@ -59,6 +60,7 @@ class Console:
 
     ops: Operations
     credentials: Credentials
+    sessions: Sessions
     read_only: bool
     #: Sends deliver triggers (Celery), made on first use.
     send_factory: Callable[[], Callable[[Sequence[Trigger]], None]]
@@ -97,7 +99,7 @@ class Base(tornado.web.RequestHandler):
         if header is not None:
             return TOKEN_OPERATOR if creds.bearer(header) else None
         raw = self.get_signed_cookie(SESSION_COOKIE, max_age_days=SESSION_DAYS)
-        return raw.decode() if raw else None
+        return self.console.sessions.operator(raw.decode()) if raw else None
 
     def check_xsrf_cookie(self) -> None:
         """A script sending the token in its ``Authorization`` header needs no XSRF token: a
@@ -217,7 +219,7 @@ class Login(Base):
             return
         self.set_signed_cookie(
             SESSION_COOKIE,
-            name,
+            self.console.sessions.open(name),
             expires_days=None,
             httponly=True,
             samesite="Strict",
@@ -233,6 +235,9 @@ class Logout(Base):
     @tornado.web.authenticated
     def post(self) -> None:
         self.audit("logged out")
+        raw = self.get_signed_cookie(SESSION_COOKIE, max_age_days=SESSION_DAYS)
+        if raw:
+            self.console.sessions.close(raw.decode())
         self.clear_cookie(SESSION_COOKIE)
         self.redirect("/login" if self.console.credentials.required else "/subscribers")
 
