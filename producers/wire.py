@@ -42,6 +42,23 @@ class Keys:
         is pending. Publishing sends a trigger only when it sets this key."""
         return f"{self.prefix}:dispatch-armed"
 
+    @property
+    def dispatch_waiting(self) -> str:
+        """STRING, short-lived: set while a lingering dispatch task waits for events (in the step
+        that saw the pending list empty). A publish that deletes it publishes ``dispatch`` on
+        :attr:`wake`."""
+        return f"{self.prefix}:dispatch-waiting"
+
+    def slot_waiting(self, subscriber_id: str) -> str:
+        """STRING, short-lived: set while a lingering slot of the subscriber waits for ready
+        deliveries. A script that makes some ready deletes it and publishes ``slot:{id}``."""
+        return f"{self.prefix}:slot-waiting:{subscriber_id}"
+
+    @property
+    def wake(self) -> str:
+        """Pub/sub channel of wake-ups for lingering triggers (``dispatch`` or ``slot:{id}``)."""
+        return f"{self.prefix}:wake"
+
     def idempotency(self, key: str) -> str:
         """STRING: the event id published under a producer's idempotency key (expires)."""
         return f"{self.prefix}:idem:{key}"

@@ -33,11 +33,31 @@ local function live_slots(prefix, sub, now)
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
   return redis.call('ZCARD', key)
 end
-local function ensure_slot(prefix, sub, now, expiry, out)
-  if redis.call('LLEN', prefix .. ':ready:' .. sub) > 0 and live_slots(prefix, sub, now) == 0 then
-    arm(prefix, sub, expiry, out)
+-- Wake the subscriber's lingering slot that waits for work (see worker.wake), if any is still
+-- live: the one that began waiting last, whose thread ran last. Returns 1 if it did.
+local function wake_slot(prefix, sub, now)
+  local waiting = prefix .. ':slot-waiting:' .. sub
+  while true do
+    local token = redis.call('LPOP', waiting)
+    if not token then return 0 end
+    local lapses = redis.call('ZSCORE', prefix .. ':slots:' .. sub, token)
+    if lapses and tonumber(lapses) > now then
+      redis.call('PUBLISH', prefix .. ':wake', 'slot:' .. sub .. ':' .. token)
+      return 1
+    end
   end
 end
+local function ensure_slot(prefix, sub, now, expiry, out)
+  if redis.call('LLEN', prefix .. ':ready:' .. sub) > 0 then
+    if live_slots(prefix, sub, now) == 0 then
+      arm(prefix, sub, expiry, out)
+    else
+      wake_slot(prefix, sub, now)
+    end
+  end
+end
+-- How long a waiting marker outlives the wait that set it (a linger is far shorter).
+local WAITING_MS = 5000
 """
 
 # Operational events (see worker.operational), for FINISH: ``notify`` records one exactly as a
@@ -235,8 +255,9 @@ if redis.call('LLEN', KEYS[1]) > 0 then
   more = 1
 elseif keep then
   redis.call('SET', KEYS[2], now)  -- the caller lingers: publishers need not send a trigger
+  redis.call('SET', prefix .. ':dispatch-waiting', 1, 'PX', WAITING_MS)  -- ... but wake it
 else
-  redis.call('DEL', KEYS[2])
+  redis.call('DEL', KEYS[2], prefix .. ':dispatch-waiting')
 end
 local triggers = {}
 for _, sub in ipairs(order) do
@@ -279,6 +300,7 @@ if health[3] then
     return {0, {}, {}, ''}
   end
 end
+redis.call('LREM', prefix .. ':slot-waiting:' .. sub, 0, token)  -- not waiting while it claims
 local disabled = ''
 if health[1] == '1' then disabled = health[2] or 'subscriber disabled' end
 local lease = now + lease_ms
@@ -303,13 +325,17 @@ local extra = {}
 if #out == 0 then
   if ARGV[9] == '1' then  -- the caller lingers: keep the slot, so no new trigger is needed
     redis.call('ZADD', slots, now + tonumber(ARGV[8]), token)
+    local waiting = prefix .. ':slot-waiting:' .. sub
+    redis.call('LPUSH', waiting, token)  -- ... and wake it when work comes
+    redis.call('PEXPIRE', waiting, WAITING_MS)
     return {-1, out, extra, disabled}
   end
   redis.call('ZREM', slots, token)
   return {0, out, extra, disabled}
 end
 redis.call('ZADD', slots, now + tonumber(ARGV[8]), token)
-if redis.call('LLEN', ready) > 0 and live_slots(prefix, sub, now) < bound then
+if redis.call('LLEN', ready) > 0 and wake_slot(prefix, sub, now) == 0
+   and live_slots(prefix, sub, now) < bound then
   arm(prefix, sub, now + tonumber(ARGV[7]), extra)
 end
 return {lease, out, extra, disabled}
