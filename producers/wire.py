@@ -50,13 +50,15 @@ class Keys:
         return f"{self.prefix}:dispatch-waiting"
 
     def slot_waiting(self, subscriber_id: str) -> str:
-        """STRING, short-lived: set while a lingering slot of the subscriber waits for ready
-        deliveries. A script that makes some ready deletes it and publishes ``slot:{id}``."""
+        """LIST, short-lived: tokens of the subscriber's lingering slots that wait for ready
+        deliveries, the latest first. A script that makes some ready pops one and publishes
+        ``slot:{id}:{token}`` on :attr:`wake`."""
         return f"{self.prefix}:slot-waiting:{subscriber_id}"
 
     @property
     def wake(self) -> str:
-        """Pub/sub channel of wake-ups for lingering triggers (``dispatch`` or ``slot:{id}``)."""
+        """Pub/sub channel of wake-ups for lingering triggers: ``dispatch`` or
+        ``slot:{subscriber id}:{token}`` (worker.wake)."""
         return f"{self.prefix}:wake"
 
     def idempotency(self, key: str) -> str:

@@ -16,7 +16,10 @@ publish time, ``{prefix}:dead-of:{sub}`` its dead letters by time of death, and
 """
 
 # Shared by the scripts below: the server clock and slot arming. ``out`` collects
-# {subscriber, token, failing (0/1)} for the caller to send as deliver triggers.
+# {subscriber, token, failing (0/1)} for the caller to send as deliver triggers. Work for a
+# subscriber whose slots are live wakes one that lingers for it (worker.wake): its empty claim
+# pushed its token on ``{prefix}:slot-waiting:{sub}``, and ``slot:{sub}:{token}`` is published
+# on ``{prefix}:wake``.
 _PRELUDE = """
 local function server_now()
   local t = redis.call('TIME')
@@ -139,7 +142,9 @@ end
 # matching subscriber. With per-user ordering, a delivery joins its (subscriber, user) chain and
 # is ready only at its head; with coalescing, a newer update supersedes the chain's undelivered
 # updates (a waiting head's place in the retry schedule passes to the newcomer). Disarms the
-# dispatch trigger when the list is empty, else refreshes it.
+# dispatch trigger when the list is empty, else refreshes it; with keep armed, an empty list
+# keeps it and sets ``{prefix}:dispatch-waiting`` (a publish then wakes the caller, see
+# worker.wake).
 # Returns {events taken, events whose record expired, triggers, 1 if more are pending}.
 DRAIN = (
     _PRELUDE
@@ -273,10 +278,10 @@ return {#ids, missing, triggers, more}
 # holder of a live slot, in order, and renews the slot for ``slot ttl`` (the holder's heartbeat
 # renews it while it works: a killed worker's slots lapse in seconds, its leased deliveries when
 # their lease ends). A slot with nothing left to claim is released (the task ends) unless
-# ``keep`` (the task polls again shortly; lease -1 says so), and so is every slot but one
+# ``keep`` (the task waits for a wake-up; lease -1 says so), and so is every slot but one
 # of a failing subscriber. It claims a 1/bound share of the ready list (at most ``most``), and
-# while work is left arms one more slot up to ``bound``, so a moderate backlog is served in
-# parallel and a large one in whole chunks.
+# while work is left wakes a slot that waits or else arms one more up to ``bound``, so a
+# moderate backlog is served in parallel and a large one in whole chunks.
 # Returns {lease (0: slot gone or nothing claimed), claims, triggers, disabled reason}; a claim
 # is {delivery id, event id, attempt number, trigger, body, published at (server ms, 0: unknown)}.
 CLAIM = (
@@ -323,7 +328,7 @@ while #out < take do
 end
 local extra = {}
 if #out == 0 then
-  if ARGV[9] == '1' then  -- the caller lingers: keep the slot, so no new trigger is needed
+  if ARGV[9] == '1' then  -- the caller lingers: keep the slot, so no new trigger is needed ...
     redis.call('ZADD', slots, now + tonumber(ARGV[8]), token)
     local waiting = prefix .. ':slot-waiting:' .. sub
     redis.call('LPUSH', waiting, token)  -- ... and wake it when work comes

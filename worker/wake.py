@@ -73,6 +73,8 @@ class Wakeups:
         self._waiters: dict[str, set[threading.Event]] = {}
         self._lingering = 0
         self._live = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     @property
     def live(self) -> bool:
@@ -80,12 +82,20 @@ class Wakeups:
         return self._live
 
     def start(self) -> threading.Event:
-        """Start the listener thread; set the returned event to stop it."""
-        stop = threading.Event()
-        threading.Thread(
-            target=self._listen, args=(stop,), name="webhooks-wakeups", daemon=True
-        ).start()
-        return stop
+        """Start the listener thread; set the returned event (or call :meth:`close`) to stop
+        it."""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._listen, args=(self._stop,), name="webhooks-wakeups", daemon=True
+        )
+        self._thread.start()
+        return self._stop
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the listener and wait (bounded) for it to end."""
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(timeout_s)
 
     def linger(self, name: str, seconds: float = LINGER_S) -> Linger:
         """One task's lingering on wake-ups named ``name``; use it as a context manager."""
@@ -116,8 +126,10 @@ class Wakeups:
                 elif now - heard > QUIET_S and now - pinged > QUIET_S:
                     pubsub.ping()
                     pinged = now
-            except redis.RedisError as exc:
+            except Exception as exc:  # Redis down, or its client closed under us: start over
                 self._live = False
+                if stop.is_set():
+                    break
                 if not failing:
                     log.warning(
                         "wake-up listener lost Redis (%s); lingering tasks poll until it is back",
@@ -213,19 +225,19 @@ class Linger:
         self._deadline = None
         self._stand()
 
-    def wait(self) -> None:
+    def wait(self) -> bool:
         """Wait for a wake-up, at most until the linger's end (a short poll while the listener
-        is not subscribed, or when every seat is taken: the next :meth:`keep` then says no)."""
+        is not subscribed; no wait when every seat is taken: the next :meth:`keep` then says
+        no). True when woken."""
         now = time.monotonic()
         if self._deadline is None:
             self._deadline = now + self._seconds
         if not self._sit():
-            return
+            return False
         timeout = self._deadline - now
         if not self._wakeups.live:
             timeout = min(timeout, POLL_S)
-        if timeout > 0:
-            self._event.wait(timeout)
+        return self._event.wait(max(0.0, timeout))
 
     def _sit(self) -> bool:
         if not self._seated:
