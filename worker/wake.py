@@ -53,8 +53,9 @@ DISPATCH = "dispatch"
 
 
 def seats(threads: int) -> int:
-    """How many of a worker's threads may linger at once: all but two (one of two)."""
-    return max(1, threads - 2)
+    """How many of a worker's threads may linger at once: all but two, and never the last one
+    (a worker of one thread does not linger: its only thread would hold up every trigger)."""
+    return threads - 2 if threads > 2 else threads - 1
 
 
 def slot_name(subscriber_id: str, token: str) -> str:
