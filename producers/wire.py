@@ -42,6 +42,25 @@ class Keys:
         is pending. Publishing sends a trigger only when it sets this key."""
         return f"{self.prefix}:dispatch-armed"
 
+    @property
+    def dispatch_waiting(self) -> str:
+        """STRING, short-lived: set while a lingering dispatch task waits for events (in the step
+        that saw the pending list empty). A publish that deletes it publishes ``dispatch`` on
+        :attr:`wake`."""
+        return f"{self.prefix}:dispatch-waiting"
+
+    def slot_waiting(self, subscriber_id: str) -> str:
+        """LIST, short-lived: tokens of the subscriber's lingering slots that wait for ready
+        deliveries, the latest first. A script that makes some ready pops one and publishes
+        ``slot:{id}:{token}`` on :attr:`wake`."""
+        return f"{self.prefix}:slot-waiting:{subscriber_id}"
+
+    @property
+    def wake(self) -> str:
+        """Pub/sub channel of wake-ups for lingering triggers: ``dispatch`` or
+        ``slot:{subscriber id}:{token}`` (worker.wake)."""
+        return f"{self.prefix}:wake"
+
     def idempotency(self, key: str) -> str:
         """STRING: the event id published under a producer's idempotency key (expires)."""
         return f"{self.prefix}:idem:{key}"

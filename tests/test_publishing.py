@@ -137,3 +137,13 @@ def test_the_cli_takes_an_idempotency_key(deployment: Deployment, rdb: redis.Red
     assert first.returncode == second.returncode == 0, first.stderr
     assert first.stdout == second.stdout
     assert rdb.llen(Keys().pending) == 1
+
+
+def test_ping_prepares_the_first_message_without_publishing_anything(
+    publisher: Publisher, rdb: redis.Redis, keys: Keys
+) -> None:
+    publisher.ping()
+    assert rdb.keys(f"{keys.prefix}*") == []  # no event, no trigger, no message
+    event_id = publisher.user_created(sample_user())
+    assert rdb.lrange(keys.pending, 0, -1) == [event_id.encode()]
+    assert rdb.llen(keys.queue) == 1  # its trigger went as usual

@@ -119,3 +119,27 @@ def test_a_lost_dispatch_trigger_is_sent_again_after_the_visibility_timeout(
     assert not store.sweep(batch=100, dispatch_lost_after_s=60).dispatch  # re-armed now
     rdb.delete(keys.dispatch_armed)  # a publisher that could not send undid its arm
     assert store.sweep(batch=100, dispatch_lost_after_s=60).dispatch
+
+
+def test_a_claim_records_the_finished_attempts_first_even_after_redis_lost_its_scripts(
+    store: Store, publisher: Publisher, rdb: redis.Redis, keys: Keys
+) -> None:
+    """A chunk's last results go with the next claim, in one round trip; a Redis that restarted
+    without its scripts gets them loaded again, and both still happen."""
+    first, token = drain_one(store, publisher, "usr_a")
+    second, _ = drain_one(store, publisher, "usr_a")  # behind the first in its user's chain
+    batch = store.claim("s", token, most=10, lease_ms=10_000, bound=4)
+    assert batch is not None
+    assert [c.delivery_id for c in batch.claims] == [first]
+    rdb.script_flush()
+    after = store.claim(
+        "s",
+        token,
+        most=10,
+        lease_ms=10_000,
+        bound=4,
+        finished=[(batch.claims[0], finish("delivered"))],
+    )
+    assert rdb.hget(keys.delivery(first), "state") == b"delivered"
+    assert after is not None  # the finish ran first: the chain's next was ready for this claim
+    assert [c.delivery_id for c in after.claims] == [second]

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import redis
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
@@ -24,6 +25,7 @@ from worker.sender import AttemptResult, Sender, attempt_bound_s
 from worker.settings import WorkerSettings
 from worker.store import Claim, ClaimBatch, Drained, Finish, Route, Store, Trigger
 from worker.subscribers import Subscriber, SubscribersConfig, redact_url
+from worker.wake import Wakeups, seats, slot_name
 
 log = logging.getLogger(__name__)
 
@@ -36,25 +38,19 @@ FLUSH_INTERVAL_S = 0.1
 #: Most events one drain script call fans out.
 DRAIN_BATCH = 500
 
-#: After the pending list (a slot: its ready list) empties, a dispatch (deliver) task keeps its
-#: trigger armed and looks again this often, this many times, before it disarms: what follows
-#: at a moderate rate waits at most one poll instead of each paying for a message of its own.
-LINGER_POLL_S = 0.002
-LINGER_POLLS = 5
-
-_NEVER_SET = threading.Event()
-
-
-def linger_pause() -> None:
-    """Wait one linger poll. A timed wait on an event rather than ``time.sleep``, whose absolute
-    monotonic deadline clock-shifting tools (libfaketime, used by the clock-skew tests) move."""
-    _NEVER_SET.wait(LINGER_POLL_S)
-
-
 #: A task that has worked this long hands its trigger back to the queue, behind the others.
 TIME_SLICE_S = 2.0
 
 SendTriggers = Callable[[Sequence[Trigger]], None]
+
+# Attempts that happened: recording them must survive a Redis hiccup. A retry after a lost
+# reply may log an attempt twice, but the state moves once (the lease check in the script).
+_RECORDING = retry(
+    retry=retry_if_exception_type((redis.ConnectionError, redis.TimeoutError)),
+    wait=wait_exponential(multiplier=0.05, max=2),
+    stop=stop_after_delay(30),
+    reraise=True,
+)
 
 
 def _event_type(body: bytes) -> str:
@@ -113,9 +109,14 @@ class Deliverer:
         settings: WorkerSettings,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        wakeups: Wakeups | None = None,
     ) -> None:
         self.setup = Setup.of(config, sender)
         self.store = store
+        # Not started here: until the worker starts the listener, lingering tasks poll.
+        self.wakeups = wakeups or Wakeups(
+            store.redis, store.keys.wake, seats=seats(settings.concurrency)
+        )
         self.settings = settings
         self.clock = clock
         self.rng = rng or random.Random()
@@ -189,33 +190,38 @@ class Deliverer:
             self.store.release(subscriber_id, token)
             served.counts["released"] += 1
             return served
+        unrecorded: list[tuple[Claim, Finish]] = []
         try:
-            idle = 0
-            while True:
-                # With nothing left, the slot lingers for a few short polls (the last one
-                # releases it): the deliveries that follow at a moderate rate need no trigger.
-                batch = self.store.claim(
-                    subscriber_id,
-                    token,
-                    most=self.settings.deliver_chunk,
-                    lease_ms=lease_ms,
-                    bound=sub.max_in_flight if sub else 1,
-                    keep=idle < LINGER_POLLS,
-                )
-                if batch is None:
-                    return served
-                if batch.claims:
-                    idle = 0
-                    if batch.more:
-                        send(batch.more)
-                    served.counts += self._run(batch, setup, sub, budget_s, lease_ms)
-                else:
-                    idle += 1
-                    linger_pause()
-                if time.monotonic() - started > time_slice_s:
-                    served.resend = True
-                    return served
+            # With nothing left, the slot lingers, woken when work comes (worker.wake); the
+            # claim after the linger releases it: what follows at a moderate rate needs no
+            # trigger of its own. A chunk's last results are recorded with the next claim.
+            with self.wakeups.linger(slot_name(subscriber_id, token)) as linger:
+                while True:
+                    finished, unrecorded = unrecorded, []
+                    batch = self._claim(
+                        subscriber_id,
+                        token,
+                        finished,
+                        most=self.settings.deliver_chunk,
+                        lease_ms=lease_ms,
+                        bound=sub.max_in_flight if sub else 1,
+                        keep=linger.keep(),
+                    )
+                    if batch is None:
+                        return served
+                    if batch.claims:
+                        linger.worked()
+                        if batch.more:
+                            send(batch.more)
+                        counts, unrecorded = self._run(batch, setup, sub, budget_s, lease_ms)
+                        served.counts += counts
+                    else:
+                        linger.wait()
+                    if time.monotonic() - started > time_slice_s:
+                        served.resend = True
+                        return served
         finally:
+            self._record(unrecorded)
             with self._held_lock:
                 self._held.discard(slot)
                 users = self._users.pop(setup) - 1
@@ -238,8 +244,9 @@ class Deliverer:
         sub: Subscriber | None,
         budget_s: float,
         lease_ms: int,
-    ) -> Counter[str]:
-        """Attempt claimed deliveries in order, recording results in batches."""
+    ) -> tuple[Counter[str], list[tuple[Claim, Finish]]]:
+        """Attempt claimed deliveries in order, recording results in batches; returns the counts
+        and the last results, not yet recorded (the caller records them with its next claim)."""
         counts: Counter[str] = Counter()
         claims = list(batch.claims)
         done: list[tuple[Claim, Finish]] = []
@@ -266,8 +273,7 @@ class Deliverer:
             if time.monotonic() - flushed_at > FLUSH_INTERVAL_S:
                 self._record(done)
                 done, flushed_at = [], time.monotonic()
-        self._record(done)
-        return counts
+        return counts, done
 
     def _attempt(
         self, claim: Claim, setup: Setup, subscriber: Subscriber | None, disabled: str
@@ -368,17 +374,24 @@ class Deliverer:
             disable_after_ms=int(disable_after_s * 1000),
         )
 
-    # The attempts happened: recording them must survive a Redis hiccup. A retry after a lost
-    # reply may log an attempt twice, but the state moves once (the lease check in the script).
-    @retry(
-        retry=retry_if_exception_type((redis.ConnectionError, redis.TimeoutError)),
-        wait=wait_exponential(multiplier=0.05, max=2),
-        stop=stop_after_delay(30),
-        reraise=True,
-    )
+    @_RECORDING
     def _record(self, done: Sequence[tuple[Claim, Finish]]) -> None:
         if done:
             self.store.finish(done)
+
+    def _claim(
+        self, subscriber_id: str, token: str, finished: list[tuple[Claim, Finish]], **kw: Any
+    ) -> ClaimBatch | None:
+        """Claim the next chunk, recording ``finished`` attempts first in the same round trip."""
+        if not finished:
+            return self.store.claim(subscriber_id, token, **kw)
+        return self._record_and_claim(subscriber_id, token, finished, **kw)
+
+    @_RECORDING
+    def _record_and_claim(
+        self, subscriber_id: str, token: str, finished: list[tuple[Claim, Finish]], **kw: Any
+    ) -> ClaimBatch | None:
+        return self.store.claim(subscriber_id, token, finished=finished, **kw)
 
     def _unattempted(self, claim: Claim, subscriber: Subscriber | None, reason: str) -> Finish:
         """Dead-letter without an HTTP attempt (and without counting against the subscriber)."""

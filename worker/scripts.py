@@ -29,7 +29,10 @@ RECENT_KEPT = 100
 RATE_TTL_S = 3660
 
 # Shared by the scripts below: the server clock and slot arming. ``out`` collects
-# {subscriber, token, failing (0/1)} for the caller to send as deliver triggers.
+# {subscriber, token, failing (0/1)} for the caller to send as deliver triggers. Work for a
+# subscriber whose slots are live wakes one that lingers for it (worker.wake): its empty claim
+# pushed its token on ``{prefix}:slot-waiting:{sub}``, and ``slot:{sub}:{token}`` is published
+# on ``{prefix}:wake``.
 _PRELUDE = """
 local function server_now()
   local t = redis.call('TIME')
@@ -46,11 +49,31 @@ local function live_slots(prefix, sub, now)
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
   return redis.call('ZCARD', key)
 end
-local function ensure_slot(prefix, sub, now, expiry, out)
-  if redis.call('LLEN', prefix .. ':ready:' .. sub) > 0 and live_slots(prefix, sub, now) == 0 then
-    arm(prefix, sub, expiry, out)
+-- Wake the subscriber's lingering slot that waits for work (see worker.wake), if any is still
+-- live: the one that began waiting last, whose thread ran last. Returns 1 if it did.
+local function wake_slot(prefix, sub, now)
+  local waiting = prefix .. ':slot-waiting:' .. sub
+  while true do
+    local token = redis.call('LPOP', waiting)
+    if not token then return 0 end
+    local lapses = redis.call('ZSCORE', prefix .. ':slots:' .. sub, token)
+    if lapses and tonumber(lapses) > now then
+      redis.call('PUBLISH', prefix .. ':wake', 'slot:' .. sub .. ':' .. token)
+      return 1
+    end
   end
 end
+local function ensure_slot(prefix, sub, now, expiry, out)
+  if redis.call('LLEN', prefix .. ':ready:' .. sub) > 0 then
+    if live_slots(prefix, sub, now) == 0 then
+      arm(prefix, sub, expiry, out)
+    else
+      wake_slot(prefix, sub, now)
+    end
+  end
+end
+-- How long a waiting marker outlives the wait that set it (a linger is far shorter).
+local WAITING_MS = 5000
 """
 
 # Operational events (see worker.operational), for FINISH: ``notify`` records one exactly as a
@@ -132,7 +155,9 @@ end
 # matching subscriber. With per-user ordering, a delivery joins its (subscriber, user) chain and
 # is ready only at its head; with coalescing, a newer update supersedes the chain's undelivered
 # updates (a waiting head's place in the retry schedule passes to the newcomer). Disarms the
-# dispatch trigger when the list is empty, else refreshes it.
+# dispatch trigger when the list is empty, else refreshes it; with keep armed, an empty list
+# keeps it and sets ``{prefix}:dispatch-waiting`` (a publish then wakes the caller, see
+# worker.wake).
 # Returns {events taken, events whose record expired, triggers, 1 if more are pending}.
 DRAIN = (
     _PRELUDE
@@ -256,8 +281,9 @@ if redis.call('LLEN', KEYS[1]) > 0 then
   more = 1
 elseif keep then
   redis.call('SET', KEYS[2], now)  -- the caller lingers: publishers need not send a trigger
+  redis.call('SET', prefix .. ':dispatch-waiting', 1, 'PX', WAITING_MS)  -- ... but wake it
 else
-  redis.call('DEL', KEYS[2])
+  redis.call('DEL', KEYS[2], prefix .. ':dispatch-waiting')
 end
 local triggers = {}
 for _, sub in ipairs(order) do
@@ -273,10 +299,10 @@ return {#ids, missing, triggers, more}
 # holder of a live slot, in order, and renews the slot for ``slot ttl`` (the holder's heartbeat
 # renews it while it works: a killed worker's slots lapse in seconds, its leased deliveries when
 # their lease ends). A slot with nothing left to claim is released (the task ends) unless
-# ``keep`` (the task polls again shortly; lease -1 says so), and so is every slot but one
+# ``keep`` (the task waits for a wake-up; lease -1 says so), and so is every slot but one
 # of a failing subscriber. It claims a 1/bound share of the ready list (at most ``most``), and
-# while work is left arms one more slot up to ``bound``, so a moderate backlog is served in
-# parallel and a large one in whole chunks.
+# while work is left wakes a slot that waits or else arms one more up to ``bound``, so a
+# moderate backlog is served in parallel and a large one in whole chunks.
 # Returns {lease (0: slot gone or nothing claimed), claims, triggers, disabled reason}; a claim
 # is {delivery id, event id, attempt number, trigger, body, published at (server ms, 0: unknown)}.
 CLAIM = (
@@ -300,6 +326,7 @@ if health[3] then
     return {0, {}, {}, ''}
   end
 end
+redis.call('LREM', prefix .. ':slot-waiting:' .. sub, 0, token)  -- not waiting while it claims
 local disabled = ''
 if health[1] == '1' then disabled = health[2] or 'subscriber disabled' end
 local lease = now + lease_ms
@@ -322,15 +349,19 @@ while #out < take do
 end
 local extra = {}
 if #out == 0 then
-  if ARGV[9] == '1' then  -- the caller lingers: keep the slot, so no new trigger is needed
+  if ARGV[9] == '1' then  -- the caller lingers: keep the slot, so no new trigger is needed ...
     redis.call('ZADD', slots, now + tonumber(ARGV[8]), token)
+    local waiting = prefix .. ':slot-waiting:' .. sub
+    redis.call('LPUSH', waiting, token)  -- ... and wake it when work comes
+    redis.call('PEXPIRE', waiting, WAITING_MS)
     return {-1, out, extra, disabled}
   end
   redis.call('ZREM', slots, token)
   return {0, out, extra, disabled}
 end
 redis.call('ZADD', slots, now + tonumber(ARGV[8]), token)
-if redis.call('LLEN', ready) > 0 and live_slots(prefix, sub, now) < bound then
+if redis.call('LLEN', ready) > 0 and wake_slot(prefix, sub, now) == 0
+   and live_slots(prefix, sub, now) < bound then
   arm(prefix, sub, now + tonumber(ARGV[7]), extra)
 end
 return {lease, out, extra, disabled}

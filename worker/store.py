@@ -197,28 +197,30 @@ class Store:
         lease_ms: int,
         bound: int,
         keep: bool = False,
+        finished: Sequence[tuple[Claim, Finish]] = (),
     ) -> ClaimBatch | None:
         """Claim up to ``most`` ready deliveries for the holder of slot ``token``; None when the
         slot is gone or nothing is left (the slot is then released). With ``keep``, nothing
-        left keeps the slot and returns an empty batch (the caller tries again shortly)."""
+        left keeps the slot and returns an empty batch (the caller waits for more, see
+        ``worker.wake``). ``finished`` attempts are recorded first (as :meth:`finish` does), in
+        the same round trip."""
         started = time.monotonic()
-        lease, raw, more, disabled = cast(
-            list[Any],
-            self._claim(
-                keys=[self.keys.due],
-                args=[
-                    self.keys.prefix,
-                    subscriber_id,
-                    token,
-                    lease_ms,
-                    most,
-                    bound,
-                    self._trigger_ms,
-                    int(SLOT_TTL_S * 1000),
-                    int(keep),
-                ],
-            ),
-        )
+        args: list[Any] = [
+            self.keys.prefix,
+            subscriber_id,
+            token,
+            lease_ms,
+            most,
+            bound,
+            self._trigger_ms,
+            int(SLOT_TTL_S * 1000),
+            int(keep),
+        ]
+        if finished:
+            reply = self._finish_then_claim(finished, args)
+        else:
+            reply = self._claim(keys=[self.keys.due], args=args)
+        lease, raw, more, disabled = cast(list[Any], reply)
         if not lease:
             return None
         if int(lease) < 0:  # kept: nothing to claim right now
@@ -276,11 +278,40 @@ class Store:
             if c.delivery_id in held
         ]
 
+    def _finish_then_claim(
+        self, finished: Sequence[tuple[Claim, Finish]], claim_args: list[Any]
+    ) -> Any:
+        """FINISH then CLAIM, pipelined: one round trip. A server that lost its scripts (a
+        restart) gets them loaded, and whichever of the two it refused runs again."""
+        finish_args = self._finish_args(finished)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.evalsha(self._finish.sha, 2, self.keys.due, self.keys.dead, *finish_args)
+        pipe.evalsha(self._claim.sha, 1, self.keys.due, *claim_args)
+        done, claimed = pipe.execute(raise_on_error=False)
+        if isinstance(done, redis.exceptions.NoScriptError):
+            done = self._finish(keys=[self.keys.due, self.keys.dead], args=finish_args)
+        if isinstance(claimed, redis.exceptions.NoScriptError):
+            claimed = self._claim(keys=[self.keys.due], args=claim_args)
+        for reply in (done, claimed):
+            if isinstance(reply, Exception):
+                raise reply
+        self._finished(done)
+        return claimed
+
     def finish(self, results: Sequence[tuple[Claim, Finish]]) -> list[bool]:
         """Record each attempt and move each delivery on where this worker still owns it; the
         operational events this starts are recorded with it and logged here."""
         if not results:
             return []
+        reply = self._finish(keys=[self.keys.due, self.keys.dead], args=self._finish_args(results))
+        return self._finished(reply)
+
+    def _finished(self, reply: Any) -> list[bool]:
+        owned, notices = cast(list[Any], reply)
+        operational.log_emitted(notices)
+        return [bool(o) for o in owned]
+
+    def _finish_args(self, results: Sequence[tuple[Claim, Finish]]) -> list[Any]:
         args: list[Any] = [
             self.keys.prefix,
             self._record_ttl,
@@ -300,11 +331,7 @@ class Store:
                 result.disable_after_ms,
                 result.reason,
             ]
-        owned, notices = cast(
-            list[Any], self._finish(keys=[self.keys.due, self.keys.dead], args=args)
-        )
-        operational.log_emitted(notices)
-        return [bool(o) for o in owned]
+        return args
 
     def sweep(self, *, batch: int, dispatch_lost_after_s: float) -> Swept:
         """Atomically take what is due or lapsed (see ``scripts.SWEEP``)."""

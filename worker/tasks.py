@@ -25,13 +25,14 @@ from producers.wire import DELIVER_TASK, DISPATCH_TASK
 from worker import metrics
 from worker.affinity import CoreClaim, pin_worker
 from worker.app import app
-from worker.delivery import LINGER_POLLS, TIME_SLICE_S, linger_pause
+from worker.delivery import TIME_SLICE_S
 from worker.heartbeat import start_heartbeat
 from worker.reload import watch as watch_subscribers
 from worker.runtime import Runtime, get_runtime
 from worker.scheduler import Scheduler
 from worker.store import Trigger
 from worker.triggers import send_deliver, send_dispatch
+from worker.wake import DISPATCH, seats
 
 log = logging.getLogger(__name__)
 
@@ -62,23 +63,23 @@ def dispatch() -> dict[str, Any]:
     rt = runtime()
     send = _send(rt)
     started = time.monotonic()
-    events = missing = idle = 0
-    while True:
-        keep = idle < LINGER_POLLS
-        drained = rt.deliverer.drain(keep_armed=keep)
-        send(drained.triggers)
-        events += drained.events
-        missing += drained.missing
-        if drained.more:
-            idle = 0
-        elif not keep:
-            break  # disarmed
-        else:
-            idle = 0 if drained.events else idle + 1
-            linger_pause()
-        if time.monotonic() - started > TIME_SLICE_S:
-            send_dispatch(app, rt.keys)  # still armed: carry on behind the queued triggers
-            break
+    events = missing = 0
+    with rt.deliverer.wakeups.linger(DISPATCH) as linger:
+        while True:
+            keep = linger.keep()
+            drained = rt.deliverer.drain(keep_armed=keep)
+            send(drained.triggers)
+            events += drained.events
+            missing += drained.missing
+            if drained.events:
+                linger.worked()
+            if not drained.more:
+                if not keep:
+                    break  # disarmed
+                linger.wait()  # until a publish wakes it, or the linger ends
+            if time.monotonic() - started > TIME_SLICE_S:
+                send_dispatch(app, rt.keys)  # still armed: carry on behind the queued triggers
+                break
     return {"events": events, **({"expired": missing} if missing else {})}
 
 
@@ -137,12 +138,14 @@ def _start(sender: Any = None, **_: Any) -> None:
     threads = getattr(getattr(sender, "controller", None), "concurrency", None)
     if isinstance(threads, int) and threads > 0:  # --concurrency may override the setting
         rt.deliverer.threads_per_subscriber = max(1, threads // 2)
+        rt.deliverer.wakeups.seats = seats(threads)
     # The subscribers file as loaded at each scrape (a reload may change it).
     metrics.serve(rt.settings, rt.store, lambda: [s.id for s in rt.config.subscribers])
     # Everything built so far lives as long as the process: keep it out of the collector's
     # full passes, which otherwise stall deliveries for tens of milliseconds.
     gc.freeze()
     _scheduler_stop.append(start_heartbeat(rt.deliverer))
+    _scheduler_stop.append(rt.deliverer.wakeups.start())
     watching = watch_subscribers(rt)
     if watching is not None:
         _scheduler_stop.append(watching)
