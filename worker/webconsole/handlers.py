@@ -346,16 +346,25 @@ class _Selection(Base):
             return _matching(self.ops, chosen), chosen
         return list(dict.fromkeys(self.get_body_arguments("id"))), chosen
 
+    def chosen_ids(self, verb: str) -> tuple[list[str], dict[str, str], str] | None:
+        """The ids to act on, the filters and the page to go back to; None (with a message and
+        the redirect back made) when nothing is selected."""
+        ids, chosen = self.selection()
+        back = self.back(_listing(chosen))
+        if not ids:
+            self.flash(f"Nothing to {verb}: no dead letter selected.")
+            self.redirect(back)
+            return None
+        return ids, chosen, back
+
 
 class Replay(_Selection):
     @tornado.web.authenticated
     def post(self) -> None:
-        ids, chosen = self.selection()
-        back = self.back(_listing(chosen))
-        if not ids:
-            self.flash("Nothing to replay: no dead letter selected.")
-            self.redirect(back)
+        picked = self.chosen_ids("replay")
+        if picked is None:
             return
+        ids, _, back = picked
         try:
             done = self.ops.replay(ids, self.console.send)
         except SubscribersDisabledError as exc:
@@ -374,12 +383,10 @@ class Replay(_Selection):
 class Purge(_Selection):
     @tornado.web.authenticated
     def post(self) -> None:
-        ids, chosen = self.selection()
-        back = self.back(_listing(chosen))
-        if not ids:
-            self.flash("Nothing to purge: no dead letter selected.")
-            self.redirect(back)
+        picked = self.chosen_ids("purge")
+        if picked is None:
             return
+        ids, chosen, back = picked
         if self.get_body_argument("confirm", "") != "yes":
             # The confirmation names exactly these; purging then takes these and no others.
             self.render("purge_confirm.html", ids=ids, chosen=chosen, back=back)
