@@ -83,6 +83,7 @@ class CoreClaim:
         self._ttl_s = ttl_s
         self._lock: redis.lock.Lock | None = None
         self._stop = threading.Event()
+        self._refresher: threading.Thread | None = None
         self.cpu: int | None = None
 
     def acquire(self, candidates: list[int]) -> int | None:
@@ -96,7 +97,10 @@ class CoreClaim:
             )
             if lock.acquire():
                 self._lock, self.cpu = lock, cpu
-                threading.Thread(target=self._refresh, name="core-claim", daemon=True).start()
+                self._refresher = threading.Thread(
+                    target=self._refresh, name="core-claim", daemon=True
+                )
+                self._refresher.start()
                 return cpu
         return None
 
@@ -123,6 +127,10 @@ class CoreClaim:
 
     def release(self) -> None:
         self._stop.set()
+        # A refresh under way could otherwise claim the core again after the release below.
+        if self._refresher is not None:
+            self._refresher.join(timeout=10)
+            self._refresher = None
         if self._lock is not None:
             with contextlib.suppress(LockError, redis.RedisError):
                 self._lock.release()
