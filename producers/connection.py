@@ -194,7 +194,7 @@ def redis_client(settings: ProducerSettings) -> redis.Redis:
         sentinel_kwargs = {**common}
         if target.sentinel_password:
             sentinel_kwargs["password"] = target.sentinel_password
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(
             list(target.sentinels),
             sentinel_kwargs=sentinel_kwargs,
             db=target.db,
@@ -202,7 +202,7 @@ def redis_client(settings: ProducerSettings) -> redis.Redis:
             password=target.password,
             **common,
         )
-        master = sentinel.master_for(target.master, redis_class=redis.Redis)  # type: ignore[no-untyped-call]
+        master = sentinel.master_for(target.master, redis_class=redis.Redis)
         return cast(redis.Redis, master)
     extra = target.tls.redis_kwargs() if target.tls else {}
     return redis.Redis.from_url(target.url, **common, **extra)

@@ -170,13 +170,19 @@ def test_missing_extra_message(module: str, argv: list[str], expected: str | Non
 
 
 def test_documented_installs_name_the_right_extras() -> None:
-    """README's two commands, the Dockerfile and CI install what each of them runs."""
+    """README's two commands, the Dockerfile and CI install what each of them runs, from the
+    pinned constraints."""
     readme = (ROOT / "README.md").read_text()
     two_commands = readme.split("## Two commands", 1)[1].split("```bash", 1)[1].split("```")[0]
     run_line, test_line = (line for line in two_commands.splitlines() if "pip install" in line)
-    assert "pip install -e '.[worker]' && .venv/bin/reseller-webhooks dev" in run_line
-    assert "pip install -e '.[dev]' && .venv/bin/pytest" in test_line
-    assert "pip install --no-cache-dir '.[worker]'" in (ROOT / "Dockerfile").read_text()
-    assert "pip install --quiet -e '.[dev]'" in (ROOT / ".ci" / "run").read_text()
+    assert "pip install -c constraints.txt -e '.[worker]' && .venv/bin/reseller-webhooks dev" in (
+        run_line
+    )
+    assert "pip install -c constraints.txt -e '.[dev]' && .venv/bin/pytest" in test_line
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "constraints.txt ./" in dockerfile.split("COPY", 1)[1].splitlines()[0]
+    assert "pip install --no-cache-dir -c constraints.txt '.[worker]'" in dockerfile
+    ci_run = (ROOT / ".ci" / "run").read_text()
+    assert "pip install --quiet -c constraints.txt -e '.[dev]'" in ci_run
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert "reseller-webhooks[worker]" in pyproject["project"]["optional-dependencies"]["dev"]

@@ -115,7 +115,7 @@ class Wakeups:
         while not stop.is_set():
             try:
                 if pubsub is None:
-                    pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
+                    pubsub = self._client.pubsub()
                     pubsub.subscribe(self._channel)
                     heard = pinged = time.monotonic()
                 message = pubsub.get_message(timeout=1.0)
