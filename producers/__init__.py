@@ -3,11 +3,16 @@
 Light on purpose: pydantic, celery/kombu and redis only; no HTTP client, no worker code.
 """
 
-from producers.errors import InvalidEventError, ProducerError, UnavailableError, WebhooksError
-from producers.events import EventType, WebhookEvent, build_event, new_event_id
-from producers.publisher import Publisher
-from producers.settings import ProducerSettings
-from producers.user import Address, Organization, ResellerUser
+from reseller_webhooks.producers.errors import (
+    InvalidEventError,
+    ProducerError,
+    UnavailableError,
+    WebhooksError,
+)
+from reseller_webhooks.producers.events import EventType, WebhookEvent, build_event, new_event_id
+from reseller_webhooks.producers.publisher import Publisher
+from reseller_webhooks.producers.settings import ProducerSettings
+from reseller_webhooks.producers.user import Address, Organization, ResellerUser
 
 __all__ = [
     "Address",

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from producers.events import validate_user
-from producers.user import ResellerUser, format_timestamp
+from reseller_webhooks.producers.events import validate_user
+from reseller_webhooks.producers.user import ResellerUser, format_timestamp
 
 #: Fields the contract derives: ``name`` follows first and last name unless set explicitly.
 NAME_PARTS = frozenset({"firstName", "lastName"})
@@ -30,7 +30,7 @@ def apply_changes(
     so a value the contract normalises to the current one (an email's domain case) is no change.
     Nothing changed: the same user and an empty set (``updatedAt`` untouched). Otherwise
     ``updatedAt`` becomes ``now``; an invalid result raises
-    :class:`~producers.errors.InvalidEventError` naming the field and the rule.
+    :class:`~reseller_webhooks.producers.errors.InvalidEventError` naming the field and the rule.
     """
     before = current.to_wire()
     after = {**before, **changes}

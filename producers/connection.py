@@ -27,8 +27,8 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 import redis
 from redis.sentinel import Sentinel
 
-from producers.errors import ConfigError, NotReplicatedError
-from producers.settings import ProducerSettings
+from reseller_webhooks.producers.errors import ConfigError, NotReplicatedError
+from reseller_webhooks.producers.settings import ProducerSettings
 
 log = logging.getLogger(__name__)
 

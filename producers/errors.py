@@ -4,7 +4,7 @@
     +-- ProducerError                 publishing refused; carries an HTTP status
     |   +-- InvalidEventError         the event or its data breaks the contract (422)
     |   +-- UnavailableError          Redis unreachable or refusing commands (503)
-    |   +-- DialectError              an API dialect refused its request (producers.dialects.errors)
+    |   +-- DialectError              an API dialect refused its request (dialects.errors)
     |       +-- InvalidRequestError   a body breaks the dialect's constraints (400)
     |       +-- InvalidValueError     "The value '<x>' is not valid." (400)
     |       +-- PathNotFoundError     "The target location specified by path segment ..." (400)
@@ -53,7 +53,7 @@ class ProducerError(WebhooksError):
 
     def to_dict(self) -> dict[str, object]:
         """The error body the seeds document: ``{error, message, status, timestamp}``."""
-        from producers.user import format_timestamp
+        from reseller_webhooks.producers.user import format_timestamp
 
         return {
             "error": self.status,

@@ -11,8 +11,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 from pydantic.alias_generators import to_camel
 
-from producers.errors import InvalidEventError, describe_validation_error
-from producers.user import ResellerUser, Timestamp
+from reseller_webhooks.producers.errors import InvalidEventError, describe_validation_error
+from reseller_webhooks.producers.user import ResellerUser, Timestamp
 
 
 class EventType(StrEnum):

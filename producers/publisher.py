@@ -19,24 +19,24 @@ from typing import Any, cast
 import redis
 from celery import Celery
 
-from producers.connection import (
+from reseller_webhooks.producers.connection import (
     Replication,
     broker_options,
     operator_fault,
     publish_replicas,
     redis_client,
 )
-from producers.errors import InvalidEventError, UnavailableError
-from producers.events import (
+from reseller_webhooks.producers.errors import InvalidEventError, UnavailableError
+from reseller_webhooks.producers.events import (
     DEFAULT_MAX_BODY_BYTES,
     EventType,
     WebhookEvent,
     build_event,
     new_event_id,
 )
-from producers.settings import ProducerSettings
-from producers.user import ResellerUser
-from producers.wire import DISPATCH_TASK, Keys
+from reseller_webhooks.producers.settings import ProducerSettings
+from reseller_webhooks.producers.user import ResellerUser
+from reseller_webhooks.producers.wire import DISPATCH_TASK, Keys
 
 log = logging.getLogger(__name__)
 

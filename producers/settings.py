@@ -1,7 +1,7 @@
 """Settings shared by producers and workers; the only place that reads the environment.
 
-The worker extends these in ``worker.settings``. A bad value raises :class:`ConfigError` naming the
-variable and the rule, never the value; the repr hides the Redis password.
+The worker extends these in ``worker.config.settings``. A bad value raises :class:`ConfigError`
+naming the variable and the rule, never the value; the repr hides the Redis password.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.connection import parse_url
 
-from producers.errors import ConfigError
-from producers.events import DEFAULT_MAX_BODY_BYTES
+from reseller_webhooks.producers.errors import ConfigError
+from reseller_webhooks.producers.events import DEFAULT_MAX_BODY_BYTES
 
 #: Schemes both the Redis client and the Celery transport understand (sentinel: kombu only).
 REDIS_SCHEMES = ("redis", "rediss", "sentinel")

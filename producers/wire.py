@@ -58,7 +58,7 @@ class Keys:
     @property
     def wake(self) -> str:
         """Pub/sub channel of wake-ups for lingering triggers: ``dispatch`` or
-        ``slot:{subscriber id}:{token}`` (worker.wake)."""
+        ``slot:{subscriber id}:{token}`` (reseller_webhooks.worker.delivery.wake)."""
         return f"{self.prefix}:wake"
 
     def idempotency(self, key: str) -> str:
@@ -66,7 +66,7 @@ class Keys:
         return f"{self.prefix}:idem:{key}"
 
     def delivery(self, delivery_id: str) -> str:
-        """HASH: the durable record of one event to one subscriber (see worker.store)."""
+        """HASH: the durable record of one event to one subscriber (see worker.records.store)."""
         return f"{self.prefix}:delivery:{delivery_id}"
 
     @property

@@ -24,13 +24,13 @@ import pytest
 import redis
 import yaml
 
-from producers.publisher import Publisher
-from producers.settings import ProducerSettings
-from producers.wire import Keys
-from worker.bench.harness import wait_for
-from worker.receiver import Received, Receiver, Reply
-from worker.redis_server import RedisServer
-from worker.store import Route, Store
+from bench.harness import wait_for
+from reseller_webhooks.producers.publisher import Publisher
+from reseller_webhooks.producers.settings import ProducerSettings
+from reseller_webhooks.producers.wire import Keys
+from reseller_webhooks.worker.devserver.receiver import Received, Receiver, Reply
+from reseller_webhooks.worker.devserver.redis_server import RedisServer
+from reseller_webhooks.worker.records.store import Route, Store
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -170,7 +170,7 @@ class Deployment:
 
     def cli(self, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "worker", *args],
+            [sys.executable, "-m", "reseller_webhooks.worker", *args],
             env=self.env,
             input=input.decode() if input else None,
             capture_output=True,
@@ -217,7 +217,7 @@ class Deployment:
             env = {k: v for k, v in env.items() if k not in self.secrets}
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "worker", command, *extra],
+                [sys.executable, "-m", "reseller_webhooks.worker", command, *extra],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from producers.errors import ConfigError
-from producers.wire import Keys
+from reseller_webhooks.producers.errors import ConfigError
+from reseller_webhooks.producers.wire import Keys
+from reseller_webhooks.worker.queue.affinity import CoreClaim, choose, machine_id
 from tests.conftest import Deployment, wait_until
-from worker.affinity import CoreClaim, choose, machine_id
 
 
 @pytest.mark.parametrize(

@@ -22,14 +22,14 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from producers.publisher import Publisher
-from producers.settings import ProducerSettings
-from producers.wire import DELIVER_TASK, DISPATCH_TASK, Keys
+from reseller_webhooks.producers.publisher import Publisher
+from reseller_webhooks.producers.settings import ProducerSettings
+from reseller_webhooks.producers.wire import DELIVER_TASK, DISPATCH_TASK, Keys
+from reseller_webhooks.worker.cli import commands as cli
+from reseller_webhooks.worker.devserver.receiver import Receiver
+from reseller_webhooks.worker.devserver.redis_server import RedisServer
+from reseller_webhooks.worker.devserver.samples import sample_user
 from tests.conftest import Deployment, WorkerProcess, wait_until
-from worker import cli
-from worker.cli import sample_user
-from worker.receiver import Receiver
-from worker.redis_server import RedisServer
 
 
 def envelope(
@@ -324,8 +324,8 @@ def test_records_keep_the_first_bytes_of_the_entry_as_text(
 def test_worker_start_warns_when_the_visibility_timeout_is_short(worker: WorkerProcess) -> None:
     # Visibility timeout 3 s here, subscribers time out after 15 s (the default).
     assert (
-        "WARNING worker.broker: WEBHOOKS_VISIBILITY_TIMEOUT_S is 3 s, shorter than the longest "
-        "subscriber timeout_s (15 s)"
+        "WARNING reseller_webhooks.worker.queue.screen: WEBHOOKS_VISIBILITY_TIMEOUT_S is 3 s, "
+        "shorter than the longest subscriber timeout_s (15 s)"
     ) in worker.log()
 
 

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 def test_benchmark_smoke(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     run = subprocess.run(
-        [sys.executable, "-m", "worker.bench", "--smoke", "--json", str(out)],
+        [sys.executable, "-m", "bench", "--smoke", "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=300,

@@ -19,11 +19,15 @@ from kombu import Connection
 from kombu.simple import SimpleQueue
 from kombu.transport.virtual.base import Base64
 
+from reseller_webhooks.worker.devserver.redis_server import (
+    RedisServer,
+    find_redis_server,
+    free_port,
+)
+from reseller_webhooks.worker.queue import screen as broker
+from reseller_webhooks.worker.queue.consumer import task_body_problem
+from reseller_webhooks.worker.queue.envelope import excerpt, screen, screen_unacked
 from tests.conftest import wait_until
-from worker import broker
-from worker.consumer import task_body_problem
-from worker.envelope import excerpt, screen, screen_unacked
-from worker.redis_server import RedisServer, find_redis_server, free_port
 
 CODECS = {"base64": Base64()}
 

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from producers.publisher import Publisher
-from producers.settings import ProducerSettings
-from producers.wire import Keys
+from reseller_webhooks.producers.publisher import Publisher
+from reseller_webhooks.producers.settings import ProducerSettings
+from reseller_webhooks.producers.wire import Keys
+from reseller_webhooks.worker.config.settings import WorkerSettings
+from reseller_webhooks.worker.devserver.receiver import Received, Receiver, Reply
+from reseller_webhooks.worker.devserver.redis_server import RedisServer
+from reseller_webhooks.worker.devserver.samples import sample_user
 from tests.conftest import Deployment, Script, settled, wait_until
-from worker.cli import sample_user
-from worker.receiver import Received, Receiver, Reply
-from worker.redis_server import RedisServer
-from worker.settings import WorkerSettings
 
 pytestmark = pytest.mark.slow
 

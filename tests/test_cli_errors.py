@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from reseller_webhooks.worker.devserver.redis_server import free_port
+from reseller_webhooks.worker.devserver.samples import sample_user
 from tests.conftest import Deployment
-from worker.cli import sample_user
-from worker.redis_server import free_port
 
 
 def one_line_error(result: subprocess.CompletedProcess[str], expected: str, code: int = 2) -> None:

@@ -10,11 +10,11 @@ from collections import Counter
 import pytest
 import redis
 
-from producers.publisher import Publisher
-from producers.wire import Keys
+from reseller_webhooks.producers.publisher import Publisher
+from reseller_webhooks.producers.wire import Keys
+from reseller_webhooks.worker.devserver.receiver import Received, Receiver, Reply
+from reseller_webhooks.worker.devserver.samples import sample_user
 from tests.conftest import IN_CI, Deployment, settled, wait_until
-from worker.cli import sample_user
-from worker.receiver import Received, Receiver, Reply
 
 pytestmark = pytest.mark.slow
 

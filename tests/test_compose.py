@@ -31,18 +31,18 @@ import redis
 import yaml
 from dotenv import dotenv_values
 
-from producers.connection import redis_target
-from producers.settings import ProducerSettings
+from reseller_webhooks.producers.connection import redis_target
+from reseller_webhooks.producers.settings import ProducerSettings
+from reseller_webhooks.worker.cli.commands import main
+from reseller_webhooks.worker.config.settings import WorkerSettings
+from reseller_webhooks.worker.console.auth import Credentials, credentials, refusal
+from reseller_webhooks.worker.devserver.redis_server import find_redis_server, free_port
 from tests.conftest import ROOT, Deployment, wait_until
-from worker.cli import main
-from worker.redis_server import find_redis_server, free_port
-from worker.settings import WorkerSettings
-from worker.webconsole.auth import Credentials, credentials, refusal
 
 COMPOSE_FILE = ROOT / "compose.yaml"
 DOTENV_EXAMPLE = ROOT / ".env.example"
 SECRETS_EXAMPLE = ROOT / "subscribers.env.example"
-EXAMPLE_SUBSCRIBERS = ROOT / "worker" / "examples" / "subscribers.yaml"
+EXAMPLE_SUBSCRIBERS = ROOT / "worker" / "devserver" / "examples" / "subscribers.yaml"
 VARIABLE = re.compile(
     r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|\$\$"
 )

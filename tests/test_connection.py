@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from producers.connection import broker_options, publish_replicas, redis_target
-from producers.errors import ConfigError
-from producers.settings import ProducerSettings, redact_redis_url
+from reseller_webhooks.producers.connection import broker_options, publish_replicas, redis_target
+from reseller_webhooks.producers.errors import ConfigError
+from reseller_webhooks.producers.settings import ProducerSettings, redact_redis_url
 
 S3 = "sentinel://h1:26379;sentinel://h2:26380;sentinel://h3"
 
@@ -175,14 +175,17 @@ def test_publish_does_not_wait_when_the_master_has_no_replica(
     could promote) and says so once; the records are written."""
     import redis
 
-    from producers.publisher import Publisher
-    from producers.wire import Keys
-    from worker.cli import sample_user
+    from reseller_webhooks.producers.publisher import Publisher
+    from reseller_webhooks.producers.wire import Keys
+    from reseller_webhooks.worker.devserver.samples import sample_user
 
     settings = ProducerSettings(
         redis_url=redis_url, publish_replicas=1, publish_replicas_timeout_ms=200
     )
-    with caplog.at_level("WARNING", logger="producers.connection"), Publisher(settings) as pub:
+    with (
+        caplog.at_level("WARNING", logger="reseller_webhooks.producers.connection"),
+        Publisher(settings) as pub,
+    ):
         ids = [pub.user_created(sample_user()) for _ in range(5)]
     assert len(set(ids)) == 5
     warnings = [r for r in caplog.records if "has no replica" in r.getMessage()]

@@ -12,20 +12,20 @@ import pytest
 import redis
 from pydantic import SecretStr
 
-from producers.errors import ConfigError
-from producers.publisher import Publisher
-from producers.wire import Keys
+from reseller_webhooks.producers.errors import ConfigError
+from reseller_webhooks.producers.publisher import Publisher
+from reseller_webhooks.producers.wire import Keys
+from reseller_webhooks.worker.config.settings import WorkerSettings
+from reseller_webhooks.worker.console import views
+from reseller_webhooks.worker.console.auth import Credentials, credentials, is_loopback, refusal
+from reseller_webhooks.worker.devserver.redis_server import free_port
+from reseller_webhooks.worker.devserver.samples import sample_user
+from reseller_webhooks.worker.ops.actions import SubscriberHealth, parse_since
+from reseller_webhooks.worker.records.activity import Activity, Rate, rates, window_minutes
+from reseller_webhooks.worker.records.scripts import RECENT_KEPT, USER_EVENTS_KEPT
+from reseller_webhooks.worker.records.store import Finish, Store
 from tests.conftest import ROUTES, Deployment
 from tests.test_cli_errors import one_line_error
-from worker.activity import Activity, Rate, rates, window_minutes
-from worker.cli import sample_user
-from worker.operations import SubscriberHealth, parse_since
-from worker.redis_server import free_port
-from worker.scripts import RECENT_KEPT, USER_EVENTS_KEPT
-from worker.settings import WorkerSettings
-from worker.store import Finish, Store
-from worker.webconsole import views
-from worker.webconsole.auth import Credentials, credentials, is_loopback, refusal
 
 PASSWORD = "console-" + secrets.token_hex(8)
 TOKEN = "tok-" + secrets.token_hex(16)

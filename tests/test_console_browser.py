@@ -22,14 +22,14 @@ from typing import Any
 import pytest
 import redis
 
-from producers.publisher import Publisher
-from producers.settings import ProducerSettings
-from producers.wire import Keys
+from reseller_webhooks.producers.publisher import Publisher
+from reseller_webhooks.producers.settings import ProducerSettings
+from reseller_webhooks.producers.wire import Keys
+from reseller_webhooks.worker.devserver.receiver import Receiver, Reply
+from reseller_webhooks.worker.devserver.redis_server import RedisServer
+from reseller_webhooks.worker.devserver.samples import sample_user
 from tests.conftest import ROOT, Deployment, Script, WorkerProcess, wait_until
 from tests.topology import missing
-from worker.cli import sample_user
-from worker.receiver import Receiver, Reply
-from worker.redis_server import RedisServer
 
 try:
     from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright

@@ -7,10 +7,15 @@ from typing import Any
 
 import pytest
 
-from producers.errors import InvalidEventError, ProducerError, UnavailableError
-from producers.events import DEFAULT_MAX_BODY_BYTES, EventType, build_event, new_event_id
-from producers.publisher import validate_batch
-from worker.cli import sample_user
+from reseller_webhooks.producers.errors import InvalidEventError, ProducerError, UnavailableError
+from reseller_webhooks.producers.events import (
+    DEFAULT_MAX_BODY_BYTES,
+    EventType,
+    build_event,
+    new_event_id,
+)
+from reseller_webhooks.producers.publisher import validate_batch
+from reseller_webhooks.worker.devserver.samples import sample_user
 
 
 def refused(event: str, data: Any) -> list[str]:
@@ -151,9 +156,11 @@ def test_producers_stay_light() -> None:
     import sys
 
     code = (
-        "import sys, producers, producers.dialects.graphql, producers.dialects.json_patch, "
-        "producers.dialects.rest_create, producers.dialects.rest_update; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'httpx', 'worker', 'flower'}))"
+        "import sys, reseller_webhooks.producers as p; "
+        "from reseller_webhooks.producers.dialects import graphql, json_patch, rest_create; "
+        "from reseller_webhooks.producers.dialects import rest_update; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'httpx', 'flower', 'worker'}"
+        " or m.startswith('reseller_webhooks.worker')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from reseller_webhooks.worker.devserver.redis_server import free_port
+from reseller_webhooks.worker.devserver.samples import sample_user
+from reseller_webhooks.worker.devserver.stack import busy_ports, describe_exit, publish_hint
 from tests.conftest import ROOT, wait_until
-from worker.cli import sample_user
-from worker.dev import busy_ports, describe_exit, publish_hint
-from worker.redis_server import free_port
 
 BANNER = "reseller-webhooks dev is running:"
 
@@ -201,7 +201,9 @@ def test_a_port_in_use_is_named_and_nothing_is_left_running(
 def test_a_dying_worker_is_named_and_everything_stops(start_dev: Callable[..., Dev]) -> None:
     dev = start_dev(flower=False)
     wait_until(lambda: BANNER in dev.output(), timeout_s=90, what="dev banner")
-    workers = [pid for pid, cmd in dev.children() if cmd.endswith("-m worker worker ")]
+    workers = [
+        pid for pid, cmd in dev.children() if cmd.endswith("-m reseller_webhooks.worker worker ")
+    ]
     assert len(workers) == 1, dev.children()
     os.kill(workers[0], signal.SIGKILL)
     assert dev.process.wait(timeout=60) == 1
@@ -286,7 +288,7 @@ def test_publish_hint(redis_url: str | None, script: str, cwd: str, expected: st
 
 def test_publish_hint_without_the_script_runs_the_module() -> None:
     hint = publish_hint("redis://127.0.0.1:1/0", None, Path("/"))
-    assert hint.endswith(" -m worker publish reseller.user.created --sample")
+    assert hint.endswith(" -m reseller_webhooks.worker publish reseller.user.created --sample")
     assert sys.executable in hint
 
 

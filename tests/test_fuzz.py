@@ -15,14 +15,14 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from producers.dialects import graphql, json_patch, rest_create, rest_update
-from producers.errors import WebhooksError
-from producers.events import build_event
-from producers.publisher import validate_batch
-from producers.user import ResellerUser
+from reseller_webhooks.producers.dialects import graphql, json_patch, rest_create, rest_update
+from reseller_webhooks.producers.errors import WebhooksError
+from reseller_webhooks.producers.events import build_event
+from reseller_webhooks.producers.publisher import validate_batch
+from reseller_webhooks.producers.user import ResellerUser
+from reseller_webhooks.worker.config.subscribers import parse_yaml
+from reseller_webhooks.worker.devserver.samples import sample_user
 from tests.conftest import new_secret
-from worker.cli import sample_user
-from worker.subscribers import parse_yaml
 
 FUZZ = settings(
     max_examples=150,

@@ -17,11 +17,16 @@ from dataclasses import dataclass
 
 import pytest
 
+from reseller_webhooks.worker.config.subscribers import SubscribersConfig
+from reseller_webhooks.worker.errors import RetryableDeliveryError
+from reseller_webhooks.worker.http.sender import (
+    ATTEMPT_SLACK_S,
+    AttemptResult,
+    Sender,
+    attempt_bound_s,
+)
+from reseller_webhooks.worker.http.transport import IPAddress, Resolve
 from tests.conftest import new_secret, wait_until
-from worker.errors import RetryableDeliveryError
-from worker.sender import ATTEMPT_SLACK_S, AttemptResult, Sender, attempt_bound_s
-from worker.subscribers import SubscribersConfig
-from worker.transport import IPAddress, Resolve
 
 TIMEOUT_S = 1.0
 LIFETIME_S = 15.0

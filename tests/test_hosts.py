@@ -25,14 +25,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from producers.publisher import Publisher
-from producers.settings import ProducerSettings
-from producers.wire import Keys
+from bench.harness import wait_for
+from reseller_webhooks.producers.publisher import Publisher
+from reseller_webhooks.producers.settings import ProducerSettings
+from reseller_webhooks.producers.wire import Keys
+from reseller_webhooks.worker.devserver.receiver import Received, Receiver, Reply
+from reseller_webhooks.worker.devserver.redis_server import RedisServer
 from tests.conftest import IN_CI, ROOT, Deployment, WorkerProcess, settled, wait_until
 from tests.test_chaos import publish_burst, report
-from worker.bench.harness import wait_for
-from worker.receiver import Received, Receiver, Reply
-from worker.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
 
@@ -139,7 +139,7 @@ def start_in_namespace(deployment: Deployment, host: Host, *extra: str) -> Worke
     env = deployment.env
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            host.command(sys.executable, "-m", "worker", "worker", *extra),
+            host.command(sys.executable, "-m", "reseller_webhooks.worker", "worker", *extra),
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

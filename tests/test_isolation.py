@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 import pytest
 import redis
 
-from producers.publisher import Publisher
-from producers.wire import Keys
+from reseller_webhooks.producers.publisher import Publisher
+from reseller_webhooks.producers.wire import Keys
+from reseller_webhooks.worker.devserver.receiver import Receiver
+from reseller_webhooks.worker.devserver.samples import sample_user
 from tests.conftest import Deployment, wait_until
-from worker.cli import sample_user
-from worker.receiver import Receiver
 
 pytestmark = pytest.mark.slow
 

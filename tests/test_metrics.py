@@ -26,16 +26,16 @@ import redis
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from producers.errors import ConfigError
-from producers.publisher import Publisher
-from producers.wire import Keys
+from reseller_webhooks.producers.errors import ConfigError
+from reseller_webhooks.producers.publisher import Publisher
+from reseller_webhooks.producers.wire import Keys
+from reseller_webhooks.worker.config.settings import WorkerSettings
+from reseller_webhooks.worker.devserver.receiver import Received, Receiver, Reply
+from reseller_webhooks.worker.devserver.redis_server import free_port
+from reseller_webhooks.worker.devserver.samples import sample_user
+from reseller_webhooks.worker.ops.metrics import StatsReader
+from reseller_webhooks.worker.records.store import Finish, Route, Store
 from tests.conftest import IN_CI, ROOT, Deployment, Script, settled, wait_until
-from worker.cli import sample_user
-from worker.metrics import StatsReader
-from worker.receiver import Received, Receiver, Reply
-from worker.redis_server import free_port
-from worker.settings import WorkerSettings
-from worker.store import Finish, Route, Store
 
 OPS = ROOT / "ops"
 FAST = {"schedule_s": [0, 0.2, 0.2, 0.2], "jitter": 0}
@@ -332,7 +332,7 @@ def test_the_redis_indexes_follow_every_transition(
 ) -> None:
     """Drain, coalesce, claim, finish (delivered, retry, dead), sweep, replay, purge: after each,
     the backlog and dead-letter gauges equal what a scan of the records finds."""
-    from worker.deadletters import DeadLetters
+    from reseller_webhooks.worker.records.deadletters import DeadLetters
 
     store = Store(rdb, keys, record_retention_s=60, dead_letter_retention_s=60, attempt_log_size=5)
     reader = StatsReader(store, dead_ttl_s=60)

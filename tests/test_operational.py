@@ -11,16 +11,16 @@ import pytest
 import redis
 from standardwebhooks.webhooks import Webhook
 
-from producers.publisher import Publisher
-from producers.user import format_timestamp
-from producers.wire import Keys
+from reseller_webhooks.producers.publisher import Publisher
+from reseller_webhooks.producers.user import format_timestamp
+from reseller_webhooks.producers.wire import Keys
+from reseller_webhooks.worker.config.subscribers import parse_config
+from reseller_webhooks.worker.devserver.receiver import Received, Receiver, Reply
+from reseller_webhooks.worker.devserver.samples import sample_user
+from reseller_webhooks.worker.operational_events import OPERATIONAL_EVENT_TYPES
+from reseller_webhooks.worker.records import scripts
+from reseller_webhooks.worker.records.store import Finish, Route, Store
 from tests.conftest import ROUTES, Deployment, Script, settled, wait_until
-from worker import scripts
-from worker.cli import sample_user
-from worker.operational import OPERATIONAL_EVENT_TYPES
-from worker.receiver import Received, Receiver, Reply
-from worker.store import Finish, Route, Store
-from worker.subscribers import parse_config
 
 
 def pending_events(rdb: redis.Redis, keys: Keys) -> list[dict[str, Any]]:

@@ -9,11 +9,11 @@ from typing import Any
 
 import redis
 
-from producers.publisher import Publisher
-from producers.wire import Keys
+from reseller_webhooks.producers.publisher import Publisher
+from reseller_webhooks.producers.wire import Keys
+from reseller_webhooks.worker.devserver.receiver import Received, Receiver, Reply
+from reseller_webhooks.worker.devserver.samples import sample_user
 from tests.conftest import Deployment, attempt_log, settled, wait_until
-from worker.cli import sample_user
-from worker.receiver import Received, Receiver, Reply
 
 
 def user(user_id: str, company: str) -> dict[str, Any]:

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from producers.publisher import Publisher
-from producers.settings import ProducerSettings
+from reseller_webhooks.producers.publisher import Publisher
+from reseller_webhooks.producers.settings import ProducerSettings
+from reseller_webhooks.worker.devserver.receiver import Received, Receiver, Reply
+from reseller_webhooks.worker.devserver.redis_server import RedisServer
+from reseller_webhooks.worker.devserver.samples import sample_user
 from tests.conftest import IN_CI, Deployment, wait_until
-from worker.cli import sample_user
-from worker.receiver import Received, Receiver, Reply
-from worker.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
 

@@ -7,9 +7,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from worker.errors import PermanentDeliveryError, RefusedAddressError, RetryableDeliveryError
-from worker.outcome import Outcome, classify, decide
-from worker.subscribers import RetryPolicy
+from reseller_webhooks.worker.config.subscribers import RetryPolicy
+from reseller_webhooks.worker.delivery.outcome import Outcome, classify, decide
+from reseller_webhooks.worker.errors import (
+    PermanentDeliveryError,
+    RefusedAddressError,
+    RetryableDeliveryError,
+)
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 

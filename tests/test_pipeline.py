@@ -12,12 +12,12 @@ import redis
 from standardwebhooks.webhooks import Webhook
 from svix.webhooks import Webhook as SvixWebhook
 
-from producers.errors import InvalidEventError
-from producers.publisher import Publisher
-from producers.wire import Keys
+from reseller_webhooks.producers.errors import InvalidEventError
+from reseller_webhooks.producers.publisher import Publisher
+from reseller_webhooks.producers.wire import Keys
+from reseller_webhooks.worker.devserver.receiver import Receiver
+from reseller_webhooks.worker.devserver.samples import sample_user
 from tests.conftest import Deployment, attempt_log, settled, wait_until
-from worker.cli import sample_user
-from worker.receiver import Receiver
 
 SEED_EXAMPLE = json.loads((Path(__file__).parent / "data/seed_webhook_example.json").read_text())
 

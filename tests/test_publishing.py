@@ -15,18 +15,18 @@ import pytest
 import redis
 from celery import Celery
 
-from producers.errors import InvalidEventError, UnavailableError
-from producers.publisher import Publisher
-from producers.settings import ProducerSettings
-from producers.wire import Keys
+from reseller_webhooks.producers.errors import InvalidEventError, UnavailableError
+from reseller_webhooks.producers.publisher import Publisher
+from reseller_webhooks.producers.settings import ProducerSettings
+from reseller_webhooks.producers.wire import Keys
+from reseller_webhooks.worker.devserver.receiver import Receiver
+from reseller_webhooks.worker.devserver.redis_server import RedisServer, free_port
+from reseller_webhooks.worker.devserver.samples import sample_user
 from tests.conftest import ROOT, Deployment, settled, wait_until
-from worker.cli import sample_user
-from worker.receiver import Receiver
-from worker.redis_server import RedisServer, free_port
 
 PRODUCERS = 4
 EACH = 150
-PRODUCER = [sys.executable, "-m", "worker.bench.producer"]
+PRODUCER = [sys.executable, "-m", "bench.producer"]
 
 
 def test_producers_publishing_while_workers_drain_lose_nothing(

@@ -13,15 +13,15 @@ import pytest
 import redis
 import yaml
 
-from producers.errors import ConfigError
-from producers.publisher import Publisher
-from producers.wire import Keys
+from reseller_webhooks.producers.errors import ConfigError
+from reseller_webhooks.producers.publisher import Publisher
+from reseller_webhooks.producers.wire import Keys
+from reseller_webhooks.worker.config.reload import Change, Watcher, compare
+from reseller_webhooks.worker.config.subscribers import SubscribersConfig, load_config, parse_config
+from reseller_webhooks.worker.delivery.deliverer import REMOVED_REASON
+from reseller_webhooks.worker.devserver.receiver import Receiver, Reply
+from reseller_webhooks.worker.devserver.samples import sample_user
 from tests.conftest import ROOT, Deployment, Script, new_secret, wait_until
-from worker.cli import sample_user
-from worker.delivery import REMOVED_REASON
-from worker.receiver import Receiver, Reply
-from worker.reload import Change, Watcher, compare
-from worker.subscribers import SubscribersConfig, load_config, parse_config
 
 SECRET = new_secret()
 
@@ -103,7 +103,7 @@ def test_the_watcher_applies_a_valid_change_once_and_refuses_a_broken_one(
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "worker", *args],
+        [sys.executable, "-m", "reseller_webhooks.worker", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -135,7 +135,11 @@ def test_a_running_worker_takes_an_edited_file_and_refuses_a_broken_one(
     # c leaves, b arrives: b's deliveries start, c's waiting retry is dead-lettered now.
     subs[1] = b
     path = Path(deployment.env["WEBHOOKS_SUBSCRIBERS"])  # rewrites the file
-    wait_until(lambda: "subscribers file reloaded" in worker.log(), timeout_s=5, what="reload")
+    wait_until(
+        lambda: "subscribers file reloaded" in worker.log(),
+        timeout_s=5,
+        what="reload",
+    )
     assert "added b; removed c" in worker.log()
     second = publisher.user_created(sample_user())
     wait_until(
@@ -184,9 +188,9 @@ def test_a_task_in_flight_finishes_with_the_setup_it_started_with(
     receiver: Receiver,
     script: Script,
 ) -> None:
-    from worker.delivery import Deliverer
-    from worker.runtime import make_sender, make_store
-    from worker.settings import WorkerSettings
+    from reseller_webhooks.worker.config.settings import WorkerSettings
+    from reseller_webhooks.worker.delivery.deliverer import Deliverer
+    from reseller_webhooks.worker.delivery.runtime import make_sender, make_store
 
     settings = WorkerSettings(redis_url=redis_url)
     a = {**sub("a"), "url": f"{receiver.url}/a"}

@@ -10,8 +10,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.schedule import jittered, next_delay_s, parse_retry_after
-from worker.subscribers import STANDARD_SCHEDULE_S, RetryPolicy
+from reseller_webhooks.worker.config.subscribers import STANDARD_SCHEDULE_S, RetryPolicy
+from reseller_webhooks.worker.delivery.retry_schedule import (
+    jittered,
+    next_delay_s,
+    parse_retry_after,
+)
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from producers.errors import ConfigError
-from producers.settings import ProducerSettings, redact_redis_url
-from producers.wire import Keys
+from reseller_webhooks.producers.errors import ConfigError
+from reseller_webhooks.producers.settings import ProducerSettings, redact_redis_url
+from reseller_webhooks.producers.wire import Keys
+from reseller_webhooks.worker.config.settings import WorkerSettings
+from reseller_webhooks.worker.devserver.receiver import Receiver, Reply
+from reseller_webhooks.worker.devserver.redis_server import RedisServer
+from reseller_webhooks.worker.queue.app import make_app
 from tests.conftest import IN_CI, ROOT, Deployment, Script, settled, wait_until
-from worker.app import make_app
-from worker.receiver import Receiver, Reply
-from worker.redis_server import RedisServer
-from worker.settings import WorkerSettings
 
 PASSWORD = "rpw-" + secrets.token_hex(12)
 
@@ -169,7 +169,17 @@ def test_no_secret_appears_anywhere(
     dead_id = f"{published[0]}:bad"
 
     conf = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "worker.app", "inspect", "conf", "--timeout", "10"],
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "reseller_webhooks.worker.queue.app",
+            "inspect",
+            "conf",
+            "--timeout",
+            "10",
+        ],
         env=dep.env,
         capture_output=True,
         text=True,
@@ -199,7 +209,7 @@ def test_no_secret_appears_anywhere(
     run("publish", "reseller.user.created", "--data", str(tmp_path / "missing.json"), expect=2)
     wrong = protected_redis.url.replace(PASSWORD, "wrong-pw-41b0")
     refused = subprocess.run(
-        [sys.executable, "-m", "worker", "dlq", "list"],
+        [sys.executable, "-m", "reseller_webhooks.worker", "dlq", "list"],
         env={**dep.env, "REDIS_URL": wrong},
         capture_output=True,
         text=True,

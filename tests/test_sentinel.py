@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from producers.errors import NotReplicatedError
-from producers.publisher import Publisher
-from producers.settings import ProducerSettings
+from reseller_webhooks.producers.errors import NotReplicatedError
+from reseller_webhooks.producers.publisher import Publisher
+from reseller_webhooks.producers.settings import ProducerSettings
+from reseller_webhooks.worker.devserver.receiver import Receiver
+from reseller_webhooks.worker.devserver.samples import sample_user
 from tests.conftest import Deployment, wait_until
 from tests.topology import MASTER, SentinelGroup, missing
-from worker.cli import sample_user
-from worker.receiver import Receiver
 
 pytestmark = pytest.mark.slow
 

@@ -8,11 +8,11 @@ import ipaddress
 import httpx
 import pytest
 
+from reseller_webhooks.worker.config.subscribers import parse_config
+from reseller_webhooks.worker.devserver.receiver import Receiver
+from reseller_webhooks.worker.errors import ConfigError, RefusedAddressError
+from reseller_webhooks.worker.http.transport import GuardedTransport, address_allowed
 from tests.conftest import new_secret
-from worker.errors import ConfigError, RefusedAddressError
-from worker.receiver import Receiver
-from worker.subscribers import parse_config
-from worker.transport import GuardedTransport, address_allowed
 
 ALLOWED = [
     ("8.8.8.8", "public IPv4"),

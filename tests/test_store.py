@@ -6,11 +6,11 @@ import time
 
 import redis
 
-from producers.publisher import Publisher
-from producers.wire import Keys
+from reseller_webhooks.producers.publisher import Publisher
+from reseller_webhooks.producers.wire import Keys
+from reseller_webhooks.worker.devserver.samples import sample_user
+from reseller_webhooks.worker.records.store import Claim, Finish, Store
 from tests.conftest import ROUTES
-from worker.cli import sample_user
-from worker.store import Claim, Finish, Store
 
 
 def drain_one(store: Store, publisher: Publisher, user_id: str = "usr_1") -> tuple[str, str]:

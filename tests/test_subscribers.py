@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from producers.errors import ConfigError
+from reseller_webhooks.producers.errors import ConfigError
+from reseller_webhooks.worker.config.subscribers import load_config, parse_config, parse_yaml
 from tests.conftest import new_secret
-from worker.subscribers import load_config, parse_config, parse_yaml
 
 
 def sub(**extra: Any) -> dict[str, Any]:
@@ -150,7 +150,7 @@ def test_matching_and_retry_override() -> None:
 def test_example_file_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("ACME_WEBHOOK_SECRET", "AUDIT_WEBHOOK_SECRET", "AUDIT_WEBHOOK_SECRET_OLD"):
         monkeypatch.setenv(name, new_secret())
-    example = Path(__file__).parent.parent / "worker/examples/subscribers.yaml"
+    example = Path(__file__).parent.parent / "worker/devserver/examples/subscribers.yaml"
     config = load_config(example)
     assert [s.id for s in config.subscribers] == ["acme-crm", "audit-log"]
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from producers.publisher import Publisher
-from producers.settings import ProducerSettings
+from reseller_webhooks.producers.publisher import Publisher
+from reseller_webhooks.producers.settings import ProducerSettings
+from reseller_webhooks.worker.devserver.receiver import Receiver
+from reseller_webhooks.worker.devserver.samples import sample_user
 from tests.conftest import Deployment, wait_until
 from tests.topology import Certificates, TLSRedis, make_certificates
-from worker.cli import sample_user
-from worker.receiver import Receiver
 
 
 @pytest.fixture(scope="module")

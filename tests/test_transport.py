@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from worker.errors import RefusedAddressError
-from worker.receiver import Receiver
-from worker.transport import GuardedTransport
+from reseller_webhooks.worker.devserver.receiver import Receiver
+from reseller_webhooks.worker.errors import RefusedAddressError
+from reseller_webhooks.worker.http.transport import GuardedTransport
 
 
 def client(allow_private: bool) -> httpx.Client:

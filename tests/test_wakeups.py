@@ -1,6 +1,7 @@
-"""Lingering triggers wait for a wake-up instead of polling (worker.wake): what the scripts publish
-and to whom, that a wake-up cannot slip between the drain (claim) that saw nothing and the wait,
-and that the linger ends with the same atomic disarm as before. Real Redis, no worker process."""
+"""Lingering triggers wait for a wake-up instead of polling (worker.delivery.wake): what the
+scripts publish and to whom, that a wake-up cannot slip between the drain (claim) that saw
+nothing and the wait, and that the linger ends with the same atomic disarm as before. Real
+Redis, no worker process."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ from typing import Any
 import pytest
 import redis
 
-from producers.publisher import Publisher
-from producers.wire import Keys
+from reseller_webhooks.producers.publisher import Publisher
+from reseller_webhooks.producers.wire import Keys
+from reseller_webhooks.worker.delivery.wake import DISPATCH, Linger, Wakeups, seats, slot_name
+from reseller_webhooks.worker.devserver.samples import sample_user
+from reseller_webhooks.worker.records.store import Finish, Store
 from tests.conftest import ROUTES, wait_until
-from worker.cli import sample_user
-from worker.store import Finish, Store
-from worker.wake import DISPATCH, Linger, Wakeups, seats, slot_name
 
 #: A linger that would outlast the test: a wait that returns was woken.
 LONG_S = 60.0

@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from reseller_webhooks.worker.devserver.redis_server import find_redis_server, free_port
 from tests.conftest import IN_CI
-from worker.redis_server import find_redis_server, free_port
 
 MASTER = "webhooks"
 

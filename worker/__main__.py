@@ -1,3 +1,3 @@
-from worker.console import main
+from reseller_webhooks.worker.cli.entry import main
 
 main()

@@ -1,8 +1,8 @@
-"""Worker-side branches of the error tree drawn in ``producers.errors``."""
+"""Worker-side branches of the error tree drawn in ``reseller_webhooks.producers.errors``."""
 
 from __future__ import annotations
 
-from producers.errors import ConfigError, WebhooksError
+from reseller_webhooks.producers.errors import ConfigError, WebhooksError
 
 __all__ = [
     "ConfigError",

@@ -9,16 +9,16 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from producers.changes import apply_changes
-from producers.dialects.errors import InvalidRequestError
-from producers.errors import InvalidEventError, describe_validation_error
-from producers.user import ResellerUser
+from reseller_webhooks.producers.changes import apply_changes
+from reseller_webhooks.producers.dialects.errors import InvalidRequestError
+from reseller_webhooks.producers.errors import InvalidEventError, describe_validation_error
+from reseller_webhooks.producers.user import ResellerUser
 
 Model = TypeVar("Model", bound=BaseModel)
 
 
 class UserEvents(Protocol):
-    """The part of :class:`~producers.publisher.Publisher` a dialect uses."""
+    """The part of :class:`~reseller_webhooks.producers.publisher.Publisher` a dialect uses."""
 
     def user_created(self, user: ResellerUser | Mapping[str, Any]) -> str: ...
 
@@ -39,7 +39,7 @@ def parse_body(model: type[Model], body: Any, *, what: str) -> Model:
 def apply_request(
     current: ResellerUser, changes: Mapping[str, Any], *, now: datetime | None = None
 ) -> tuple[ResellerUser, frozenset[str]]:
-    """:func:`~producers.changes.apply_changes`, with a contract refusal answered as a 400.
+    """:func:`~changes.apply_changes`, with a contract refusal answered as a 400.
 
     The request caused it (a joined role list too long, say), so it is the client's error.
     """

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from producers.errors import ProducerError
-from producers.user import ResellerUser
+from reseller_webhooks.producers.errors import ProducerError
+from reseller_webhooks.producers.user import ResellerUser
 
 
 class DialectError(ProducerError):

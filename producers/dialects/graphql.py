@@ -34,11 +34,11 @@ from graphql import (
 from graphql.pyutils import inspect
 from pydantic import AfterValidator, Field, ValidationError, field_validator
 
-from producers.dialects.body import UserEvents, apply_request
-from producers.dialects.errors import GraphQLRequestError, InvalidRequestError
-from producers.dialects.rest_create import Password
-from producers.errors import describe_validation_error
-from producers.user import Contract, Name, OptionalText, ResellerUser
+from reseller_webhooks.producers.dialects.body import UserEvents, apply_request
+from reseller_webhooks.producers.dialects.errors import GraphQLRequestError, InvalidRequestError
+from reseller_webhooks.producers.dialects.rest_create import Password
+from reseller_webhooks.producers.errors import describe_validation_error
+from reseller_webhooks.producers.user import Contract, Name, OptionalText, ResellerUser
 
 MUTATION = "resellerEditUser"
 Text = Annotated[str, Field(max_length=256)]
@@ -95,7 +95,11 @@ class EditUserRequest(Contract):
 
 @cache
 def schema() -> GraphQLSchema:
-    sdl = resources.files("producers.dialects").joinpath("reseller.graphql").read_text("utf-8")
+    sdl = (
+        resources.files("reseller_webhooks.producers.dialects")
+        .joinpath("reseller.graphql")
+        .read_text("utf-8")
+    )
     return build_schema(sdl)
 
 

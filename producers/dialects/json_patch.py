@@ -24,15 +24,21 @@ import jsonpatch
 import jsonpointer
 from pydantic import AfterValidator, EmailStr, Field, StringConstraints
 
-from producers.dialects.body import UserEvents, apply_request, parse_body
-from producers.dialects.errors import (
+from reseller_webhooks.producers.dialects.body import UserEvents, apply_request, parse_body
+from reseller_webhooks.producers.dialects.errors import (
     InvalidRequestError,
     InvalidValueError,
     PatchTestFailedError,
     PathNotFoundError,
     require_user,
 )
-from producers.user import Contract, Name, OptionalText, ResellerUser, format_timestamp
+from reseller_webhooks.producers.user import (
+    Contract,
+    Name,
+    OptionalText,
+    ResellerUser,
+    format_timestamp,
+)
 
 GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 #: Operations whose ``path`` may name a member or index that does not exist yet.

@@ -12,9 +12,9 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, EmailStr, SecretStr
 
-from producers.dialects.body import UserEvents, parse_body
-from producers.events import EventType, WebhookEvent, build_event
-from producers.user import Contract, Name, OptionalText, ResellerUser, Role
+from reseller_webhooks.producers.dialects.body import UserEvents, parse_body
+from reseller_webhooks.producers.events import EventType, WebhookEvent, build_event
+from reseller_webhooks.producers.user import Contract, Name, OptionalText, ResellerUser, Role
 
 
 def _password_length(value: SecretStr) -> SecretStr:

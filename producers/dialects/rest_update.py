@@ -16,9 +16,16 @@ from typing import Any
 
 from pydantic import EmailStr, field_validator
 
-from producers.dialects.body import UserEvents, apply_request, parse_body
-from producers.dialects.errors import require_user
-from producers.user import Contract, Name, OptionalText, Organization, ResellerUser, Role
+from reseller_webhooks.producers.dialects.body import UserEvents, apply_request, parse_body
+from reseller_webhooks.producers.dialects.errors import require_user
+from reseller_webhooks.producers.user import (
+    Contract,
+    Name,
+    OptionalText,
+    Organization,
+    ResellerUser,
+    Role,
+)
 
 NOT_NULLABLE = ("first_name", "email", "role", "allow_customer_portal_access")
 

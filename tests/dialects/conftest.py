@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from producers.user import ResellerUser
-from worker.cli import sample_user
+from reseller_webhooks.producers.user import ResellerUser
+from reseller_webhooks.worker.devserver.samples import sample_user
 
 GUID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
 

@@ -6,11 +6,11 @@ from typing import Any
 import pytest
 from hypothesis import given
 
-from producers.changes import apply_changes
-from producers.errors import InvalidEventError
-from producers.user import ResellerUser
+from reseller_webhooks.producers.changes import apply_changes
+from reseller_webhooks.producers.errors import InvalidEventError
+from reseller_webhooks.producers.user import ResellerUser
+from reseller_webhooks.worker.devserver.samples import sample_user
 from tests.dialects.strategies import update_requests
-from worker.cli import sample_user
 
 NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
 

@@ -8,16 +8,16 @@ from typing import Any
 import pytest
 from hypothesis import given
 
-from producers.dialects import graphql
-from producers.dialects.errors import GraphQLRequestError
-from producers.user import ResellerUser
+from reseller_webhooks.producers.dialects import graphql
+from reseller_webhooks.producers.dialects.errors import GraphQLRequestError
+from reseller_webhooks.producers.user import ResellerUser
+from reseller_webhooks.worker.devserver.samples import sample_user
 from tests.dialects.conftest import RecordingPublisher
 from tests.dialects.strategies import (
     NON_ASCII_DATE,
     reseller_user_edits,
     reseller_user_edits_with_one_bad_field,
 )
-from worker.cli import sample_user
 
 SEED_MUTATION = """
 mutation resellerEditUser ($id: Int!, $resellerUserEdit: ResellerUserEdit) {

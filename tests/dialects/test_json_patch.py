@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from producers.dialects import json_patch
-from producers.dialects.errors import (
+from reseller_webhooks.producers.dialects import json_patch
+from reseller_webhooks.producers.dialects.errors import (
     DialectError,
     InvalidRequestError,
     InvalidValueError,
@@ -18,10 +18,10 @@ from producers.dialects.errors import (
     PatchTestFailedError,
     PathNotFoundError,
 )
-from producers.user import ResellerUser
+from reseller_webhooks.producers.user import ResellerUser
+from reseller_webhooks.worker.devserver.samples import sample_user
 from tests.dialects.conftest import GUID, RecordingPublisher
 from tests.dialects.strategies import PATCH_FIELDS
-from worker.cli import sample_user
 
 
 def patch(user: ResellerUser | None, ops: Any) -> tuple[ResellerUser, frozenset[str]]:

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from hypothesis import given
 
-from producers.dialects import rest_create
-from producers.dialects.errors import InvalidRequestError
-from producers.errors import InvalidEventError
+from reseller_webhooks.producers.dialects import rest_create
+from reseller_webhooks.producers.dialects.errors import InvalidRequestError
+from reseller_webhooks.producers.errors import InvalidEventError
 from tests.dialects.conftest import RecordingPublisher
 from tests.dialects.strategies import create_requests, create_requests_with_one_bad_field
 from tests.test_pipeline import SEED_EXAMPLE, shape

@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 from hypothesis import given
 
-from producers.dialects import rest_update
-from producers.dialects.errors import InvalidRequestError, NotFoundError
-from producers.user import ResellerUser
+from reseller_webhooks.producers.dialects import rest_update
+from reseller_webhooks.producers.dialects.errors import InvalidRequestError, NotFoundError
+from reseller_webhooks.producers.user import ResellerUser
+from reseller_webhooks.worker.devserver.samples import sample_user
 from tests.dialects.conftest import RecordingPublisher
 from tests.dialects.strategies import update_requests, update_requests_with_one_bad_field
-from worker.cli import sample_user
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 SEED_REQUEST = {

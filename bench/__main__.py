@@ -1,0 +1,133 @@
+"""``python -m bench [--quick | --smoke] [-n N] [--json PATH]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import report, scenarios
+from bench.harness import Processes
+
+PRESETS = {
+    "full": scenarios.Sizes(events=3000, pending=100_000, lateness_events=500, rounds=3),
+    "quick": scenarios.Sizes(events=400, pending=5000, lateness_events=200, rounds=1),
+    "smoke": scenarios.Sizes(events=40, pending=100, lateness_events=10, rounds=1),
+}
+
+
+#: Producer processes publishing one event per call while the worker runs.
+PRODUCERS = 4
+
+#: Users the "few users" scenario's events are about (each user's changes go in order).
+FEW_USERS = 10
+
+
+def run(sizes: scenarios.Sizes, directory: Path, progress: Any = print) -> dict[str, Any]:
+    started = time.monotonic()
+
+    def step_begins(name: str) -> None:
+        progress(f"{time.monotonic() - started:6.1f} s  {name}", file=sys.stderr, flush=True)
+
+    p = Processes(directory)
+    try:
+        result: dict[str, Any] = {
+            "machine": {
+                "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                "cores": os.cpu_count(),
+                "python": platform.python_version(),
+                "redis": p.client.info("server")["redis_version"],
+                "platform": platform.platform(),
+            },
+            "sizes": sizes.__dict__,
+        }
+        # Throughput scenarios run in interleaved rounds: a neighbour's burst on a shared machine
+        # then hits every scenario of a round alike, and each ratio is taken within a round.
+        # "ours" publishes one event per call, each about a user of its own, as API services do.
+        throughput: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+            ("ours_1_subscriber", lambda: scenarios.ours_throughput(p, sizes, 1)),
+            ("ours_5_subscribers", lambda: scenarios.ours_throughput(p, sizes, 5)),
+            (
+                "ours_1_subscriber_batched",
+                lambda: scenarios.ours_throughput(p, sizes, 1, batched=True),
+            ),
+            ("naive_1_subscriber", lambda: scenarios.naive_throughput(p, sizes, 1)),
+            ("naive_5_subscribers", lambda: scenarios.naive_throughput(p, sizes, 5)),
+            (
+                "naive_1_subscriber_pinned",
+                lambda: scenarios.naive_throughput(p, sizes, 1, pinned=True),
+            ),
+            ("celery_noop", lambda: scenarios.celery_noop(p, sizes)),
+            ("bare_http", lambda: scenarios.bare_http(p, sizes)),
+        ]
+        rounds: list[dict[str, Any]] = []
+        for number in range(1, sizes.rounds + 1):
+            figures: dict[str, Any] = {}
+            for name, step in throughput:
+                step_begins(f"round {number}: {name}")
+                figures[name] = step()
+            rounds.append(figures)
+        result.update(report.medians(rounds))
+        result["rounds"] = rounds
+        steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+            ("publish", lambda: scenarios.publish_rates(p, sizes)),
+            (
+                "ours_few_users",
+                lambda: scenarios.ours_throughput(p, sizes, 1, distinct_users=FEW_USERS),
+            ),
+            ("live_max", lambda: scenarios.concurrent_producers(p, sizes, PRODUCERS)),
+            (
+                "latency",
+                lambda: scenarios.concurrent_producers(
+                    p, sizes, PRODUCERS, rate_per_s=result["live_max"]["per_s"] / 2
+                ),
+            ),
+            ("retry_lateness", lambda: scenarios.retry_lateness(p, sizes)),
+            ("pending_retries", lambda: scenarios.pending_retries(p, sizes)),
+        ]
+        for name, step in steps:
+            step_begins(name)
+            result[name] = step()
+    finally:
+        p.close()
+    result["ratios"] = report.ratios(result)
+    result["targets"] = report.verdicts(result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="under a minute")
+    mode.add_argument("--smoke", action="store_true", help="seconds; proves it runs, not speed")
+    parser.add_argument("-n", "--events", type=int, help="events per throughput run")
+    parser.add_argument("--pending", type=int, help="retries left pending for memory figures")
+    parser.add_argument("--concurrency", type=int, default=8, help="threads per worker")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds of the throughput runs")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    sizes = PRESETS["smoke" if args.smoke else "quick" if args.quick else "full"]
+    overrides = {
+        "events": args.events,
+        "pending": args.pending,
+        "concurrency": args.concurrency,
+        "rounds": args.rounds,
+    }
+    sizes = scenarios.Sizes(**{**sizes.__dict__, **{k: v for k, v in overrides.items() if v}})
+    with tempfile.TemporaryDirectory(prefix="rw-bench-") as tmp:
+        result = run(sizes, Path(tmp))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    print(report.render(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""The Celery tasks: thin triggers over ``delivery.deliverer``. Arguments are ids only, never data.
+
+``webhooks.dispatch()`` drains the pending events into deliveries; ``webhooks.deliver(subscriber,
+slot)`` attempts one subscriber's ready deliveries while its slot is live. Both end with a result
+Flower shows: how many events, or which subscriber and how many attempts of each outcome.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import re
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from celery.signals import (
+    task_failure,
+    worker_init,
+    worker_ready,
+    worker_shutdown,
+)
+
+from reseller_webhooks.producers.wire import DELIVER_TASK, DISPATCH_TASK
+from reseller_webhooks.worker.config.reload import watch as watch_subscribers
+from reseller_webhooks.worker.delivery.deliverer import TIME_SLICE_S
+from reseller_webhooks.worker.delivery.heartbeat import start_heartbeat
+from reseller_webhooks.worker.delivery.runtime import Runtime, get_runtime
+from reseller_webhooks.worker.delivery.wake import DISPATCH, seats
+from reseller_webhooks.worker.ops import metrics
+from reseller_webhooks.worker.queue.affinity import CoreClaim, pin_worker
+from reseller_webhooks.worker.queue.app import app
+from reseller_webhooks.worker.queue.scheduler import Scheduler
+from reseller_webhooks.worker.queue.triggers import send_deliver, send_dispatch
+from reseller_webhooks.worker.records.store import Trigger
+
+log = logging.getLogger(__name__)
+
+_SUBSCRIBER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_TOKEN = re.compile(r"^[0-9]{1,20}$")
+
+
+def runtime() -> Runtime:
+    return get_runtime(app.webhooks_settings)
+
+
+def _send(rt: Runtime) -> Any:
+    def send(triggers: Sequence[Trigger]) -> None:
+        send_deliver(app, rt.keys, triggers)
+
+    return send
+
+
+@app.task(name=DISPATCH_TASK)
+def dispatch() -> dict[str, Any]:
+    """Fan pending events out to their subscribers in batches and arm their deliver triggers.
+
+    Once the pending list is empty the trigger stays armed for a few short polls: at moderate
+    rates the events that follow are drained by this task within a poll, instead of each
+    arming a message of its own. The last poll disarms it in the same step that sees the list
+    empty, so an event recorded just after still arms a new trigger.
+    """
+    rt = runtime()
+    send = _send(rt)
+    started = time.monotonic()
+    events = missing = 0
+    with rt.deliverer.wakeups.linger(DISPATCH) as linger:
+        while True:
+            keep = linger.keep()
+            drained = rt.deliverer.drain(keep_armed=keep)
+            send(drained.triggers)
+            events += drained.events
+            missing += drained.missing
+            if drained.events:
+                linger.worked()
+            if not drained.more:
+                if not keep:
+                    break  # disarmed
+                linger.wait()  # until a publish wakes it, or the linger ends
+            if time.monotonic() - started > TIME_SLICE_S:
+                send_dispatch(app, rt.keys)  # still armed: carry on behind the queued triggers
+                break
+    return {"events": events, **({"expired": missing} if missing else {})}
+
+
+@app.task(name=DELIVER_TASK, bind=True)
+def deliver(self: Any, subscriber_id: Any, token: Any) -> dict[str, Any]:
+    """Attempt one subscriber's ready deliveries while this trigger's slot is live."""
+    rt = runtime()
+    if not (
+        isinstance(subscriber_id, str)
+        and _SUBSCRIBER_ID.match(subscriber_id)
+        and isinstance(token, str)
+        and _TOKEN.match(token)
+    ):
+        rt.store.bad_message(
+            DELIVER_TASK,
+            "arguments are not (subscriber id, slot token)",
+            {"args": [subscriber_id, token]},
+        )
+        return {"malformed": 1}
+    served = rt.deliverer.serve(subscriber_id, token, _send(rt))
+    if served.resend:
+        queue = (self.request.delivery_info or {}).get("routing_key") or rt.keys.queue
+        self.apply_async(args=[subscriber_id, token], queue=queue)
+    return {"subscriber": subscriber_id, **served.counts}
+
+
+@task_failure.connect
+def _failed(sender: Any = None, exception: BaseException | None = None, **kw: Any) -> None:
+    """A task that raised (e.g. wrong arguments) had its message acknowledged: keep a record.
+
+    The durable delivery records are untouched, so the scheduler re-triggers whatever the
+    failed task left unfinished.
+    """
+    name = getattr(sender, "name", "?")
+    reason = f"task raised {type(exception).__name__}: {exception}"
+    runtime().store.bad_message(name, reason, {"args": kw.get("args"), "kwargs": kw.get("kwargs")})
+
+
+_scheduler_stop: list[Any] = []
+_core_claims: list[CoreClaim] = []
+
+
+@worker_init.connect
+def _pin(sender: Any = None, **_: Any) -> None:
+    """Before the pool starts: one core for this process (see queue.affinity)."""
+    rt = runtime()
+    claim = pin_worker(rt.store.redis, rt.keys, rt.settings.cpu_affinity)
+    if claim is not None:
+        _core_claims.append(claim)
+
+
+@worker_ready.connect
+def _start(sender: Any = None, **_: Any) -> None:
+    """Build the runtime before the first task, and start the embedded scheduler."""
+    rt = runtime()
+    threads = getattr(getattr(sender, "controller", None), "concurrency", None)
+    if isinstance(threads, int) and threads > 0:  # --concurrency may override the setting
+        rt.deliverer.threads_per_subscriber = max(1, threads // 2)
+        rt.deliverer.wakeups.seats = seats(threads)
+    # The subscribers file as loaded at each scrape (a reload may change it).
+    metrics.serve(rt.settings, rt.store, lambda: [s.id for s in rt.config.subscribers])
+    # Everything built so far lives as long as the process: keep it out of the collector's
+    # full passes, which otherwise stall deliveries for tens of milliseconds.
+    gc.freeze()
+    _scheduler_stop.append(start_heartbeat(rt.deliverer))
+    _scheduler_stop.append(rt.deliverer.wakeups.start())
+    watching = watch_subscribers(rt)
+    if watching is not None:
+        _scheduler_stop.append(watching)
+    if rt.settings.embedded_scheduler:
+        _thread, stop = Scheduler(store=rt.store, celery=app, settings=rt.settings).start_thread()
+        _scheduler_stop.append(stop)
+
+
+@worker_shutdown.connect
+def _stop(sender: Any = None, **_: Any) -> None:
+    for stop in _scheduler_stop:
+        stop.set()
+    for claim in _core_claims:
+        claim.release()

@@ -1,0 +1,418 @@
+r"""The durable delivery records in Redis: the source of truth; Celery messages only trigger them.
+
+An event waits in the ``pending`` list until a dispatch task drains it into one delivery (one
+event to one subscriber) per matching subscriber: a HASH
+``{prefix}:delivery:{event_id}:{subscriber_id}`` with ``event``, ``sub``, ``type``, ``state``,
+``attempts`` (made), ``trigger``, ``created``, ``chain``, ``lease``, ``next`` and, once finished,
+``done`` and ``reason``::
+
+    blocked --(head of its user's chain)--> ready --claim--> running --finish--> delivered | dead
+                                              ^                 |  \--finish--> waiting
+                                              +-- sweep: lease -+                  |
+                                              |   expired (worker died)            |
+                                              +-------- sweep: due ----------------+
+    blocked | ready | waiting --(a newer update, coalescing)--> superseded
+
+Ready deliveries wait in their subscriber's ``ready`` list; running and waiting ones are in the
+``due`` ZSET, scored by lease end or next due time. Every transition is one Lua script
+(``records.scripts``) on the Redis server's clock, so two workers or two schedulers never both own
+a delivery and a worker's clock cannot move a deadline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis
+
+from reseller_webhooks.producers.wire import Keys
+from reseller_webhooks.worker import operational_events as operational
+from reseller_webhooks.worker.records import scripts
+
+#: How long a slot stays live without its holder's heartbeat (renewed every second).
+SLOT_TTL_S = 5.0
+
+#: The reason of a disable an operator gives none for.
+DISABLED_BY_OPERATOR = "disabled by an operator"
+
+
+def delivery_id(event_id: str, subscriber_id: str) -> str:
+    return f"{event_id}:{subscriber_id}"
+
+
+def split_delivery_id(did: str) -> tuple[str, str]:
+    event_id, _, subscriber_id = did.partition(":")
+    return event_id, subscriber_id
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """A deliver trigger a script armed: the caller sends it as a Celery message."""
+
+    subscriber_id: str
+    token: str
+    failing: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A delivery this worker owns while ``lease`` (server ms, the ownership token) holds."""
+
+    delivery_id: str
+    event_id: str
+    subscriber_id: str
+    attempt: int
+    trigger: str
+    body: bytes
+    lease: int
+    #: Local monotonic time by which the lease has certainly ended (taken before the claim).
+    expires_at: float
+    #: When the event was published (server ms; 0 when unknown).
+    published_at: int = 0
+
+    def server_ms(self, monotonic: float) -> float:
+        """The Redis server's clock (ms) at local monotonic time ``monotonic``, give or take the
+        claim's round trip: the lease ends ``lease`` on the server and by ``expires_at`` here."""
+        return self.lease - (self.expires_at - monotonic) * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimBatch:
+    claims: list[Claim]
+    more: list[Trigger]
+    disabled_reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Drained:
+    events: int
+    missing: int
+    triggers: list[Trigger]
+    more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Swept:
+    triggers: list[Trigger]
+    dispatch: bool
+    moved: int
+    #: How late (ms) each retry it made ready was, against its due time.
+    late_ms: list[int] = dataclasses.field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One subscriber an event type goes to, with its ordering choices."""
+
+    subscriber_id: str
+    ordered: bool
+    coalesce: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    outcome: str  # delivered | retry | dead | gone | skipped
+    attempt: dict[str, Any]
+    delay_ms: int | None = None
+    reason: str = ""
+    dead_letter: dict[str, Any] | None = None
+    disable_after_ms: int = 0
+
+
+def _triggers(raw: Sequence[Any]) -> list[Trigger]:
+    return [Trigger(sub.decode(), token.decode(), bool(failing)) for sub, token, failing in raw]
+
+
+class Store:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        *,
+        record_retention_s: int,
+        dead_letter_retention_s: int,
+        attempt_log_size: int,
+        trigger_expiry_s: float = 60.0,
+        failing_after: int = operational.DEFAULT_FAILING_AFTER,
+    ) -> None:
+        self.redis = client
+        self.keys = keys
+        self._record_ttl = record_retention_s
+        self._dead_ttl = dead_letter_retention_s
+        self._log_size = attempt_log_size
+        self._trigger_ms = int(trigger_expiry_s * 1000)
+        self._failing_after = failing_after
+        self._drain = client.register_script(scripts.DRAIN)
+        self._claim = client.register_script(scripts.CLAIM)
+        self._extend = client.register_script(scripts.EXTEND)
+        self._finish = client.register_script(scripts.FINISH)
+        self._sweep = client.register_script(scripts.SWEEP)
+        self._heartbeat = client.register_script(scripts.HEARTBEAT)
+        self.replay_script = client.register_script(scripts.REPLAY)
+        self._expedite = client.register_script(scripts.EXPEDITE)
+
+    def drain(
+        self,
+        routes: Mapping[str, Sequence[Route]],
+        *,
+        batch: int,
+        now_iso: str,
+        keep_armed: bool = False,
+    ) -> Drained:
+        """Fan out up to ``batch`` pending events in one script call (see ``scripts.DRAIN``).
+
+        With ``keep_armed`` the dispatch trigger stays armed when the list is empty (the caller
+        drains again shortly), else it is disarmed in the same step."""
+        args: list[Any] = [
+            self.keys.prefix,
+            batch,
+            self._trigger_ms,
+            self._record_ttl,
+            self._log_size,
+            now_iso,
+            int(keep_armed),
+            len(routes),
+        ]
+        for event_type, subs in routes.items():
+            args += [event_type, len(subs)]
+            for r in subs:
+                args += [r.subscriber_id, int(r.ordered), int(r.coalesce)]
+        k = self.keys
+        events, missing, triggers, more = cast(
+            list[Any],
+            self._drain(keys=[k.pending, k.dispatch_armed, k.due, k.active_subscribers], args=args),
+        )
+        return Drained(int(events), int(missing), _triggers(triggers), bool(more))
+
+    def claim(
+        self,
+        subscriber_id: str,
+        token: str,
+        *,
+        most: int,
+        lease_ms: int,
+        bound: int,
+        keep: bool = False,
+        finished: Sequence[tuple[Claim, Finish]] = (),
+    ) -> ClaimBatch | None:
+        """Claim up to ``most`` ready deliveries for the holder of slot ``token``; None when the
+        slot is gone or nothing is left (the slot is then released). With ``keep``, nothing
+        left keeps the slot and returns an empty batch (the caller waits for more, see
+        ``delivery.wake``). ``finished`` attempts are recorded first (as :meth:`finish` does), in
+        the same round trip."""
+        started = time.monotonic()
+        args: list[Any] = [
+            self.keys.prefix,
+            subscriber_id,
+            token,
+            lease_ms,
+            most,
+            bound,
+            self._trigger_ms,
+            int(SLOT_TTL_S * 1000),
+            int(keep),
+        ]
+        if finished:
+            reply = self._finish_then_claim(finished, args)
+        else:
+            reply = self._claim(keys=[self.keys.due], args=args)
+        lease, raw, more, disabled = cast(list[Any], reply)
+        if not lease:
+            return None
+        if int(lease) < 0:  # kept: nothing to claim right now
+            return ClaimBatch([], [], disabled.decode())
+        expires_at = started + lease_ms / 1000
+        claims = [
+            Claim(
+                delivery_id=did.decode(),
+                event_id=event_id.decode(),
+                subscriber_id=subscriber_id,
+                attempt=int(attempt),
+                trigger=trigger.decode(),
+                body=bytes(body or b""),
+                lease=int(lease),
+                expires_at=expires_at,
+                published_at=int(published_at or 0),
+            )
+            for did, event_id, attempt, trigger, body, published_at in raw
+        ]
+        return ClaimBatch(claims, _triggers(more), disabled.decode())
+
+    def release(self, subscriber_id: str, token: str) -> None:
+        """Give a slot back (its task will not serve the subscriber)."""
+        self.redis.zrem(self.keys.slots(subscriber_id), token)
+
+    def heartbeat(self, held: Sequence[tuple[str, str]]) -> None:
+        """Renew the (subscriber, slot token) pairs this worker's tasks hold."""
+        if held:
+            args: list[Any] = [self.keys.prefix, int(SLOT_TTL_S * 1000)]
+            for pair in held:
+                args += pair
+            self._heartbeat(args=args)
+
+    def extend(self, claims: Sequence[Claim], *, lease_ms: int) -> list[Claim]:
+        """Extend the leases still held (all share one lease); returns the claims kept."""
+        if not claims:
+            return []
+        started = time.monotonic()
+        lease, kept = cast(
+            list[Any],
+            self._extend(
+                keys=[self.keys.due],
+                args=[
+                    self.keys.prefix,
+                    claims[0].lease,
+                    lease_ms,
+                    *(c.delivery_id for c in claims),
+                ],
+            ),
+        )
+        held = {k.decode() for k in kept}
+        return [
+            dataclasses.replace(c, lease=int(lease), expires_at=started + lease_ms / 1000)
+            for c in claims
+            if c.delivery_id in held
+        ]
+
+    def _finish_then_claim(
+        self, finished: Sequence[tuple[Claim, Finish]], claim_args: list[Any]
+    ) -> Any:
+        """FINISH then CLAIM, pipelined: one round trip. A server that lost its scripts (a
+        restart) gets them loaded, and whichever of the two it refused runs again."""
+        finish_args = self._finish_args(finished)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.evalsha(self._finish.sha, 2, self.keys.due, self.keys.dead, *finish_args)
+        pipe.evalsha(self._claim.sha, 1, self.keys.due, *claim_args)
+        done, claimed = pipe.execute(raise_on_error=False)
+        if isinstance(done, redis.exceptions.NoScriptError):
+            done = self._finish(keys=[self.keys.due, self.keys.dead], args=finish_args)
+        if isinstance(claimed, redis.exceptions.NoScriptError):
+            claimed = self._claim(keys=[self.keys.due], args=claim_args)
+        for reply in (done, claimed):
+            if isinstance(reply, Exception):
+                raise reply
+        self._finished(done)
+        return claimed
+
+    def finish(self, results: Sequence[tuple[Claim, Finish]]) -> list[bool]:
+        """Record each attempt and move each delivery on where this worker still owns it; the
+        operational events this starts are recorded with it and logged here."""
+        if not results:
+            return []
+        reply = self._finish(keys=[self.keys.due, self.keys.dead], args=self._finish_args(results))
+        return self._finished(reply)
+
+    def _finished(self, reply: Any) -> list[bool]:
+        owned, notices = cast(list[Any], reply)
+        operational.log_emitted(notices)
+        return [bool(o) for o in owned]
+
+    def _finish_args(self, results: Sequence[tuple[Claim, Finish]]) -> list[Any]:
+        args: list[Any] = [
+            self.keys.prefix,
+            self._record_ttl,
+            self._log_size,
+            self._dead_ttl,
+            self._failing_after,
+        ]
+        for claim, result in results:
+            args += [
+                claim.delivery_id,
+                claim.subscriber_id,
+                claim.lease,
+                result.outcome,
+                json.dumps(result.attempt, separators=(",", ":")),
+                result.delay_ms or 0,
+                json.dumps(result.dead_letter or {}, separators=(",", ":")),
+                result.disable_after_ms,
+                result.reason,
+            ]
+        return args
+
+    def sweep(self, *, batch: int, dispatch_lost_after_s: float) -> Swept:
+        """Atomically take what is due or lapsed (see ``scripts.SWEEP``)."""
+        k = self.keys
+        triggers, dispatch, moved, late = cast(
+            list[Any],
+            self._sweep(
+                keys=[k.due, k.pending, k.dispatch_armed, k.active_subscribers],
+                args=[k.prefix, self._trigger_ms, batch, int(dispatch_lost_after_s * 1000)],
+            ),
+        )
+        return Swept(_triggers(triggers), bool(dispatch), int(moved), [int(x) for x in late])
+
+    def replay(self, delivery_id: str, *, event_ttl_s: int) -> list[Trigger] | None:
+        """Put a dead delivery back as ready; None when there is no such dead letter."""
+        out = self.replay_script(
+            keys=[self.keys.dead, self.keys.active_subscribers],
+            args=[self.keys.prefix, delivery_id, event_ttl_s, self._trigger_ms],
+        )
+        if not out:
+            return None
+        return _triggers(cast(list[Any], out)[1])
+
+    def expedite(self, subscriber_id: str) -> int:
+        """Make the subscriber's waiting retries due now (see ``scripts.EXPEDITE``); returns how
+        many. Scans the due set without blocking Redis."""
+        ids = [
+            member.decode()
+            for member, _ in self.redis.zscan_iter(self.keys.due, match=f"*:{subscriber_id}")
+        ]
+        moved = 0
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            moved += int(
+                cast(
+                    int,
+                    self._expedite(
+                        keys=[self.keys.due], args=[self.keys.prefix, subscriber_id, *chunk]
+                    ),
+                )
+            )
+        return moved
+
+    def bad_message(self, task: str, reason: str, payload: Any) -> None:
+        """Dead-letter a message that is not a valid trigger; the worker goes on."""
+        excerpt = payload if isinstance(payload, str) else repr(payload)
+        record = {
+            "at_ms": int(time.time() * 1000),
+            "task": task,
+            "reason": reason,
+            "excerpt": excerpt[:500],
+        }
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.lpush(self.keys.bad_messages, json.dumps(record))
+        pipe.ltrim(self.keys.bad_messages, 0, 999)
+        pipe.execute()
+
+    def disable_subscriber(self, subscriber_id: str, reason: str = DISABLED_BY_OPERATOR) -> None:
+        self.redis.hset(
+            self.keys.subscriber_state(subscriber_id),
+            mapping={"disabled": "1", "reason": reason, "disabled_at": int(time.time() * 1000)},
+        )
+
+    def enable_subscriber(self, subscriber_id: str) -> None:
+        """Clear a disable (operator, 410 or persistent failure) and the failure streak."""
+        self.redis.hset(self.keys.subscriber_state(subscriber_id), "disabled", "0")
+        self.redis.hdel(
+            self.keys.subscriber_state(subscriber_id),
+            "reason",
+            "disabled_at",
+            "failing_since",
+            "failures",
+        )
+
+    def subscriber_state(self, subscriber_id: str) -> dict[str, str]:
+        raw = cast(
+            dict[bytes, bytes], self.redis.hgetall(self.keys.subscriber_state(subscriber_id))
+        )
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def bad_messages(self) -> list[dict[str, Any]]:
+        raw = cast(list[bytes], self.redis.lrange(self.keys.bad_messages, 0, -1))
+        return [json.loads(r) for r in raw]
