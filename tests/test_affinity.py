@@ -11,7 +11,7 @@ import redis
 from reseller_webhooks.producers.errors import ConfigError
 from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.queue.affinity import CoreClaim, choose, machine_id
-from tests.conftest import Deployment, wait_until
+from tests.helpers import Deployment, wait_until
 
 
 @pytest.mark.parametrize(
@@ -71,6 +71,7 @@ def test_workers_are_pinned_to_distinct_cores(
     deployment: Deployment, rdb: redis.Redis, keys: Keys
 ) -> None:
     deployment.subscriber("a", "http://127.0.0.1:9/hook")
+    deployment.settings["WEBHOOKS_CPU_AFFINITY"] = "auto"
     one, two = deployment.start_worker(), deployment.start_worker()
     allowed = [_cpus_allowed(w.process.pid) for w in (one, two)]
     if len(os.sched_getaffinity(0)) < 2:  # one core: nothing to gain, nothing done

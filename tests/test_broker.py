@@ -27,7 +27,7 @@ from reseller_webhooks.worker.devserver.redis_server import (
 from reseller_webhooks.worker.queue import screen as broker
 from reseller_webhooks.worker.queue.consumer import task_body_problem
 from reseller_webhooks.worker.queue.envelope import excerpt, screen, screen_unacked
-from tests.conftest import wait_until
+from tests.helpers import wait_until
 
 CODECS = {"base64": Base64()}
 

@@ -37,7 +37,7 @@ from reseller_webhooks.worker.cli.commands import main
 from reseller_webhooks.worker.config.settings import WorkerSettings
 from reseller_webhooks.worker.console.auth import Credentials, credentials, refusal
 from reseller_webhooks.worker.devserver.redis_server import find_redis_server, free_port
-from tests.conftest import ROOT, Deployment, wait_until
+from tests.helpers import ROOT, Deployment, wait_until
 
 COMPOSE_FILE = ROOT / "compose.yaml"
 DOTENV_EXAMPLE = ROOT / ".env.example"

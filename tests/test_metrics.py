@@ -35,7 +35,7 @@ from reseller_webhooks.worker.devserver.redis_server import free_port
 from reseller_webhooks.worker.devserver.samples import sample_user
 from reseller_webhooks.worker.ops.metrics import StatsReader
 from reseller_webhooks.worker.records.store import Finish, Route, Store
-from tests.conftest import IN_CI, ROOT, Deployment, Script, settled, wait_until
+from tests.helpers import IN_CI, ROOT, Deployment, Script, settled, wait_until
 
 OPS = ROOT / "ops"
 FAST = {"schedule_s": [0, 0.2, 0.2, 0.2], "jitter": 0}

@@ -22,7 +22,7 @@ from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.devserver.receiver import Receiver
 from reseller_webhooks.worker.devserver.redis_server import RedisServer, free_port
 from reseller_webhooks.worker.devserver.samples import sample_user
-from tests.conftest import ROOT, Deployment, settled, wait_until
+from tests.helpers import ROOT, Deployment, settled, wait_until
 
 PRODUCERS = 4
 EACH = 150

@@ -11,7 +11,7 @@ from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.devserver.receiver import Receiver, Reply
 from reseller_webhooks.worker.devserver.samples import sample_user
-from tests.conftest import Deployment, Script, attempt_log, settled, wait_until
+from tests.helpers import Deployment, Script, attempt_log, settled, wait_until
 
 FAST = {"schedule_s": [0, 0.2, 0.2, 0.2], "jitter": 0}
 

@@ -20,7 +20,7 @@ from reseller_webhooks.worker.config.settings import WorkerSettings
 from reseller_webhooks.worker.devserver.receiver import Receiver, Reply
 from reseller_webhooks.worker.devserver.redis_server import RedisServer
 from reseller_webhooks.worker.queue.app import make_app
-from tests.conftest import IN_CI, ROOT, Deployment, Script, settled, wait_until
+from tests.helpers import IN_CI, ROOT, Deployment, Script, settled, wait_until
 
 PASSWORD = "rpw-" + secrets.token_hex(12)
 
@@ -133,8 +133,7 @@ def dep(protected_redis: RedisServer, tmp_path: Path) -> Iterator[Deployment]:
     client.close()
     deployment = Deployment(tmp_path=tmp_path, redis_url=protected_redis.url)
     yield deployment
-    for worker in deployment.workers:
-        worker.stop()
+    deployment.kill_all()
 
 
 def test_no_secret_appears_anywhere(

@@ -22,14 +22,10 @@ from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.settings import ProducerSettings
 from reseller_webhooks.worker.devserver.receiver import Receiver
 from reseller_webhooks.worker.devserver.samples import sample_user
-from tests.conftest import Deployment, wait_until
+from tests.helpers import Deployment, report, wait_until
 from tests.topology import MASTER, SentinelGroup, missing
 
 pytestmark = pytest.mark.slow
-
-
-def report(name: str, **figures: object) -> None:
-    print(f"\n[{name}] " + ", ".join(f"{k}={v}" for k, v in figures.items()))
 
 
 @pytest.fixture
@@ -158,8 +154,7 @@ def test_master_killed_mid_delivery_loses_no_published_event(
         # Only events whose publish raised may arrive without a returned id.
         assert len(set(counts) - published) <= len(publishing.failures) * publishing.batch
     finally:
-        for worker in dep.workers:
-            worker.stop()
+        dep.kill_all()
 
 
 def test_publish_cost_of_waiting_for_a_replica(group: SentinelGroup) -> None:

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from reseller_webhooks.worker.devserver.redis_server import find_redis_server, free_port
-from tests.conftest import IN_CI
+from tests.helpers import IN_CI
 
 MASTER = "webhooks"
 
