@@ -190,7 +190,11 @@ class Deployment:
 
     def start_failure(self) -> tuple[WorkerProcess, list[str]]:
         """Start a worker that must refuse to start: wait for it to exit; its ``error:`` lines."""
-        worker = self.start_worker(wait=False)
+        return self.failure(self.start_worker(wait=False))
+
+    @staticmethod
+    def failure(worker: WorkerProcess) -> tuple[WorkerProcess, list[str]]:
+        """Wait for a worker that must refuse to start to exit; its ``error:`` lines."""
         try:
             worker.process.wait(timeout=60)
         finally:
