@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import hypothesis
 import pytest
@@ -32,38 +33,31 @@ hypothesis.settings.register_profile(
 hypothesis.settings.load_profile("project")
 
 
-def shares_a_wider_fixture(item: pytest.Item) -> bool:
-    """The test uses a fixture set up once for its module (or class, or package)."""
-    info = getattr(item, "_fixtureinfo", None)  # pytest keeps the resolved fixtures here
-    if info is None:
-        return False
-    return any(
-        definitions[-1].scope in {"module", "class", "package"}
-        for definitions in info.name2fixturedefs.values()
-        if definitions
-    )
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With ``-n``: a module that sets up once runs on one worker; every other test goes to
+    whichever worker is free, in collection order (tests/scheduling.py)."""
+    if config.getvalue("dist") != "load":
+        return None  # a --dist the command line asked for
+    from tests.scheduling import ModuleWhereShared
+
+    config.option.loadscopereorder = False  # keep the slow-first order made below
+    return ModuleWhereShared(config, log)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Order and group the tests for running side by side (pytest-xdist, ``--dist loadgroup``):
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Slow tests first (a module that sets up once goes first if it holds one), so that no
+    long test starts last and runs alone; otherwise collection order."""
+    from tests.scheduling import module_of, sets_up_once
 
-    - the tests of a module that use what it sets up once (a worker, a Sentinel group, a venv)
-      form one group, run by one xdist worker, so that it is set up once;
-    - slow tests (and groups holding one) go first, so that no long one starts last.
-    """
+    def shared(item: pytest.Item) -> bool:
+        return sets_up_once(config.rootpath / module_of(item.nodeid))
 
-    def module(item: pytest.Item) -> str:
-        return item.nodeid.split("::", 1)[0]
-
-    shared = {item for item in items if shares_a_wider_fixture(item)}
-    slow_groups = {module(i) for i in shared if i.get_closest_marker("slow")}
-    for item in shared:
-        item.add_marker(pytest.mark.xdist_group(module(item)))
+    slow_modules = {module_of(i.nodeid) for i in items if i.get_closest_marker("slow")}
 
     def later(item: pytest.Item) -> bool:
-        if item in shared:
-            return module(item) not in slow_groups
+        if shared(item):
+            return module_of(item.nodeid) not in slow_modules
         return item.get_closest_marker("slow") is None
 
     items.sort(key=later)

@@ -25,6 +25,11 @@ from tests.helpers import IN_CI, ROOT, Deployment, Script, settled, wait_until
 PASSWORD = "rpw-" + secrets.token_hex(12)
 
 
+def masked(url: str) -> str:
+    """A test id without the password: the same in every session that collects it."""
+    return url.replace(PASSWORD, "<password>")
+
+
 @pytest.mark.parametrize(
     ("url", "shown"),
     [
@@ -53,7 +58,9 @@ def test_settings_repr_hides_the_password() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", [f"http://:{PASSWORD}@h/0", f"{PASSWORD}", f"unix://:{PASSWORD}@/tmp/redis.sock"]
+    "url",
+    [f"http://:{PASSWORD}@h/0", f"{PASSWORD}", f"unix://:{PASSWORD}@/tmp/redis.sock"],
+    ids=masked,
 )
 def test_unknown_schemes_refused_without_echoing(url: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -72,6 +79,7 @@ def test_unknown_schemes_refused_without_echoing(url: str) -> None:
         f"redis://:{PASSWORD}@h/0?db=x{PASSWORD}",
         f"sentinel://:{PASSWORD}@h:1;sentinel://:{PASSWORD}@h:port",
     ],
+    ids=masked,
 )
 def test_malformed_redis_urls_refused_without_echoing(url: str) -> None:
     with pytest.raises(ConfigError) as err:
