@@ -34,6 +34,13 @@ hypothesis.settings.load_profile("project")
 
 
 @pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto`` (pyproject.toml): one process under ``-s``, which is for reading what a
+    scenario prints (xdist workers' output would not show); else one worker per core."""
+    return 0 if config.getoption("capture") == "no" else None
+
+
+@pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """With ``-n``: a module that sets up once runs on one worker; every other test goes to
     whichever worker is free, in collection order (tests/scheduling.py)."""
