@@ -440,6 +440,7 @@ def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:
 # -- the parts, run for real -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_redis_runs_with_the_compose_arguments(tmp_path: Path) -> None:
     """The same arguments and auth config on a local redis-server: a password is required,
     maxmemory and noeviction are in force, and the healthcheck passes only with the password."""

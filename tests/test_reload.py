@@ -112,6 +112,7 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_a_running_worker_takes_an_edited_file_and_refuses_a_broken_one(
     deployment: Deployment,
     receiver: Receiver,

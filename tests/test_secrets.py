@@ -144,6 +144,7 @@ def dep(protected_redis: RedisServer, tmp_path: Path) -> Iterator[Deployment]:
     deployment.kill_all()
 
 
+@pytest.mark.slow
 def test_no_secret_appears_anywhere(
     dep: Deployment,
     protected_redis: RedisServer,
