@@ -64,7 +64,9 @@ def one_round(url: str, deliveries: int) -> dict[str, Any]:
     deliver_all(store, routes, Finish)
     publish(deliveries // len(subs), "")
     client.config_resetstat()
+    cpu_s = main_thread_cpu_s(client)
     delivered = deliver_all(store, routes, Finish)
+    cpu_s = main_thread_cpu_s(client) - cpu_s
     stats = client.info("commandstats")
     usec = sum(int(stats.get(f"cmdstat_{c}", {}).get("usec", 0)) for c in ("evalsha", "eval"))
     calls = sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval"))
@@ -73,8 +75,16 @@ def one_round(url: str, deliveries: int) -> dict[str, Any]:
         "deliveries": delivered,
         "script_calls": calls,
         "us_per_delivery": usec / max(delivered, 1),
+        "cpu_us_per_delivery": cpu_s * 1e6 / max(delivered, 1),
         "store": records.__file__,
     }
+
+
+def main_thread_cpu_s(client: Any) -> float:
+    """The server's main thread CPU time (user + system): unlike ``usec``, which is wall time
+    inside the commands, it does not grow while the machine's other processes hold the CPU."""
+    cpu = client.info("cpu")
+    return float(cpu["used_cpu_user_main_thread"]) + float(cpu["used_cpu_sys_main_thread"])
 
 
 def deliver_all(store: Any, routes: Any, finish: Any) -> int:
@@ -155,29 +165,45 @@ def main() -> None:
             figures = measure(server.url, sides, args.rounds, args.deliveries)
         finally:
             server.stop()
+    for metric, label in METRICS.items():
+        print(f"{label}, per delivery:")
+        report(figures, metric)
+
+
+#: What each round reports, per delivery.
+METRICS = {
+    "us_per_delivery": "script time (INFO commandstats usec of EVALSHA and EVAL)",
+    "cpu_us_per_delivery": "Redis main-thread CPU (INFO cpu, user + sys)",
+}
+
+
+def report(figures: dict[str, dict[str, list[float]]], metric: str) -> None:
     for side, values in figures.items():
+        print(f"  {side}: median {statistics.median(values[metric]):.1f} us")
+    if "baseline" in figures:
+        now, then = figures["current"][metric], figures["baseline"][metric]
+        ratio = statistics.median(now) / statistics.median(then)
+        pairs = [c / b for c, b in zip(now, then, strict=True)]
         print(
-            f"{side}: median {statistics.median(values):.1f} us per delivery ({len(values)} rounds)"
+            f"  current / baseline: {ratio:.3f} (medians); each round's ratio: median "
+            f"{statistics.median(pairs):.3f}, {min(pairs):.3f} to {max(pairs):.3f}"
         )
-    if args.baseline:
-        ratio = statistics.median(figures["current"]) / statistics.median(figures["baseline"])
-        pairs = [c / b for c, b in zip(figures["current"], figures["baseline"], strict=True)]
-        print(f"current / baseline: {ratio:.3f} (medians), {statistics.median(pairs):.3f} (median")
-        print(f"of the rounds' ratios, {min(pairs):.3f} to {max(pairs):.3f})")
 
 
 def measure(
     url: str, sides: dict[str, Path | None], rounds: int, deliveries: int
-) -> dict[str, list[float]]:
-    figures: dict[str, list[float]] = {side: [] for side in sides}
+) -> dict[str, dict[str, list[float]]]:
+    figures: dict[str, dict[str, list[float]]] = {side: {m: [] for m in METRICS} for side in sides}
     order = list(sides)
     for n in range(rounds):
         for side in order if n % 2 == 0 else order[::-1]:
             result = run_child(url, deliveries, sides[side])
             assert result["deliveries"] == deliveries, result
-            figures[side].append(result["us_per_delivery"])
+            for metric in METRICS:
+                figures[side][metric].append(result[metric])
             print(
-                f"round {n + 1} {side}: {result['us_per_delivery']:.1f} us per delivery "
+                f"round {n + 1} {side}: {result['us_per_delivery']:.1f} us in scripts, "
+                f"{result['cpu_us_per_delivery']:.1f} us of CPU per delivery "
                 f"({result['script_calls']} script calls; {result['store']})",
                 file=sys.stderr,
                 flush=True,
