@@ -30,6 +30,7 @@ ROUTES_SPEC = {"plain": (False, False), "ordered": (True, False)}
 #: As the worker's defaults: ``deliver_chunk`` and a subscriber's ``max_in_flight``.
 MOST, BOUND = 50, 4
 LEASE_MS = 60_000
+SCRIPT_CMDS = ("cmdstat_evalsha", "cmdstat_eval")
 
 
 def one_round(url: str, deliveries: int) -> dict[str, Any]:
@@ -68,12 +69,14 @@ def one_round(url: str, deliveries: int) -> dict[str, Any]:
     delivered = deliver_all(store, routes, Finish)
     cpu_s = main_thread_cpu_s(client) - cpu_s
     stats = client.info("commandstats")
-    usec = sum(int(stats.get(f"cmdstat_{c}", {}).get("usec", 0)) for c in ("evalsha", "eval"))
-    calls = sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval"))
+    usec = sum(int(stats.get(c, {}).get("usec", 0)) for c in SCRIPT_CMDS)
+    calls = sum(int(stats.get(c, {}).get("calls", 0)) for c in SCRIPT_CMDS)
+    inner = sum(int(v["calls"]) for k, v in stats.items() if k not in SCRIPT_CMDS)
     client.close()
     return {
         "deliveries": delivered,
         "script_calls": calls,
+        "commands_per_delivery": inner / max(delivered, 1),
         "us_per_delivery": usec / max(delivered, 1),
         "cpu_us_per_delivery": cpu_s * 1e6 / max(delivered, 1),
         "store": records.__file__,
@@ -204,7 +207,8 @@ def measure(
             print(
                 f"round {n + 1} {side}: {result['us_per_delivery']:.1f} us in scripts, "
                 f"{result['cpu_us_per_delivery']:.1f} us of CPU per delivery "
-                f"({result['script_calls']} script calls; {result['store']})",
+                f"({result['script_calls']} script calls running "
+                f"{result['commands_per_delivery']:.2f} commands per delivery; {result['store']})",
                 file=sys.stderr,
                 flush=True,
             )
