@@ -42,21 +42,23 @@ local args = {
   rate_ttl_s = tonumber(ARGV[8]),
   attempts = {},
 }
+local prefix = args.prefix
 for i = 9, #ARGV, FIELDS do
+  local did, sub = ARGV[i], ARGV[i + 1]
   args.attempts[#args.attempts + 1] = {
-    id = ARGV[i], sub = ARGV[i + 1], lease = ARGV[i + 2], outcome = ARGV[i + 3],
+    id = did, sub = sub, lease = ARGV[i + 2], outcome = ARGV[i + 3],
     entry = ARGV[i + 4], delay_ms = tonumber(ARGV[i + 5]), letter = ARGV[i + 6],
     disable_after_ms = tonumber(ARGV[i + 7]), reason = ARGV[i + 8],
+    key = prefix .. ':delivery:' .. did,  -- its record, its attempt log, its subscriber's health
+    log = prefix .. ':attempts:' .. did,
+    health = prefix .. ':subscriber:' .. sub,
   }
 end
-local prefix = args.prefix
 local now = server_now()
 local notices = {}
 local seen = {}  -- per subscriber, for the console: {ids, ok, failed}; seen[n] = nth subscriber
 
 local function delivery_key(did) return prefix .. ':delivery:' .. did end
-local function log_key(did) return prefix .. ':attempts:' .. did end
-local function health_key(sub) return prefix .. ':subscriber:' .. sub end
 
 -- Records an operational event of type ``kind`` about subscriber ``about``.
 local function notify(kind, about, data, delivery)
@@ -73,14 +75,14 @@ local function notify(kind, about, data, delivery)
 end
 
 -- The streak ends; an announced incident is closed once. A healthy subscriber costs one read.
-local function subscriber_delivered(sub)
-  local health = health_key(sub)
+local function subscriber_delivered(a)
+  local health = a.health
   redis.call('HDEL', health, 'failing_since', 'failing_since_iso')
   local cur = redis.call('HMGET', health, 'failures', 'notified')
   if cur[1] then redis.call('HDEL', health, 'failures') end
   if cur[2] then
     redis.call('HDEL', health, 'notified')
-    notify('webhooks.subscriber.recovered', sub, {})
+    notify('webhooks.subscriber.recovered', a.sub, {})
   end
 end
 
@@ -105,7 +107,7 @@ end
 -- An attempt failed: the streak grows; a 410 disables the subscriber, and so does failing for
 -- ``disable after``. Returns the reason of the latter (the delivery dies with it), else nil.
 local function subscriber_failed(a)
-  local health = health_key(a.sub)
+  local health = a.health
   local was_disabled = redis.call('HGET', health, 'disabled')
   streak_grows(a.sub, health)
   local failing_ms = now - tonumber(redis.call('HGET', health, 'failing_since'))
@@ -127,7 +129,7 @@ end
 
 -- The next in the delivery's user chain, if blocked behind it, goes now.
 local function advance(a)
-  local chain = redis.call('HGET', delivery_key(a.id), 'chain')
+  local chain = redis.call('HGET', a.key, 'chain')
   if not chain or chain == '' then return end
   redis.call('LREM', chain, 1, a.id)
   local head = redis.call('LINDEX', chain, 0)
@@ -137,24 +139,23 @@ local function advance(a)
 end
 
 local function delivered(a)
-  local key = delivery_key(a.id)
-  redis.call('HSET', key, 'state', 'delivered', 'done', now)
+  redis.call('HSET', a.key, 'state', 'delivered', 'done', now)
   redis.call('ZREM', KEYS[1], a.id)
   redis.call('ZREM', prefix .. ':open:' .. a.sub, a.id)
   advance(a)
-  redis.call('EXPIRE', key, args.ttl)
+  redis.call('EXPIRE', a.key, args.ttl)
 end
 
 local function retry(a)
   local next_due = now + a.delay_ms
-  redis.call('HSET', delivery_key(a.id), 'state', 'waiting', 'next', next_due)
+  redis.call('HSET', a.key, 'state', 'waiting', 'next', next_due)
   redis.call('ZADD', KEYS[1], next_due, a.id)
 end
 
 -- Announces a dead delivery, unless it carried an operational event (no event about its own
 -- failure).
 local function announce_dead(a, reason)
-  local rec = redis.call('HMGET', delivery_key(a.id), 'event', 'type', 'attempts')
+  local rec = redis.call('HMGET', a.key, 'event', 'type', 'attempts')
   if string.sub(rec[2] or '', 1, 9) == 'webhooks.' then return end
   notify('webhooks.delivery.dead', a.sub,
          {deliveryId = a.id, eventId = rec[1], eventType = rec[2],
@@ -162,15 +163,14 @@ local function announce_dead(a, reason)
 end
 
 local function dead(a, reason)
-  local key = delivery_key(a.id)
-  redis.call('HSET', key, 'state', 'dead', 'done', now, 'reason', reason)
+  redis.call('HSET', a.key, 'state', 'dead', 'done', now, 'reason', reason)
   redis.call('ZREM', KEYS[1], a.id)
   advance(a)
-  redis.call('EXPIRE', key, args.dead_ttl)
-  redis.call('EXPIRE', log_key(a.id), args.dead_ttl)
+  redis.call('EXPIRE', a.key, args.dead_ttl)
+  redis.call('EXPIRE', a.log, args.dead_ttl)
   local letter = cjson.decode(a.letter)
   letter['reason'] = reason
-  letter['attempts'] = tonumber(redis.call('HGET', key, 'attempts'))
+  letter['attempts'] = tonumber(redis.call('HGET', a.key, 'attempts'))
   redis.call('SET', prefix .. ':dead:' .. a.id, cjson.encode(letter), 'EX', args.dead_ttl)
   redis.call('ZADD', KEYS[2], now, a.id)
   redis.call('ZREM', prefix .. ':open:' .. a.sub, a.id)
@@ -191,21 +191,20 @@ local function count(a)
   end
   s.ids[#s.ids + 1] = a.id
   if a.outcome == 'skipped' then return end
-  redis.call('HINCRBY', delivery_key(a.id), 'attempts', 1)
+  redis.call('HINCRBY', a.key, 'attempts', 1)
   if a.outcome == 'delivered' then s.ok = s.ok + 1 else s.failed = s.failed + 1 end
 end
 
 -- Records one attempt; 1 if this worker still owned the delivery, else 0.
 local function finish_one(a)
-  local log = log_key(a.id)
-  redis.call('RPUSH', log, a.entry)
-  redis.call('LTRIM', log, -args.log_size, -1)
-  redis.call('EXPIRE', log, args.ttl)
-  local cur = redis.call('HMGET', delivery_key(a.id), 'state', 'lease')
+  redis.call('RPUSH', a.log, a.entry)
+  redis.call('LTRIM', a.log, -args.log_size, -1)
+  redis.call('EXPIRE', a.log, args.ttl)
+  local cur = redis.call('HMGET', a.key, 'state', 'lease')
   if cur[1] ~= 'running' or cur[2] ~= a.lease then return 0 end
   count(a)
   if a.outcome == 'delivered' then
-    subscriber_delivered(a.sub)
+    subscriber_delivered(a)
     delivered(a)
     return 1
   end
