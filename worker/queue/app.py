@@ -19,10 +19,11 @@ from reseller_webhooks.producers.connection import broker_options
 from reseller_webhooks.producers.wire import DELIVER_TASK, DISPATCH_TASK, Keys
 from reseller_webhooks.worker.config.settings import WorkerSettings
 from reseller_webhooks.worker.queue import kombu_overrides
-from reseller_webhooks.worker.queue.context import settings_of
-from reseller_webhooks.worker.queue.lifecycle import Lifecycle
 
+#: Imported by a worker as it starts, not by this module (Flower and ``celery inspect`` import it
+#: too, and need neither the tasks nor what runs beside them).
 TASK_MODULES = ["reseller_webhooks.worker.queue.tasks"]
+LIFECYCLE_STEP = "reseller_webhooks.worker.queue.lifecycle:Lifecycle"
 
 
 def celery_config(settings: WorkerSettings) -> dict[str, Any]:
@@ -60,7 +61,7 @@ def make_app(settings: WorkerSettings | None = None) -> Celery:
     kombu_overrides.install()
     celery = Celery("reseller-webhooks", include=TASK_MODULES, set_as_current=False)
     celery.conf.update(celery_config(settings))
-    celery.steps["worker"].add(Lifecycle)
+    celery.steps["worker"].add(LIFECYCLE_STEP)
     # On the app object, not in ``celery.conf``: `celery inspect conf` and Flower's Config tab
     # show the conf, and Celery masks only its own settings (broker_url), not ours.
     celery.webhooks_settings = settings
@@ -68,6 +69,4 @@ def make_app(settings: WorkerSettings | None = None) -> Celery:
 
 
 app = make_app()
-keys = Keys(settings_of(app).key_prefix)
-
-__all__ = ["app", "celery_config", "keys", "make_app", "settings_of"]
+keys = Keys(app.webhooks_settings.key_prefix)
