@@ -10,7 +10,8 @@ the consumer takes its first message, in this order (:func:`components`):
 5. the subscribers-file watcher (``config.reload``),
 6. the embedded scheduler (``queue.scheduler``),
 
-and on a warm shutdown, once the pool has finished the tasks in flight (which still need the
+having first pointed the screening transport's stray entries at ``dlq messages``
+(``queue.kombu_overrides.on_stray_message``); and on a warm shutdown, once the pool has finished the tasks in flight (which still need the
 heartbeat for their slots), stops and joins them in reverse order, each within
 :data:`STOP_TIMEOUT_S` (a part that does not stop is logged by name), then closes the runtime's
 connections. As the process exits it logs what it still holds (``queue.leftovers``):
