@@ -11,11 +11,11 @@ the consumer takes its first message, in this order (:func:`components`):
 6. the embedded scheduler (``queue.scheduler``),
 
 having first pointed the screening transport's stray entries at ``dlq messages``
-(``queue.kombu_overrides.on_stray_message``); and on a warm shutdown, once the pool has finished the tasks in flight (which still need the
-heartbeat for their slots), stops and joins them in reverse order, each within
-:data:`STOP_TIMEOUT_S` (a part that does not stop is logged by name), then closes the runtime's
-connections. As the process exits it logs what it still holds (``queue.leftovers``):
-``worker stopped; left behind: no thread, no socket`` when all went well.
+(``queue.kombu_overrides.on_stray_message``). On a warm shutdown, once the pool has finished the
+tasks in flight (which still need the heartbeat for their slots), it stops and joins them in
+reverse order, each within :data:`STOP_TIMEOUT_S` (a part that does not stop is logged by name),
+then closes the runtime's connections. As the process exits it logs what it still holds
+(``queue.leftovers``): ``worker stopped; left behind: no thread, no socket`` when all went well.
 """
 
 from __future__ import annotations
