@@ -105,12 +105,12 @@ def worker(ctx: click.Context) -> None:
     except WebhooksError as exc:
         _fail(exc)
     click.echo(f"subscribers: {len(config.subscribers)} loaded from {settings.subscribers}")
-    from reseller_webhooks.worker.queue.screen import visibility_warning
+    from reseller_webhooks.worker.queue import visibility
 
     longest = max((s.timeout_s for s in config.subscribers), default=0.0)
-    too_short = visibility_warning(settings.visibility_timeout_s, longest)
+    too_short = visibility.visibility_warning(settings.visibility_timeout_s, longest)
     if too_short:
-        logging.getLogger("reseller_webhooks.worker.queue.screen").warning("%s", too_short)
+        logging.getLogger(visibility.__name__).warning("%s", too_short)
     click.echo(f"redis: {redact_redis_url(settings.redis_url)}")
     if unreachable:
         click.echo(f"redis: not reachable yet ({unreachable}); the worker keeps trying", err=True)
@@ -145,8 +145,8 @@ def scheduler() -> None:
     """Run the scheduler on its own (workers embed one unless WEBHOOKS_EMBEDDED_SCHEDULER=false)."""
     import threading
 
+    from reseller_webhooks.producers.publisher import celery_client
     from reseller_webhooks.worker.delivery.runtime import make_store
-    from reseller_webhooks.worker.queue.app import app
     from reseller_webhooks.worker.queue.scheduler import Scheduler
 
     settings = _settings()
@@ -156,7 +156,7 @@ def scheduler() -> None:
     except ConfigError as exc:
         _fail(exc)
     try:
-        Scheduler(store=store, celery=app, settings=settings).run(stop)
+        Scheduler(store=store, celery=celery_client(settings), settings=settings).run(stop)
     except KeyboardInterrupt:
         stop.set()
 
@@ -372,8 +372,8 @@ def dlq_show(delivery_id: str, body: bool) -> None:
 @click.option("--since", help="Replay every dead letter since this time or duration.")
 def dlq_replay(delivery_ids: tuple[str, ...], subscriber: str | None, since: str | None) -> None:
     """Send dead deliveries again: same webhook-id, fresh schedule, logged as manual."""
+    from reseller_webhooks.producers.publisher import celery_client
     from reseller_webhooks.worker.errors import SubscribersDisabledError
-    from reseller_webhooks.worker.queue.app import app
     from reseller_webhooks.worker.queue.triggers import send_deliver
 
     if not delivery_ids and not subscriber and not since:
@@ -385,7 +385,8 @@ def dlq_replay(delivery_ids: tuple[str, ...], subscriber: str | None, since: str
         found = ops.dead_letters(subscriber=subscriber, since_ms=_parse_since(since))
         wanted = [d.delivery_id for d in found]
     try:
-        done = ops.replay(wanted, lambda triggers: send_deliver(app, ops.store.keys, triggers))
+        sender = celery_client(ops.settings)
+        done = ops.replay(wanted, lambda triggers: send_deliver(sender, ops.store.keys, triggers))
     except SubscribersDisabledError as exc:
         click.echo(
             f"error: {exc}; run `reseller-webhooks subscribers enable ID` first",

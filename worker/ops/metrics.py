@@ -297,31 +297,61 @@ class RedisCollector(Collector):
         )
 
 
-def serve(
-    settings: WorkerSettings, store: Store, subscriber_ids: Callable[[], Iterable[str]]
-) -> tuple[str, int] | None:
-    """Start the /metrics endpoint in a thread; None when disabled or its port is taken.
+class MetricsServer:
+    """The /metrics endpoint on a thread of its own, from :meth:`start` to :meth:`stop`.
 
     ``subscriber_ids`` gives the configured subscribers at each scrape; those that have had
-    deliveries are reported too, configured or not."""
+    deliveries are reported too, configured or not. A port already taken is logged and the
+    worker runs on without an endpoint."""
+
+    def __init__(
+        self, settings: WorkerSettings, store: Store, subscriber_ids: Callable[[], Iterable[str]]
+    ) -> None:
+        self._settings = settings
+        self._collector = RedisCollector(
+            store, subscriber_ids, dead_ttl_s=settings.dead_letter_retention_s
+        )
+        self._server: Any = None
+        self._thread: Any = None
+
+    @property
+    def name(self) -> str:
+        return "webhooks-metrics"
+
+    def start(self) -> None:
+        settings = self._settings
+        REGISTRY.register(self._collector)
+        try:
+            self._server, self._thread = start_http_server(
+                settings.metrics_port, addr=settings.metrics_host, registry=REGISTRY
+            )
+        except OSError as exc:
+            log.error(
+                "metrics: cannot listen on %s:%d (%s); this worker serves no /metrics"
+                " (WEBHOOKS_METRICS_PORT)",
+                settings.metrics_host,
+                settings.metrics_port,
+                exc.strerror or type(exc).__name__,
+            )
+            return
+        host, port = self._server.server_address[:2]
+        log.info("metrics on http://%s:%d/metrics", host, port)
+
+    def stop(self, timeout_s: float) -> bool:
+        """Close the listening socket and end its thread."""
+        REGISTRY.unregister(self._collector)
+        if self._server is None:
+            return True
+        self._server.shutdown()  # returns once the serving loop has ended (it polls every 0.5 s)
+        self._server.server_close()
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+
+def metrics_server(
+    settings: WorkerSettings, store: Store, subscriber_ids: Callable[[], Iterable[str]]
+) -> MetricsServer | None:
+    """The worker's /metrics endpoint, to start; None when ``WEBHOOKS_METRICS_PORT`` is 0."""
     if settings.metrics_port == 0:
         return None
-    REGISTRY.register(
-        RedisCollector(store, subscriber_ids, dead_ttl_s=settings.dead_letter_retention_s)
-    )
-    try:
-        server, _thread = start_http_server(
-            settings.metrics_port, addr=settings.metrics_host, registry=REGISTRY
-        )
-    except OSError as exc:
-        log.error(
-            "metrics: cannot listen on %s:%d (%s); this worker serves no /metrics"
-            " (WEBHOOKS_METRICS_PORT)",
-            settings.metrics_host,
-            settings.metrics_port,
-            exc.strerror or type(exc).__name__,
-        )
-        return None
-    host, port = server.server_address[:2]
-    log.info("metrics on http://%s:%d/metrics", host, port)
-    return str(host), int(port)
+    return MetricsServer(settings, store, subscriber_ids)
