@@ -23,6 +23,8 @@ from reseller_webhooks.worker.records.store import Claim, Finish, Store
 from tests.conftest import IN_CI, ROUTES
 
 LUA_DIR = Path(__file__).resolve().parents[1] / "worker" / "records" / "lua"
+#: The publisher's one script (the commit point of a publish), in the light producer package.
+PRODUCER_LUA_DIR = Path(__file__).resolve().parents[1] / "producers" / "lua"
 #: ``-- KEYS[2] ...``, ``-- ARGV[10...] ...`` (a variadic tail, maybe "N fields each").
 ENTRY = re.compile(r"^-- (KEYS|ARGV)\[(\d+)(\.\.\.)?\]")
 STRIDE = re.compile(r"(\d+) fields each")
@@ -46,10 +48,22 @@ def run_luacheck(luacheck: str, *args: str, text: str | None = None) -> None:
 
 
 def test_the_lua_files_pass_luacheck(luacheck: str) -> None:
-    run_luacheck(luacheck, str(LUA_DIR))
+    run_luacheck(luacheck, str(LUA_DIR), str(PRODUCER_LUA_DIR))
 
 
-@pytest.mark.parametrize("name", scripts.TRANSITIONS)
+def test_no_lua_is_left_in_python_strings() -> None:
+    """Every script lives in a .lua file: no ``redis.call(`` inside a Python module."""
+    root = Path(__file__).resolve().parents[1]
+    offenders = [
+        str(path.relative_to(root))
+        for folder in ("producers", "worker", "bench")
+        for path in (root / folder).rglob("*.py")
+        if "redis.call(" in path.read_text(encoding="utf-8")
+    ]
+    assert offenders == []
+
+
+@pytest.mark.parametrize("name", scripts.TRANSITIONS + scripts.READS)
 def test_each_script_as_redis_runs_it_passes_luacheck(luacheck: str, name: str) -> None:
     """The prelude and the transition together: what one uses of the other is defined there."""
     run_luacheck(luacheck, "-", text=scripts.source(name))
@@ -57,7 +71,7 @@ def test_each_script_as_redis_runs_it_passes_luacheck(luacheck: str, name: str) 
 
 def test_every_lua_file_is_a_transition_or_the_prelude() -> None:
     names = {p.stem for p in LUA_DIR.glob("*.lua")}
-    assert names == {*scripts.TRANSITIONS, scripts.PRELUDE}
+    assert names == {*scripts.TRANSITIONS, *scripts.READS, scripts.PRELUDE}
 
 
 def header(name: str) -> dict[str, tuple[int, bool, int]]:
@@ -81,7 +95,7 @@ def header(name: str) -> dict[str, tuple[int, bool, int]]:
     return out
 
 
-@pytest.mark.parametrize("name", scripts.TRANSITIONS)
+@pytest.mark.parametrize("name", scripts.TRANSITIONS + scripts.READS)
 def test_each_header_declares_its_globals_for_luacheck(name: str) -> None:
     lines = scripts.lua_file(name).splitlines()
     assert "-- luacheck: globals ARGV KEYS redis" in " ".join(lines[:40])

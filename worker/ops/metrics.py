@@ -29,6 +29,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from reseller_webhooks.worker.config.settings import WorkerSettings
+from reseller_webhooks.worker.records import scripts
 from reseller_webhooks.worker.records.store import Store
 
 log = logging.getLogger(__name__)
@@ -96,51 +97,6 @@ def record_sweep(late_ms: Sequence[int]) -> None:
         RETRY_LATENESS.observe(max(0, ms) / 1000)
 
 
-# KEYS: pending, due, active subscribers. ARGV: prefix, dead-letter ttl (ms), subscriber ids...
-# Read only, on the server's clock. Returns {per subscriber {id, backlog, oldest age ms, dead
-# letters held, dead letters ever, disabled 0/1, failing for ms}, undispatched events, oldest
-# undispatched age ms, due entries, most overdue ms}.
-STATS = """
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local prefix, dead_ttl = ARGV[1], tonumber(ARGV[2])
-local subs, seen = {}, {}
-local function add(sub)
-  if not seen[sub] then
-    seen[sub] = true
-    subs[#subs + 1] = sub
-  end
-end
-for i = 3, #ARGV do add(ARGV[i]) end
-for _, sub in ipairs(redis.call('SMEMBERS', KEYS[3])) do add(sub) end
-local rows = {}
-for _, sub in ipairs(subs) do
-  local open = prefix .. ':open:' .. sub
-  local backlog, oldest = redis.call('ZCARD', open), 0
-  if backlog > 0 then
-    oldest = math.max(0, now - tonumber(redis.call('ZRANGE', open, 0, 0, 'WITHSCORES')[2]))
-  end
-  local held = redis.call('ZCOUNT', prefix .. ':dead-of:' .. sub, '(' .. (now - dead_ttl), '+inf')
-  local ever = redis.call('HGET', prefix .. ':stats:dead-lettered', sub) or 0
-  local h = redis.call('HMGET', prefix .. ':subscriber:' .. sub, 'disabled', 'failing_since')
-  local failing = 0
-  if h[2] then failing = math.max(0, now - tonumber(h[2])) end
-  rows[#rows + 1] = {sub, backlog, oldest, held, tonumber(ever), h[1] == '1' and 1 or 0, failing}
-end
-local undispatched, oldest_undispatched = redis.call('LLEN', KEYS[1]), 0
-if undispatched > 0 then
-  local head = redis.call('LINDEX', KEYS[1], 0)
-  local at = redis.call('HGET', prefix .. ':event:' .. head, 'published_at')
-  if at then oldest_undispatched = math.max(0, now - tonumber(at)) end
-end
-local due, overdue = redis.call('ZCOUNT', KEYS[2], '-inf', now), 0
-if due > 0 then
-  overdue = math.max(0, now - tonumber(redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')[2]))
-end
-return {rows, undispatched, oldest_undispatched, due, overdue}
-"""
-
-
 @dataclass(frozen=True, slots=True)
 class SubscriberStats:
     subscriber_id: str
@@ -164,12 +120,12 @@ class Snapshot:
 
 
 class StatsReader:
-    """Reads a :class:`Snapshot` in one script call (``STATS``)."""
+    """Reads a :class:`Snapshot` in one script call (``records/lua/stats.lua``)."""
 
     def __init__(self, store: Store, *, dead_ttl_s: int) -> None:
         self.keys = store.keys
         self.dead_ttl_ms = dead_ttl_s * 1000
-        self._script = store.redis.register_script(STATS)
+        self._script = scripts.register(store.redis, "stats")
 
     def read(self, subscriber_ids: Iterable[str]) -> Snapshot:
         """The configured subscribers and every one that has had deliveries."""

@@ -49,6 +49,8 @@ RATE_TTL_S = 3660
 
 #: The transitions, each ``lua/{name}.lua``.
 TRANSITIONS = ("drain", "claim", "extend", "heartbeat", "finish", "sweep", "replay", "expedite")
+#: Read-only scripts, loaded the same way (``stats``: what a metrics scrape reads).
+READS = ("stats",)
 #: Put in front of every transition (see the module doc).
 PRELUDE = "prelude"
 
@@ -62,8 +64,8 @@ def lua_file(name: str) -> str:
 
 @cache
 def source(name: str) -> str:
-    """The script Redis runs for transition ``name``: the prelude, then the transition."""
-    if name not in TRANSITIONS:
+    """The script Redis runs for transition (or read) ``name``: the prelude, then its file."""
+    if name not in TRANSITIONS and name not in READS:
         raise ValueError(f"no such transition: {name!r}")
     return lua_file(PRELUDE) + "\n" + lua_file(name)
 
