@@ -25,7 +25,8 @@ def subscribers() -> None:
 )
 def subscribers_check(path: Path | None, without_secrets: bool) -> None:
     """Validate the subscribers file and print it as a table (never the secrets)."""
-    from reseller_webhooks.worker.config.subscribers import load_config, redact_url
+    from reseller_webhooks.worker.config.subscribers import load_config
+    from reseller_webhooks.worker.config.urls import redact_url
 
     target = path or worker_settings().subscribers
     if target is None:

@@ -18,7 +18,8 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_expo
 
 from reseller_webhooks.producers.user import format_timestamp
 from reseller_webhooks.worker.config.settings import WorkerSettings
-from reseller_webhooks.worker.config.subscribers import Subscriber, SubscribersConfig, redact_url
+from reseller_webhooks.worker.config.subscribers import Subscriber, SubscribersConfig
+from reseller_webhooks.worker.config.urls import redact_url
 from reseller_webhooks.worker.delivery.outcome import Decision, Outcome, decide
 from reseller_webhooks.worker.delivery.wake import Wakeups, seats, slot_name
 from reseller_webhooks.worker.errors import PermanentDeliveryError
