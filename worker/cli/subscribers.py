@@ -26,7 +26,6 @@ def subscribers() -> None:
 def subscribers_check(path: Path | None, without_secrets: bool) -> None:
     """Validate the subscribers file and print it as a table (never the secrets)."""
     from reseller_webhooks.worker.config.subscribers import load_config
-    from reseller_webhooks.worker.config.urls import redact_url
 
     target = path or worker_settings().subscribers
     if target is None:
@@ -40,7 +39,7 @@ def subscribers_check(path: Path | None, without_secrets: bool) -> None:
         rows.append(
             (
                 s.id,
-                redact_url(str(s.url)),
+                s.shown_url,
                 ",".join(s.events),
                 "yes" if s.enabled else "no",
                 f"{s.timeout_s:g}s",

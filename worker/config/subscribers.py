@@ -200,6 +200,11 @@ class Subscriber(_Strict):
     def matches(self, event_type: str) -> bool:
         return any(fnmatch.fnmatchcase(event_type, p) for p in self.events)
 
+    @cached_property
+    def shown_url(self) -> str:
+        """The URL as logs, records and pages show it (``urls.redact_url``), worked out once."""
+        return redact_url(str(self.url))
+
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():
             if name in {"secret", "previous_secret"}:
