@@ -266,7 +266,8 @@ class Deliverer:
     def _attempt(
         self, claim: Claim, setup: Setup, subscriber: Subscriber | None, disabled: str
     ) -> Finish:
-        """Make one attempt (or decide none can be made) and say what to record."""
+        """Make one attempt (or decide none can be made) and say what to record: send,
+        classify, observe, record."""
         if subscriber is None:
             return self._unattempted(claim, None, REMOVED_REASON)
         if disabled:
@@ -286,6 +287,18 @@ class Deliverer:
             rng=self.rng,
             scale=self.settings.schedule_scale,
         )
+        self._observe(claim, result, decision)
+        return attempt_record(
+            claim,
+            subscriber.shown_url,
+            result,
+            decision,
+            now,
+            disable_after_s=policy.disable_after_s * self.settings.schedule_scale,
+        )
+
+    def _observe(self, claim: Claim, result: AttemptResult, decision: Decision) -> None:
+        """This process's metrics of an attempt, and a log line when it failed."""
         delivered = decision.outcome is Outcome.DELIVERED
         metrics.record_attempt(
             claim.subscriber_id,
@@ -305,14 +318,6 @@ class Deliverer:
                 decision.outcome.value,
                 f" (retry in {decision.delay_s:.1f} s)" if decision.delay_s is not None else "",
             )
-        return attempt_record(
-            claim,
-            subscriber.shown_url,
-            result,
-            decision,
-            now,
-            disable_after_s=policy.disable_after_s * self.settings.schedule_scale,
-        )
 
     @_RECORDING
     def _record(self, done: Sequence[tuple[Claim, Finish]]) -> None:
