@@ -19,7 +19,8 @@ import tornado.web
 from reseller_webhooks.producers.errors import ConfigError
 from reseller_webhooks.worker.config.settings import WorkerSettings
 from reseller_webhooks.worker.console.auth import credentials, refusal
-from reseller_webhooks.worker.console.handlers import SESSION_DAYS, Console, NotFound, routes
+from reseller_webhooks.worker.console.handlers import SESSION_DAYS, Console, NotFound
+from reseller_webhooks.worker.console.routes import routes
 from reseller_webhooks.worker.console.sessions import Sessions
 from reseller_webhooks.worker.ops.actions import Operations
 from reseller_webhooks.worker.records.store import Trigger

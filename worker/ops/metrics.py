@@ -184,73 +184,83 @@ class RedisCollector(Collector):
             snap = self.reader.read(self.subscriber_ids())
         except redis.RedisError as exc:
             log.warning("metrics: cannot read Redis (%s)", type(exc).__name__)
-            yield GaugeMetricFamily(
-                "webhooks_redis_up", "1 if this worker read Redis for this scrape.", value=0
-            )
+            yield _redis_up(0)
             return
-        yield GaugeMetricFamily(
-            "webhooks_redis_up", "1 if this worker read Redis for this scrape.", value=1
-        )
-        subs = snap.subscribers
-        yield _gauge(
-            "webhooks_backlog",
-            "Deliveries not yet finished (blocked, ready, running or waiting for a retry).",
-            ((s.subscriber_id, s.backlog) for s in subs),
-        )
-        yield _gauge(
-            "webhooks_oldest_pending_seconds",
-            "Age, since its publish, of the subscriber's oldest unfinished delivery (0: none).",
-            ((s.subscriber_id, s.oldest_s) for s in subs),
-        )
-        yield _gauge(
-            "webhooks_dead_letters",
-            "Dead letters held (not replayed, purged or expired).",
-            ((s.subscriber_id, s.dead_letters) for s in subs),
-        )
-        made = CounterMetricFamily(
-            "webhooks_dead_lettered",
-            "Deliveries dead-lettered, ever (kept in Redis: the same on every worker).",
-            labels=["subscriber"],
-        )
-        for s in subs:
-            made.add_metric([s.subscriber_id], s.dead_lettered_total)
-        yield made
-        yield _gauge(
-            "webhooks_subscriber_disabled",
-            "1 while the subscriber is disabled (410 Gone, persistent failure or an operator).",
-            ((s.subscriber_id, int(s.disabled)) for s in subs),
-        )
-        yield _gauge(
-            "webhooks_subscriber_failing_seconds",
-            "How long every attempt to the subscriber has failed (0: its last one succeeded).",
-            ((s.subscriber_id, s.failing_s) for s in subs),
-        )
-        yield GaugeMetricFamily(
-            "webhooks_undispatched_events",
-            "Published events not yet fanned out to their subscribers.",
-            value=snap.undispatched,
-        )
-        yield GaugeMetricFamily(
-            "webhooks_oldest_undispatched_seconds",
-            "Age of the oldest event not yet fanned out (0: none).",
-            value=snap.oldest_undispatched_s,
-        )
-        yield GaugeMetricFamily(
-            "webhooks_due_retries",
-            "Retries (and leases of dead workers) whose time has come, not yet taken by a"
-            " scheduler.",
-            value=snap.due,
-        )
-        yield GaugeMetricFamily(
-            "webhooks_scheduler_lateness_seconds",
-            "How long the most overdue of those has waited (0: the scheduler is keeping up).",
-            value=snap.overdue_s,
-        )
+        yield _redis_up(1)
+        yield from _per_subscriber(snap.subscribers)
+        yield from _deployment_wide(snap)
         yield GaugeMetricFamily(
             "webhooks_metrics_read_seconds",
             "How long this scrape took to read Redis.",
             value=time.monotonic() - started,
         )
+
+
+def _redis_up(value: int) -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        "webhooks_redis_up", "1 if this worker read Redis for this scrape.", value=value
+    )
+
+
+def _per_subscriber(subs: Sequence[SubscriberStats]) -> Iterable[Metric]:
+    """Backlog, dead letters and health, one sample per subscriber each."""
+    yield _gauge(
+        "webhooks_backlog",
+        "Deliveries not yet finished (blocked, ready, running or waiting for a retry).",
+        ((s.subscriber_id, s.backlog) for s in subs),
+    )
+    yield _gauge(
+        "webhooks_oldest_pending_seconds",
+        "Age, since its publish, of the subscriber's oldest unfinished delivery (0: none).",
+        ((s.subscriber_id, s.oldest_s) for s in subs),
+    )
+    yield _gauge(
+        "webhooks_dead_letters",
+        "Dead letters held (not replayed, purged or expired).",
+        ((s.subscriber_id, s.dead_letters) for s in subs),
+    )
+    made = CounterMetricFamily(
+        "webhooks_dead_lettered",
+        "Deliveries dead-lettered, ever (kept in Redis: the same on every worker).",
+        labels=["subscriber"],
+    )
+    for s in subs:
+        made.add_metric([s.subscriber_id], s.dead_lettered_total)
+    yield made
+    yield _gauge(
+        "webhooks_subscriber_disabled",
+        "1 while the subscriber is disabled (410 Gone, persistent failure or an operator).",
+        ((s.subscriber_id, int(s.disabled)) for s in subs),
+    )
+    yield _gauge(
+        "webhooks_subscriber_failing_seconds",
+        "How long every attempt to the subscriber has failed (0: its last one succeeded).",
+        ((s.subscriber_id, s.failing_s) for s in subs),
+    )
+
+
+def _deployment_wide(snap: Snapshot) -> Iterable[Metric]:
+    """Events not yet fanned out, and retries the scheduler has yet to take."""
+    yield GaugeMetricFamily(
+        "webhooks_undispatched_events",
+        "Published events not yet fanned out to their subscribers.",
+        value=snap.undispatched,
+    )
+    yield GaugeMetricFamily(
+        "webhooks_oldest_undispatched_seconds",
+        "Age of the oldest event not yet fanned out (0: none).",
+        value=snap.oldest_undispatched_s,
+    )
+    yield GaugeMetricFamily(
+        "webhooks_due_retries",
+        "Retries (and leases of dead workers) whose time has come, not yet taken by a scheduler.",
+        value=snap.due,
+    )
+    yield GaugeMetricFamily(
+        "webhooks_scheduler_lateness_seconds",
+        "How long the most overdue of those has waited (0: the scheduler is keeping up).",
+        value=snap.overdue_s,
+    )
 
 
 class MetricsServer:
