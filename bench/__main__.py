@@ -39,61 +39,14 @@ def run(sizes: scenarios.Sizes, directory: Path, progress: Any = print) -> dict[
 
     p = Processes(directory)
     try:
-        result: dict[str, Any] = {
-            "machine": {
-                "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-                "cores": os.cpu_count(),
-                "python": platform.python_version(),
-                "redis": p.client.info("server")["redis_version"],
-                "platform": platform.platform(),
-            },
-            "sizes": sizes.__dict__,
-        }
-        # Throughput scenarios run in interleaved rounds: a neighbour's burst on a shared machine
-        # then hits every scenario of a round alike, and each ratio is taken within a round.
-        # "ours" publishes one event per call, each about a user of its own, as API services do.
-        throughput: list[tuple[str, Callable[[], dict[str, Any]]]] = [
-            ("ours_1_subscriber", lambda: scenarios.ours_throughput(p, sizes, 1)),
-            ("ours_5_subscribers", lambda: scenarios.ours_throughput(p, sizes, 5)),
-            (
-                "ours_1_subscriber_batched",
-                lambda: scenarios.ours_throughput(p, sizes, 1, batched=True),
-            ),
-            ("naive_1_subscriber", lambda: scenarios.naive_throughput(p, sizes, 1)),
-            ("naive_5_subscribers", lambda: scenarios.naive_throughput(p, sizes, 5)),
-            (
-                "naive_1_subscriber_pinned",
-                lambda: scenarios.naive_throughput(p, sizes, 1, pinned=True),
-            ),
-            ("celery_noop", lambda: scenarios.celery_noop(p, sizes)),
-            ("bare_http", lambda: scenarios.bare_http(p, sizes)),
+        result: dict[str, Any] = {"machine": machine(p), "sizes": sizes.__dict__}
+        rounds = [
+            run_round(number, throughput_steps(p, sizes), step_begins)
+            for number in range(1, sizes.rounds + 1)
         ]
-        rounds: list[dict[str, Any]] = []
-        for number in range(1, sizes.rounds + 1):
-            figures: dict[str, Any] = {}
-            for name, step in throughput:
-                step_begins(f"round {number}: {name}")
-                figures[name] = step()
-            rounds.append(figures)
         result.update(report.medians(rounds))
         result["rounds"] = rounds
-        steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
-            ("publish", lambda: scenarios.publish_rates(p, sizes)),
-            (
-                "ours_few_users",
-                lambda: scenarios.ours_throughput(p, sizes, 1, distinct_users=FEW_USERS),
-            ),
-            ("live_max", lambda: scenarios.concurrent_producers(p, sizes, PRODUCERS)),
-            (
-                "latency",
-                lambda: scenarios.concurrent_producers(
-                    p, sizes, PRODUCERS, rate_per_s=result["live_max"]["per_s"] / 2
-                ),
-            ),
-            ("retry_lateness", lambda: scenarios.retry_lateness(p, sizes)),
-            ("pending_retries", lambda: scenarios.pending_retries(p, sizes)),
-        ]
-        for name, step in steps:
+        for name, step in single_steps(p, sizes, result):
             step_begins(name)
             result[name] = step()
     finally:
@@ -101,6 +54,72 @@ def run(sizes: scenarios.Sizes, directory: Path, progress: Any = print) -> dict[
     result["ratios"] = report.ratios(result)
     result["targets"] = report.verdicts(result)
     return result
+
+
+Step = tuple[str, Callable[[], dict[str, Any]]]
+
+
+def machine(p: Processes) -> dict[str, Any]:
+    """What the figures were measured on."""
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "redis": p.client.info("server")["redis_version"],
+        "platform": platform.platform(),
+    }
+
+
+def throughput_steps(p: Processes, sizes: scenarios.Sizes) -> list[Step]:
+    """The scenarios run in interleaved rounds: a neighbour's burst on a shared machine then
+    hits every scenario of a round alike, and each ratio is taken within a round. "ours"
+    publishes one event per call, each about a user of its own, as API services do."""
+    return [
+        ("ours_1_subscriber", lambda: scenarios.ours_throughput(p, sizes, 1)),
+        ("ours_5_subscribers", lambda: scenarios.ours_throughput(p, sizes, 5)),
+        (
+            "ours_1_subscriber_batched",
+            lambda: scenarios.ours_throughput(p, sizes, 1, batched=True),
+        ),
+        ("naive_1_subscriber", lambda: scenarios.naive_throughput(p, sizes, 1)),
+        ("naive_5_subscribers", lambda: scenarios.naive_throughput(p, sizes, 5)),
+        (
+            "naive_1_subscriber_pinned",
+            lambda: scenarios.naive_throughput(p, sizes, 1, pinned=True),
+        ),
+        ("celery_noop", lambda: scenarios.celery_noop(p, sizes)),
+        ("bare_http", lambda: scenarios.bare_http(p, sizes)),
+    ]
+
+
+def run_round(number: int, steps: list[Step], step_begins: Callable[[str], None]) -> dict[str, Any]:
+    """One round: every throughput scenario once, in order."""
+    figures: dict[str, Any] = {}
+    for name, step in steps:
+        step_begins(f"round {number}: {name}")
+        figures[name] = step()
+    return figures
+
+
+def single_steps(p: Processes, sizes: scenarios.Sizes, result: dict[str, Any]) -> list[Step]:
+    """The scenarios run once, after the rounds (``latency`` paces itself at half the rate
+    ``live_max`` found, read from ``result`` when it runs)."""
+    return [
+        ("publish", lambda: scenarios.publish_rates(p, sizes)),
+        (
+            "ours_few_users",
+            lambda: scenarios.ours_throughput(p, sizes, 1, distinct_users=FEW_USERS),
+        ),
+        ("live_max", lambda: scenarios.concurrent_producers(p, sizes, PRODUCERS)),
+        (
+            "latency",
+            lambda: scenarios.concurrent_producers(
+                p, sizes, PRODUCERS, rate_per_s=result["live_max"]["per_s"] / 2
+            ),
+        ),
+        ("retry_lateness", lambda: scenarios.retry_lateness(p, sizes)),
+        ("pending_retries", lambda: scenarios.pending_retries(p, sizes)),
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,7 +3,7 @@
     WebhooksError                     root of everything this project raises on purpose
     +-- ProducerError                 publishing refused; carries an HTTP status
     |   +-- InvalidEventError         the event or its data breaks the contract (422)
-    |   +-- UnavailableError          Redis unreachable or refusing commands (503)
+    |   +-- UnavailableError          Redis unreachable or refusing commands; nothing recorded (503)
     |   +-- DialectError              an API dialect refused its request (dialects.errors)
     |       +-- InvalidRequestError   a body breaks the dialect's constraints (400)
     |       +-- InvalidValueError     "The value '<x>' is not valid." (400)
@@ -11,7 +11,6 @@
     |       +-- PatchTestFailedError  a JSON Patch ``test`` operation failed (409)
     |       +-- GraphQLRequestError   parse, validation or variable errors (400)
     |       +-- NotFoundError         "Not Found" (404)
-    |   +-- UnavailableError          Redis did not answer; nothing may be recorded (503)
     +-- ConfigError                   settings or subscribers file invalid (worker will not start)
     +-- NotReplicatedError            published, but no Redis replica confirmed it in time (503)
     +-- DeliveryError                 one attempt to one subscriber failed (worker.errors)

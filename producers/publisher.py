@@ -14,6 +14,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from importlib import resources
 from typing import Any, cast
 
 import redis
@@ -51,43 +52,12 @@ IDEMPOTENCY_KEY = re.compile(r"^[!-~]{1,200}$")
 # first published under it and records nothing. When the trigger is armed already and its task
 # waits for events (it lingers), wakes it. Returns {1 if the caller must send the dispatch
 # trigger, ids}.
-RECORD_EVENTS = """
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local prefix, ttl, idem_ttl = ARGV[1], ARGV[2], ARGV[3]
-local ids, added = {}, 0
-for i = 4, #ARGV, 5 do
-  local eid, idem = ARGV[i], ARGV[i + 4]
-  local known = false
-  if idem ~= '' then
-    local ikey = prefix .. ':idem:' .. idem
-    local prior = redis.call('GET', ikey)
-    if prior then
-      eid, known = prior, true
-    else
-      redis.call('SET', ikey, eid, 'EX', idem_ttl)
-    end
-  end
-  if not known then
-    local key = prefix .. ':event:' .. eid
-    redis.call('HSET', key, 'type', ARGV[i + 1], 'body', ARGV[i + 2], 'user', ARGV[i + 3],
-               'published_at', now)
-    redis.call('EXPIRE', key, ttl)
-    redis.call('RPUSH', KEYS[1], eid)
-    added = added + 1
-  end
-  ids[#ids + 1] = eid
-end
-local arm = 0
-if added > 0 then
-  if redis.call('SET', KEYS[2], now, 'NX') then
-    arm = 1
-  elseif redis.call('DEL', KEYS[3]) == 1 then
-    redis.call('PUBLISH', prefix .. ':wake', 'dispatch')
-  end
-end
-return {arm, ids}
-"""
+#: The commit point of a publish (``lua/record_events.lua``, whose header names its KEYS and ARGV).
+RECORD_EVENTS = (
+    resources.files(__name__.rpartition(".")[0])
+    .joinpath("lua/record_events.lua")
+    .read_text(encoding="utf-8")
+)
 
 
 def celery_client(settings: ProducerSettings) -> Celery:

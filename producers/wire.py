@@ -151,10 +151,6 @@ class Keys:
         checked the subscribers file; workers seeing it change read the file at once."""
         return f"{self.prefix}:subscribers-reload"
 
-    def cpu_claim(self, machine: str, cpu: int) -> str:
-        """STRING (a lock with a TTL): the worker process pinned to this core of this machine."""
-        return f"{self.prefix}:cpu:{machine}:{cpu}"
-
     @property
     def bad_messages(self) -> str:
         """LIST of JSON records of queue messages that were not valid triggers (newest first)."""

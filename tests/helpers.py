@@ -168,9 +168,6 @@ class Deployment:
             "WEBHOOKS_VISIBILITY_TIMEOUT_S": "3",
             "WEBHOOKS_SCHEDULER_INTERVAL_S": "0.05",
             "WEBHOOKS_METRICS_PORT": "0",  # tests that scrape pick a free port
-            # Test sessions run side by side, each with a Redis of its own: pinned workers
-            # would all claim the same first core. The affinity tests turn it on.
-            "WEBHOOKS_CPU_AFFINITY": "off",
             **self.secrets,
             **self.settings,
         }

@@ -323,7 +323,7 @@ def test_records_keep_the_first_bytes_of_the_entry_as_text(
 def test_worker_start_warns_when_the_visibility_timeout_is_short(worker: WorkerProcess) -> None:
     # Visibility timeout 3 s here, subscribers time out after 15 s (the default).
     assert (
-        "WARNING reseller_webhooks.worker.queue.screen: WEBHOOKS_VISIBILITY_TIMEOUT_S is 3 s, "
+        "WARNING reseller_webhooks.worker.queue.visibility: WEBHOOKS_VISIBILITY_TIMEOUT_S is 3 s, "
         "shorter than the longest subscriber timeout_s (15 s)"
     ) in worker.log()
 

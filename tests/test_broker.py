@@ -24,9 +24,10 @@ from reseller_webhooks.worker.devserver.redis_server import (
     find_redis_server,
     free_port,
 )
-from reseller_webhooks.worker.queue import screen as broker
+from reseller_webhooks.worker.queue import kombu_overrides as broker
 from reseller_webhooks.worker.queue.consumer import task_body_problem
 from reseller_webhooks.worker.queue.envelope import excerpt, screen, screen_unacked
+from reseller_webhooks.worker.queue.visibility import visibility_warning
 from tests.helpers import wait_until
 
 CODECS = {"base64": Base64()}
@@ -166,7 +167,7 @@ def test_excerpt_keeps_the_first_bytes_as_text() -> None:
     ],
 )
 def test_visibility_warning(visibility_s: float, longest_s: float, warned: bool) -> None:
-    text = broker.visibility_warning(visibility_s, longest_s)
+    text = visibility_warning(visibility_s, longest_s)
     assert (text is not None) == warned
     if text:
         assert f"WEBHOOKS_VISIBILITY_TIMEOUT_S is {visibility_s:g} s" in text
@@ -206,7 +207,7 @@ def test_what_celery_and_kombu_publish_passes_the_screen(redis_url: str, rdb: re
 def consume_past_a_stray(conn: Connection, rdb: redis.Redis, name: str) -> list[tuple[Any, ...]]:
     """Push a stray entry and a message; both BRPOP and RPOP drop the stray, deliver the message."""
     strays: list[tuple[Any, ...]] = []
-    conn.transport_options["on_stray_message"] = lambda *a: strays.append(a)
+    broker.on_stray_message(lambda *a: strays.append(a))
     queue: SimpleQueue = conn.SimpleQueue(name)
     try:
         rdb.lpush(name, b"[1, 2]")
@@ -235,6 +236,7 @@ def consume_past_a_stray(conn: Connection, rdb: redis.Redis, name: str) -> list[
         assert rdb.hlen("unacked") == 0
     finally:
         queue.close()
+        broker.on_stray_message(None)
     return strays
 
 

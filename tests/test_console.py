@@ -23,7 +23,7 @@ from reseller_webhooks.worker.devserver.samples import sample_user
 from reseller_webhooks.worker.ops.actions import SubscriberHealth, parse_since
 from reseller_webhooks.worker.records.activity import Activity, Rate, rates, window_minutes
 from reseller_webhooks.worker.records.scripts import RECENT_KEPT, USER_EVENTS_KEPT
-from reseller_webhooks.worker.records.store import Finish, Store
+from reseller_webhooks.worker.records.store import Claim, Finish, Store, split_delivery_id
 from tests.helpers import ROUTES, Deployment, one_line_error
 
 PASSWORD = "console-" + secrets.token_hex(8)
@@ -225,10 +225,11 @@ def test_the_scripts_count_attempts_list_the_latest_and_index_users(
 def finish_directly(store: Store, keys: Keys, did: str, outcome: str) -> None:
     """The FINISH script for one running delivery, without a claim."""
     store.redis.hset(keys.delivery(did), mapping={"state": "running", "lease": "7"})
-    store._finish(  # the script itself
-        keys=[keys.due, keys.dead],
-        args=["rw", 60, 10, 60, 5, did, "s", "7", outcome, "{}", 0, "{}", 10**9, "why"],
+    event_id, sub = split_delivery_id(did)
+    claim = Claim(
+        did, event_id, sub, attempt=1, trigger="scheduled", body=b"", lease=7, expires_at=0
     )
+    store.finish([(claim, Finish(outcome, {}, reason="why", disable_after_ms=10**9))])
 
 
 def test_an_unattempted_delivery_is_listed_but_not_counted(

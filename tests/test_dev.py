@@ -32,9 +32,6 @@ def port_open(port: int) -> bool:
 def dev_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "WEBHOOKS_SUBSCRIBERS"}}
     env["PYTHONPATH"] = str(ROOT)
-    # Test sessions run side by side, each dev with a Redis of its own: pinned workers would all
-    # claim the same first core (the test of a refused core sets its own value).
-    env["WEBHOOKS_CPU_AFFINITY"] = "off"
     return env
 
 

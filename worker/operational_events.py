@@ -3,7 +3,7 @@
 ``webhooks.subscriber.failing`` (N consecutive failed attempts, ``WEBHOOKS_FAILING_AFTER``),
 ``webhooks.subscriber.disabled``, ``webhooks.subscriber.recovered`` and
 ``webhooks.delivery.dead`` are decided inside the script that records an attempt
-(``scripts.FINISH``), where the state changes, so each incident is announced once however many
+(``lua/finish.lua``), where the state changes, so each incident is announced once however many
 workers record attempts at the same time. The script records the event exactly as a publish
 records one (an event record and its id at the end of the pending list), so the same drain,
 fan-out, signing and retries deliver it: to every subscriber whose patterns match it, never to

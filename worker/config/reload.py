@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reseller_webhooks.producers.errors import ConfigError
+from reseller_webhooks.worker.background import BackgroundThread
 from reseller_webhooks.worker.config.subscribers import SubscribersConfig, parse_yaml, read_file
 from reseller_webhooks.worker.delivery.runtime import Runtime, make_sender
 
@@ -135,22 +136,15 @@ class Watcher:
         return "refused"
 
     def run(self, stop: threading.Event, interval_s: float) -> None:
-        while not stop.wait(interval_s):
+        """Look now (the first look records the file; nothing applied if it matches), then
+        every ``interval_s`` until ``stop`` is set."""
+        while True:
             try:
                 self.check()
             except Exception:  # a Redis hiccup reading the signal: look again next time
                 log.exception("subscribers file check failed; trying again")
-
-    def start_thread(self, interval_s: float) -> threading.Event:
-        try:
-            self.check()  # the first look records the file (nothing applied if it matches)
-        except Exception:
-            log.exception("subscribers file check failed; trying again")
-        stop = threading.Event()
-        threading.Thread(
-            target=self.run, args=(stop, interval_s), name="webhooks-subscribers", daemon=True
-        ).start()
-        return stop
+            if stop.wait(interval_s):
+                return
 
 
 def reload_runtime(rt: Runtime, config: SubscribersConfig) -> Change:
@@ -172,9 +166,8 @@ def reload_runtime(rt: Runtime, config: SubscribersConfig) -> Change:
 active: Watcher | None = None
 
 
-def watch(rt: Runtime) -> threading.Event | None:
-    """Start watching the worker's subscribers file (unless watching is off); returns the stop
-    event."""
+def watch(rt: Runtime) -> BackgroundThread | None:
+    """The watcher of the worker's subscribers file, to start (None when watching is off)."""
     global active
     path, interval_s = rt.settings.subscribers, rt.settings.subscribers_watch_s
     if path is None or interval_s <= 0:
@@ -192,4 +185,4 @@ def watch(rt: Runtime) -> threading.Event | None:
         signal=signal,
     )
     active = watcher
-    return watcher.start_thread(interval_s)
+    return BackgroundThread("webhooks-subscribers", lambda stop: watcher.run(stop, interval_s))

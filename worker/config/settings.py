@@ -40,10 +40,11 @@ class WorkerSettings(ProducerSettings):
         description="Deliveries in flight per worker process (threads; each waits on the network).",
     )
     cpu_affinity: str = Field(
-        default="auto",
+        default="off",
         pattern=r"^(auto|off|[0-9]+)$",
-        description="Pin the worker process to one CPU core: 'auto' claims a free core per"
-        " machine in Redis (unpinned when all are taken), 'off', or a core number.",
+        description="Pin the worker process to one CPU core: 'off' (the default), a core"
+        " number, or 'auto': a free core of the machine, only where no CPU quota applies and"
+        " every core is allowed (docs/cpu-pinning.md).",
     )
     deliver_chunk: int = Field(
         default=50, gt=0, description="Most deliveries one deliver task carries."

@@ -7,14 +7,14 @@ named by ``secret_env``) and held only as HMAC keys, never printed. Operator com
 sign load the file with ``resolve_secrets=False``: everything is checked but the environment
 variables.
 Messages never quote a secret, a header value or a line of the file.
+
+The rules for a subscriber's own headers are in ``headers``, reading a secret in
+``signing_secrets``, how a URL may be shown in ``urls``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import fnmatch
-import os
 import re
 from collections.abc import Mapping
 from functools import cached_property
@@ -37,6 +37,9 @@ from pydantic import (
 )
 
 from reseller_webhooks.producers.errors import ConfigError
+from reseller_webhooks.worker.config.headers import check_headers
+from reseller_webhooks.worker.config.signing_secrets import ENV_NAME, resolve_secret
+from reseller_webhooks.worker.config.urls import redact_url
 from reseller_webhooks.worker.operational_events import WORKER_EVENT_TYPES
 
 #: Standard Webhooks schedule: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h.
@@ -52,39 +55,9 @@ STANDARD_SCHEDULE_S: tuple[float, ...] = (
     72000,
     86400,
 )
-RESERVED_HEADERS = frozenset(
-    {
-        "webhook-id",
-        "webhook-timestamp",
-        "webhook-signature",
-        "content-type",
-        "content-length",
-        "host",
-        "transfer-encoding",
-        "connection",
-        "user-agent",
-    }
-)
-#: RFC 9110 ``token``: what a field name may be.
-HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-#: Visible ASCII, spaces and tabs inside, none at either end (what the HTTP client will send).
-HEADER_VALUE = re.compile(r"([\x21-\x7e]([\x20\x09]*[\x21-\x7e])*)?")
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 #: Validation context key: ``{RESOLVE_SECRETS: False}`` checks the file without the environment.
 RESOLVE_SECRETS = "resolve_secrets"
 SubscriberId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
-
-
-def _decode_secret(value: str) -> bytes:
-    if not value.startswith("whsec_"):
-        raise ValueError("must start with 'whsec_' (Standard Webhooks secret format)")
-    try:
-        key = base64.b64decode(value.removeprefix("whsec_"), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("the part after 'whsec_' must be valid base64") from None
-    if not 24 <= len(key) <= 64:
-        raise ValueError(f"must encode 24 to 64 random bytes, got {len(key)}")
-    return key
 
 
 def _first_is_immediate(value: tuple[float, ...]) -> tuple[float, ...]:
@@ -205,10 +178,10 @@ class Subscriber(_Strict):
                 " keep one of them (two Authorization headers would be sent)"
             )
         resolve = bool((info.context or {}).get(RESOLVE_SECRETS, True))
-        current = _one_secret(
+        current = resolve_secret(
             self.secret, self.secret_env, "secret", required=True, resolve=resolve
         )
-        previous = _one_secret(
+        previous = resolve_secret(
             self.previous_secret,
             self.previous_secret_env,
             "previous_secret",
@@ -227,6 +200,11 @@ class Subscriber(_Strict):
     def matches(self, event_type: str) -> bool:
         return any(fnmatch.fnmatchcase(event_type, p) for p in self.events)
 
+    @cached_property
+    def shown_url(self) -> str:
+        """The URL as logs, records and pages show it (``urls.redact_url``), worked out once."""
+        return redact_url(str(self.url))
+
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():
             if name in {"secret", "previous_secret"}:
@@ -237,72 +215,6 @@ class Subscriber(_Strict):
                 yield name, dict.fromkeys(value, "***")
             else:
                 yield name, value
-
-
-def redact_url(url: str) -> str:
-    """Scheme, host and path only: no credentials, and no query string (it often holds tokens)."""
-    scheme, _, rest = url.partition("://")
-    netloc, slash, path = rest.partition("/")
-    return f"{scheme}://{netloc.rpartition('@')[2]}{slash}{path.split('?')[0].split('#')[0]}"
-
-
-def check_headers(value: Mapping[str, str]) -> dict[str, str]:
-    """Refuse what would make every delivery fail or send a header twice: names that are not
-    RFC 9110 tokens, values with control characters, CR/LF or non-ASCII text, names the worker
-    sets itself, and one name given twice in different case. Never quotes a value."""
-    problems: list[str] = []
-    seen: dict[str, str] = {}
-    for name, text in value.items():
-        if not HEADER_NAME.fullmatch(name):
-            problems.append(
-                f"name {name!r} is not an HTTP token (letters, digits and !#$%&'*+-.^_`|~;"
-                " no spaces)"
-            )
-            continue
-        if name.lower() in RESERVED_HEADERS:
-            problems.append(f"may not set {name}: the worker sets it itself")
-        elif name.lower() in seen:
-            problems.append(f"{seen[name.lower()]} and {name} are the same header")
-        seen[name.lower()] = name
-        if not HEADER_VALUE.fullmatch(text):
-            problems.append(
-                f"the value of {name} must be visible ASCII characters and inner spaces"
-                " (no CR, LF or other control characters, nothing non-ASCII, no spaces at"
-                " either end)"
-            )
-    if problems:
-        raise ValueError("; ".join(problems))
-    return dict(value)
-
-
-def _one_secret(
-    value: SecretStr | None,
-    env: str | None,
-    field: str,
-    *,
-    required: bool,
-    resolve: bool = True,
-) -> bytes | None:
-    if value is not None and env is not None:
-        raise ValueError(f"set either {field} or {field}_env, not both")
-    if env is not None and not resolve:
-        return None
-    if env is not None:
-        raw = os.environ.get(env)
-        if not raw:
-            raise ValueError(f"{field}_env: environment variable {env} is not set")
-        try:
-            return _decode_secret(raw)
-        except ValueError as exc:
-            raise ValueError(f"{field}_env: the value of {env} {exc}") from None
-    if value is not None:
-        try:
-            return _decode_secret(value.get_secret_value())
-        except ValueError as exc:
-            raise ValueError(f"{field}: {exc}") from None
-    if required:
-        raise ValueError("one of secret or secret_env is required")
-    return None
 
 
 class SubscribersConfig(_Strict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import signal
@@ -18,7 +19,8 @@ import tornado.web
 from reseller_webhooks.producers.errors import ConfigError
 from reseller_webhooks.worker.config.settings import WorkerSettings
 from reseller_webhooks.worker.console.auth import credentials, refusal
-from reseller_webhooks.worker.console.handlers import SESSION_DAYS, Console, NotFound, routes
+from reseller_webhooks.worker.console.handlers import SESSION_DAYS, Console, NotFound
+from reseller_webhooks.worker.console.routes import routes
 from reseller_webhooks.worker.console.sessions import Sessions
 from reseller_webhooks.worker.ops.actions import Operations
 from reseller_webhooks.worker.records.store import Trigger
@@ -28,11 +30,14 @@ log = logging.getLogger("reseller_webhooks.worker.console")
 HERE = Path(__file__).parent
 
 
-def _celery_sender() -> Callable[[Sequence[Trigger]], None]:
-    from reseller_webhooks.worker.queue.app import app, keys
+def _celery_sender(settings: WorkerSettings) -> Callable[[Sequence[Trigger]], None]:
+    """Sends deliver triggers by name, without importing the worker's Celery app."""
+    from reseller_webhooks.producers.publisher import celery_client
+    from reseller_webhooks.producers.wire import Keys
     from reseller_webhooks.worker.queue.triggers import send_deliver
 
-    return lambda triggers: send_deliver(app, keys, triggers)
+    sender, keys = celery_client(settings), Keys(settings.key_prefix)
+    return lambda triggers: send_deliver(sender, keys, triggers)
 
 
 def make_app(
@@ -40,11 +45,12 @@ def make_app(
     *,
     read_only: bool = False,
     ops: Operations | None = None,
-    send_factory: Callable[[], Callable[[Sequence[Trigger]], None]] = _celery_sender,
+    send_factory: Callable[[], Callable[[Sequence[Trigger]], None]] | None = None,
 ) -> tornado.web.Application:
     """The console for the deployment ``settings`` describe (``ConfigError`` when its login
     settings are incomplete or too weak)."""
     ops = ops or Operations(settings)
+    send_factory = send_factory or functools.partial(_celery_sender, settings)
     console = Console(
         ops=ops,
         credentials=credentials(settings),

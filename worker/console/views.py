@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -101,3 +102,11 @@ def delivery_facts(delivery: DeliveryStory) -> list[str]:
     if record.get("reason"):
         facts.append(record["reason"])
     return facts
+
+
+def pretty_json(body: str) -> str:
+    """``body`` indented when it is JSON, else as it is."""
+    try:
+        return json.dumps(json.loads(body), indent=2, ensure_ascii=False)
+    except ValueError:
+        return body

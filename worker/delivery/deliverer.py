@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import threading
@@ -16,29 +15,25 @@ from typing import Any
 import redis
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from reseller_webhooks.producers.user import format_timestamp
 from reseller_webhooks.worker.config.settings import WorkerSettings
-from reseller_webhooks.worker.config.subscribers import Subscriber, SubscribersConfig, redact_url
+from reseller_webhooks.worker.config.subscribers import Subscriber, SubscribersConfig
+from reseller_webhooks.worker.delivery.attempt_record import attempt_record, iso
+from reseller_webhooks.worker.delivery.lane import Lane, Setup
 from reseller_webhooks.worker.delivery.outcome import Decision, Outcome, decide
 from reseller_webhooks.worker.delivery.wake import Wakeups, seats, slot_name
 from reseller_webhooks.worker.errors import PermanentDeliveryError
-from reseller_webhooks.worker.http.sender import AttemptResult, Sender, attempt_bound_s
-from reseller_webhooks.worker.operational_events import WORKER_EVENT_TYPES
+from reseller_webhooks.worker.http.sender import AttemptResult, Sender
 from reseller_webhooks.worker.ops import metrics
 from reseller_webhooks.worker.records.store import (
     Claim,
     ClaimBatch,
     Drained,
     Finish,
-    Route,
     Store,
     Trigger,
 )
 
 log = logging.getLogger(__name__)
-
-#: Grace beyond an attempt's own bound before its lease may be taken over.
-LEASE_MARGIN_S = 5.0
 
 #: Results are written to Redis at least this often while a chunk is being delivered.
 FLUSH_INTERVAL_S = 0.1
@@ -61,41 +56,8 @@ _RECORDING = retry(
 )
 
 
-def _event_type(body: bytes) -> str:
-    try:
-        return str(json.loads(body)["event"])
-    except (ValueError, KeyError, TypeError):
-        return ""
-
-
-def _iso(ms: float) -> str:
-    return format_timestamp(datetime.fromtimestamp(ms / 1000, UTC))
-
-
 #: Why a delivery to a subscriber no longer in the file dies without an attempt.
 REMOVED_REASON = "subscriber removed from the subscribers file"
-
-
-@dataclass(frozen=True, eq=False)
-class Setup:
-    """The subscribers a task works with, swapped whole on a reload: a task takes the current
-    one when it starts and keeps it to its end, so a reload applies between deliveries. A
-    replaced setup's connections close when the last task using it ends."""
-
-    config: SubscribersConfig
-    sender: Sender
-    routes: dict[str, list[Route]]
-
-    @classmethod
-    def of(cls, config: SubscribersConfig, sender: Sender) -> Setup:
-        routes = {
-            t: [
-                Route(s.id, ordered=s.ordering == "per_user", coalesce=s.coalesce)
-                for s in config.matching(t)
-            ]
-            for t in WORKER_EVENT_TYPES
-        }
-        return cls(config, sender, routes)
 
 
 @dataclass
@@ -159,7 +121,7 @@ class Deliverer:
         """Fan out the next batch of pending events (publish order) in one script call."""
         routes = self.setup.routes
         drained = self.store.drain(
-            routes, batch=DRAIN_BATCH, now_iso=_iso(self.now_ms()), keep_armed=keep_armed
+            routes, batch=DRAIN_BATCH, now_iso=iso(self.now_ms()), keep_armed=keep_armed
         )
         if drained.missing:
             log.warning("%d event(s) had no stored record (expired?)", drained.missing)
@@ -180,64 +142,81 @@ class Deliverer:
         results: those deliveries are sent again, under the same ``webhook-id``, once the lease
         expires. Returns when nothing is left, or when the time slice is used up (``resend``).
         """
-        served = Served()
-        started = time.monotonic()
         slot = (subscriber_id, token)
-        with self._held_lock:
-            setup = self.setup
-            mine = sum(1 for held_sub, _ in self._held if held_sub == subscriber_id)
-            full = mine >= self.threads_per_subscriber
-            if not full:
-                self._held.add(slot)
-                self._users[setup] = self._users.get(setup, 0) + 1
-        sub = setup.config.by_id.get(subscriber_id)
-        budget_s = attempt_bound_s(sub.timeout_s if sub else 0.0) + LEASE_MARGIN_S
-        lease_ms = int(2 * budget_s * 1000)
-        if full:
+        setup = self._take_seat(slot)
+        if setup is None:
             # Half this worker's threads at most: a slow endpoint never takes them all.
             self.store.release(subscriber_id, token)
-            served.counts["released"] += 1
-            return served
+            return Served(Counter(released=1))
+        try:
+            return self._serve_chunks(slot, setup, send, time.monotonic() + time_slice_s)
+        finally:
+            self._leave_seat(slot, setup)
+
+    def _take_seat(self, slot: tuple[str, str]) -> Setup | None:
+        """Hold ``slot`` and count a task on the current setup; ``None`` when the subscriber
+        already has its share of this worker's threads."""
+        subscriber_id = slot[0]
+        with self._held_lock:
+            mine = sum(1 for held_sub, _ in self._held if held_sub == subscriber_id)
+            if mine >= self.threads_per_subscriber:
+                return None
+            setup = self.setup
+            self._held.add(slot)
+            self._users[setup] = self._users.get(setup, 0) + 1
+        return setup
+
+    def _leave_seat(self, slot: tuple[str, str], setup: Setup) -> None:
+        """Drop ``slot``; the last task on a replaced setup closes its connections."""
+        with self._held_lock:
+            self._held.discard(slot)
+            users = self._users.pop(setup) - 1
+            if users:
+                self._users[setup] = users
+            retired = not users and setup is not self.setup
+        if retired:
+            setup.sender.close()
+
+    def _serve_chunks(
+        self, slot: tuple[str, str], setup: Setup, send: SendTriggers, ends_at: float
+    ) -> Served:
+        """Claim a chunk, attempt it, and again, until the slot is released or the slice ends
+        (``time.monotonic()`` past ``ends_at``).
+
+        With nothing left, the slot lingers, woken when work comes (``delivery.wake``); the
+        claim after the linger releases it: what follows at a moderate rate needs no trigger of
+        its own. A chunk's last results are recorded with the next claim (one round trip)."""
+        lane = Lane.of(*slot, setup)
+        served = Served()
         unrecorded: list[tuple[Claim, Finish]] = []
         try:
-            # With nothing left, the slot lingers, woken when work comes (delivery.wake); the
-            # claim after the linger releases it: what follows at a moderate rate needs no
-            # trigger of its own. A chunk's last results are recorded with the next claim.
-            with self.wakeups.linger(slot_name(subscriber_id, token)) as linger:
+            with self.wakeups.linger(slot_name(*slot)) as linger:
                 while True:
                     finished, unrecorded = unrecorded, []
-                    batch = self._claim(
-                        subscriber_id,
-                        token,
-                        finished,
-                        most=self.settings.deliver_chunk,
-                        lease_ms=lease_ms,
-                        bound=sub.max_in_flight if sub else 1,
-                        keep=linger.keep(),
-                    )
-                    if batch is None:
+                    batch = self._claim(lane, finished, keep=linger.keep())
+                    if batch is None:  # released: nothing left after the linger
                         return served
                     if batch.claims:
                         linger.worked()
-                        if batch.more:
-                            send(batch.more)
-                        counts, unrecorded = self._run(batch, setup, sub, budget_s, lease_ms)
-                        served.counts += counts
+                        unrecorded = self._work(lane, batch, send, served)
                     else:
                         linger.wait()
-                    if time.monotonic() - started > time_slice_s:
+                    if time.monotonic() > ends_at:
                         served.resend = True
                         return served
         finally:
             self._record(unrecorded)
-            with self._held_lock:
-                self._held.discard(slot)
-                users = self._users.pop(setup) - 1
-                if users:
-                    self._users[setup] = users
-                retired = not users and setup is not self.setup
-            if retired:
-                setup.sender.close()
+
+    def _work(
+        self, lane: Lane, batch: ClaimBatch, send: SendTriggers, served: Served
+    ) -> list[tuple[Claim, Finish]]:
+        """Hand the rest of the ready work to other threads, then attempt the chunk; returns
+        the results not yet recorded."""
+        if batch.more:
+            send(batch.more)
+        counts, unrecorded = self._run(lane, batch)
+        served.counts += counts
+        return unrecorded
 
     def heartbeat(self) -> None:
         """Renew the slots this process's tasks hold (called every second by a thread)."""
@@ -246,15 +225,11 @@ class Deliverer:
         self.store.heartbeat(held)
 
     def _run(
-        self,
-        batch: ClaimBatch,
-        setup: Setup,
-        sub: Subscriber | None,
-        budget_s: float,
-        lease_ms: int,
+        self, lane: Lane, batch: ClaimBatch
     ) -> tuple[Counter[str], list[tuple[Claim, Finish]]]:
         """Attempt claimed deliveries in order, recording results in batches; returns the counts
         and the last results, not yet recorded (the caller records them with its next claim)."""
+        setup, sub, budget_s = lane.setup, lane.subscriber, lane.budget_s
         counts: Counter[str] = Counter()
         claims = list(batch.claims)
         done: list[tuple[Claim, Finish]] = []
@@ -264,14 +239,7 @@ class Deliverer:
             if claims[index].expires_at - time.monotonic() < budget_s:  # keep the rest leased
                 self._record(done)
                 done, flushed_at = [], time.monotonic()
-                kept = self.store.extend(claims[index:], lease_ms=lease_ms)
-                if len(kept) < len(claims) - index:
-                    log.warning(
-                        "%d lease(s) to %s lapsed before their attempt; left to their new owner",
-                        len(claims) - index - len(kept),
-                        claims[index].subscriber_id,
-                    )
-                claims[index:] = kept
+                claims[index:] = self._extend(claims[index:], lane.lease_ms)
                 continue
             claim = claims[index]
             finish = self._attempt(claim, setup, sub, batch.disabled_reason)
@@ -283,10 +251,23 @@ class Deliverer:
                 done, flushed_at = [], time.monotonic()
         return counts, done
 
+    def _extend(self, claims: list[Claim], lease_ms: int) -> list[Claim]:
+        """Renew the leases of ``claims`` not yet attempted; those already lapsed (and maybe
+        claimed by another worker) are left out."""
+        kept = self.store.extend(claims, lease_ms=lease_ms)
+        if len(kept) < len(claims):
+            log.warning(
+                "%d lease(s) to %s lapsed before their attempt; left to their new owner",
+                len(claims) - len(kept),
+                claims[0].subscriber_id,
+            )
+        return kept
+
     def _attempt(
         self, claim: Claim, setup: Setup, subscriber: Subscriber | None, disabled: str
     ) -> Finish:
-        """Make one attempt (or decide none can be made) and say what to record."""
+        """Make one attempt (or decide none can be made) and say what to record: send,
+        classify, observe, record."""
         if subscriber is None:
             return self._unattempted(claim, None, REMOVED_REASON)
         if disabled:
@@ -306,6 +287,18 @@ class Deliverer:
             rng=self.rng,
             scale=self.settings.schedule_scale,
         )
+        self._observe(claim, result, decision)
+        return attempt_record(
+            claim,
+            subscriber.shown_url,
+            result,
+            decision,
+            now,
+            disable_after_s=policy.disable_after_s * self.settings.schedule_scale,
+        )
+
+    def _observe(self, claim: Claim, result: AttemptResult, decision: Decision) -> None:
+        """This process's metrics of an attempt, and a log line when it failed."""
         delivered = decision.outcome is Outcome.DELIVERED
         metrics.record_attempt(
             claim.subscriber_id,
@@ -325,62 +318,6 @@ class Deliverer:
                 decision.outcome.value,
                 f" (retry in {decision.delay_s:.1f} s)" if decision.delay_s is not None else "",
             )
-        return self._finish(
-            claim,
-            subscriber,
-            result,
-            decision,
-            now,
-            disable_after_s=policy.disable_after_s * self.settings.schedule_scale,
-        )
-
-    def _finish(
-        self,
-        claim: Claim,
-        subscriber: Subscriber | None,
-        result: AttemptResult,
-        decision: Decision,
-        now: float,
-        *,
-        disable_after_s: float = 0.0,
-        attempted: bool = True,
-    ) -> Finish:
-        now_ms = int(now * 1000)
-        delay_ms = int(decision.delay_s * 1000) if decision.delay_s is not None else None
-        next_due = now_ms + delay_ms if delay_ms is not None else None
-        url = redact_url(str(subscriber.url)) if subscriber else ""
-        attempt = {
-            "attempt": claim.attempt,
-            "at": _iso(now_ms - result.duration_ms),
-            "trigger": claim.trigger,
-            "url": url,
-            "status": result.status,
-            "error": result.error_text,
-            "duration_ms": round(result.duration_ms, 1),
-            "response": result.response_excerpt,
-            "outcome": decision.outcome.value,
-            "next_due": _iso(next_due) if next_due else None,
-        }
-        letter = None
-        if decision.outcome is not Outcome.DELIVERED:  # a retry may still end in auto-disable
-            letter = {
-                "delivery_id": claim.delivery_id,
-                "event_id": claim.event_id,
-                "subscriber_id": claim.subscriber_id,
-                "url": url,
-                "event_type": _event_type(claim.body),
-                "attempts": claim.attempt,
-                "dead_at": _iso(now_ms),
-                "body": claim.body.decode(errors="replace"),
-            }
-        return Finish(
-            decision.outcome.value if attempted else "skipped",
-            attempt,
-            delay_ms,
-            decision.reason,
-            letter,
-            disable_after_ms=int(disable_after_s * 1000),
-        )
 
     @_RECORDING
     def _record(self, done: Sequence[tuple[Claim, Finish]]) -> None:
@@ -388,12 +325,19 @@ class Deliverer:
             self.store.finish(done)
 
     def _claim(
-        self, subscriber_id: str, token: str, finished: list[tuple[Claim, Finish]], **kw: Any
+        self, lane: Lane, finished: list[tuple[Claim, Finish]], *, keep: bool
     ) -> ClaimBatch | None:
-        """Claim the next chunk, recording ``finished`` attempts first in the same round trip."""
+        """Claim the next chunk, recording ``finished`` attempts first in the same round trip;
+        ``None`` when the slot was released (nothing ready, and ``keep`` false)."""
+        kw: dict[str, Any] = {
+            "most": self.settings.deliver_chunk,
+            "lease_ms": lane.lease_ms,
+            "bound": lane.bound,
+            "keep": keep,
+        }
         if not finished:
-            return self.store.claim(subscriber_id, token, **kw)
-        return self._record_and_claim(subscriber_id, token, finished, **kw)
+            return self.store.claim(lane.subscriber_id, lane.token, **kw)
+        return self._record_and_claim(lane.subscriber_id, lane.token, finished, **kw)
 
     @_RECORDING
     def _record_and_claim(
@@ -408,4 +352,5 @@ class Deliverer:
             status=None, duration_ms=0.0, error=PermanentDeliveryError(f"not attempted: {reason}")
         )
         decision = Decision(Outcome.DEAD, reason=reason)
-        return self._finish(claim, subscriber, result, decision, self.clock(), attempted=False)
+        url = subscriber.shown_url if subscriber else ""
+        return attempt_record(claim, url, result, decision, self.clock(), attempted=False)

@@ -11,6 +11,7 @@ import threading
 
 import redis
 
+from reseller_webhooks.worker.background import BackgroundThread
 from reseller_webhooks.worker.delivery.deliverer import Deliverer
 
 log = logging.getLogger(__name__)
@@ -18,10 +19,10 @@ log = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL_S = 1.0
 
 
-def start_heartbeat(deliverer: Deliverer) -> threading.Event:
-    stop = threading.Event()
+def heartbeat(deliverer: Deliverer) -> BackgroundThread:
+    """The heartbeat of ``deliverer``'s slots, once a second until stopped."""
 
-    def run() -> None:
+    def run(stop: threading.Event) -> None:
         failing = False
         while not stop.wait(HEARTBEAT_INTERVAL_S):
             try:
@@ -33,5 +34,4 @@ def start_heartbeat(deliverer: Deliverer) -> threading.Event:
             else:
                 failing = False
 
-    threading.Thread(target=run, name="webhooks-heartbeat", daemon=True).start()
-    return stop
+    return BackgroundThread("webhooks-heartbeat", run)

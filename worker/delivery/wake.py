@@ -82,21 +82,28 @@ class Wakeups:
         """Subscribed: a wake-up published now reaches this process's waiters."""
         return self._live
 
-    def start(self) -> threading.Event:
-        """Start the listener thread; set the returned event (or call :meth:`close`) to stop
-        it."""
+    @property
+    def name(self) -> str:
+        return "webhooks-wakeups"
+
+    def start(self) -> None:
+        """Start the listener thread (:meth:`stop` ends it)."""
         self._stop = threading.Event()
         self._thread = threading.Thread(
-            target=self._listen, args=(self._stop,), name="webhooks-wakeups", daemon=True
+            target=self._listen, args=(self._stop,), name=self.name, daemon=True
         )
         self._thread.start()
-        return self._stop
+
+    def stop(self, timeout_s: float = 5.0) -> bool:
+        """Stop the listener and wait (bounded) for it to end; False if it is still running."""
+        self._stop.set()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Stop the listener and wait (bounded) for it to end."""
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join(timeout_s)
+        self.stop(timeout_s)
 
     def linger(self, name: str, seconds: float = LINGER_S) -> Linger:
         """One task's lingering on wake-ups named ``name``; use it as a context manager."""

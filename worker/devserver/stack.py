@@ -181,19 +181,45 @@ def describe_exit(name: str, code: int) -> str:
     return f"{name} exited with code {code}"
 
 
+@dataclass(frozen=True)
+class Ports:
+    """The ports ``dev`` listens on (``None``: that part is not started)."""
+
+    redis: int
+    receiver: int
+    flower: int | None
+    console: int | None
+
+    def to_check(self, *, embedded_redis: bool) -> dict[str, int]:
+        """Each port ``dev`` will listen on, by service."""
+        ports = {"redis": self.redis} if embedded_redis else {}
+        ports["receiver"] = self.receiver
+        if self.flower:
+            ports["flower"] = self.flower
+        if self.console:
+            ports["console"] = self.console
+        return ports
+
+
+@dataclass
+class Running:
+    """What ``dev`` started, once every part is under way."""
+
+    redis_url: str
+    receiver: Receiver
+    worker: Child
+    flower: Child | None
+    console: Child | None
+
+
 def run_dev(
     *, redis_port: int, receiver_port: int, flower_port: int | None, console_port: int | None = None
 ) -> None:
     """Run until Ctrl-C or SIGTERM (then return), or until a part dies (then exit with 1)."""
     settings = load_settings()
     env_url = os.environ.get("REDIS_URL")
-    ports = {"redis": redis_port} if not env_url else {}
-    ports["receiver"] = receiver_port
-    if flower_port:
-        ports["flower"] = flower_port
-    if console_port:
-        ports["console"] = console_port
-    problem = busy_ports(ports)
+    ports = Ports(redis_port, receiver_port, flower_port, console_port)
+    problem = busy_ports(ports.to_check(embedded_redis=not env_url))
     if problem:
         raise ConfigError(problem)
 
@@ -204,130 +230,156 @@ def run_dev(
     with ExitStack() as stack:
         stack.callback(click.echo, "stopped")
         children: list[Child] = []
-        stack.callback(_stop_all, children)
+        stack.callback(_stop_all, children)  # the last started stops first
         try:
-            if env_url:
-                redis_url = env_url
-            else:
-                server = RedisServer(
-                    DEV_DIR / "redis", port=redis_port, binary=settings.redis_server
-                )
-                server.start()
-                assert server.process is not None
-                children.append(Child("redis-server (embedded)", server.process))
-                redis_url = server.url
-            secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-            try:
-                receiver = Receiver(secret=secret, port=receiver_port, on_receive=_print_delivery)
-            except OSError as exc:
-                raise ConfigError(
-                    f"port {receiver_port} (receiver) cannot be listened on: {exc.strerror}"
-                ) from None
-            stack.callback(receiver.stop)
-            receiver.start()
-            env = {
-                **os.environ,
-                "REDIS_URL": redis_url,
-                "WEBHOOKS_SUBSCRIBERS": str(_write_subscribers(receiver)),
-                "DEV_WEBHOOK_SECRET": secret,
-            }
-            worker = Child(
-                "the worker",
-                subprocess.Popen(
-                    [sys.executable, "-m", "reseller_webhooks.worker", "worker"],
-                    env={**env, "PYTHONUNBUFFERED": "1"},  # its lines as they come
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                ),
-            )
-            children.append(worker)
-            assert worker.process.stdout is not None
-            threading.Thread(
-                target=_pump,
-                args=(
-                    worker.process.stdout,
-                    sys.stdout.buffer,
-                    worker.ready,
-                    b" ready.",
-                ),
-                daemon=True,
-            ).start()
-            flower = None
-            if flower_port:
-                flower = Child(
-                    "flower",
-                    subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "celery",
-                            "-A",
-                            "reseller_webhooks.worker.queue.app",
-                            "flower",
-                            f"--port={flower_port}",
-                            "--address=127.0.0.1",
-                        ],
-                        env={**env, "FLOWER_UNAUTHENTICATED_API": "true"},  # loopback only
-                    ),
-                )
-                children.append(flower)
-            console = None
-            if console_port:
-                # On loopback and without a login (unless the environment sets one); it never
-                # needs the subscriber's secret.
-                console = Child(
-                    "the console",
-                    subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "worker",
-                            "console",
-                            "--host=127.0.0.1",
-                            f"--port={console_port}",
-                        ],
-                        env={k: v for k, v in env.items() if k != "DEV_WEBHOOK_SECRET"},
-                    ),
-                )
-                children.append(console)
-
-            deadline = time.monotonic() + READY_TIMEOUT_S
-            while waiting := [
-                name
-                for name, ready in (
-                    ("the worker", worker.ready.is_set()),
-                    ("flower", flower is None or _port_open(flower_port or 0)),
-                    ("the console", console is None or _port_open(console_port or 0)),
-                )
-                if not ready
-            ]:
-                failure = _first_exit(children)
-                if failure or stopped.wait(0.1):
-                    break
-                if time.monotonic() > deadline:
-                    failure = f"{' and '.join(waiting)} not ready within {READY_TIMEOUT_S:.0f} s"
-                    break
-            else:
-                shown_url = redact_redis_url(redis_url)
-                hint_url = redis_url if shown_url == redis_url else None
-                click.echo(
-                    "\nreseller-webhooks dev is running:\n"
-                    f"  redis     {shown_url}{'' if env_url else ' (embedded)'}\n"
-                    f"  receiver  {receiver.url}/webhooks (verifies signatures)\n"
-                    + (f"  flower    http://127.0.0.1:{flower_port}\n" if flower_port else "")
-                    + (f"  console   http://127.0.0.1:{console_port}\n" if console_port else "")
-                    + "Publish a sample event from another terminal"
-                    + (" (with REDIS_URL set as for dev):\n" if hint_url is None else ":\n")
-                    + f"  {publish_hint(hint_url, console_script(), Path.cwd())}\n"
-                    "Ctrl-C stops everything.\n"
-                )
-                while not stopped.wait(0.5):
-                    failure = _first_exit(children)
-                    if failure:
-                        break
+            redis_url = env_url or _start_redis(settings.redis_server, ports.redis, children)
+            running = _start_parts(stack, children, redis_url, ports)
+            ready, failure = _wait_ready(running, ports, children, stopped)
+            if ready:
+                click.echo(_banner(running, ports, embedded_redis=not env_url))
+                failure = _watch(children, stopped)
         except KeyboardInterrupt:
             pass
         if failure:
             click.echo(f"error: {failure}; stopping everything", err=True)
     if failure:
         sys.exit(1)
+
+
+def _start_redis(binary: Path | None, port: int, children: list[Child]) -> str:
+    """Start the embedded Redis; its URL."""
+    server = RedisServer(DEV_DIR / "redis", port=port, binary=binary)
+    server.start()
+    assert server.process is not None
+    children.append(Child("redis-server (embedded)", server.process))
+    return server.url
+
+
+def _start_parts(stack: ExitStack, children: list[Child], redis_url: str, ports: Ports) -> Running:
+    """Start the receiver, then the worker, Flower and the console on ``redis_url``."""
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    try:
+        receiver = Receiver(secret=secret, port=ports.receiver, on_receive=_print_delivery)
+    except OSError as exc:
+        raise ConfigError(
+            f"port {ports.receiver} (receiver) cannot be listened on: {exc.strerror}"
+        ) from None
+    stack.callback(receiver.stop)
+    receiver.start()
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "WEBHOOKS_SUBSCRIBERS": str(_write_subscribers(receiver)),
+        "DEV_WEBHOOK_SECRET": secret,
+    }
+    worker = _start_worker(env)
+    children.append(worker)
+    flower = _start_flower(env, ports.flower) if ports.flower else None
+    if flower:
+        children.append(flower)
+    # On loopback and without a login (unless the environment sets one); it never needs the
+    # subscriber's secret.
+    console_env = {k: v for k, v in env.items() if k != "DEV_WEBHOOK_SECRET"}
+    console = _start_console(console_env, ports.console) if ports.console else None
+    if console:
+        children.append(console)
+    return Running(redis_url, receiver, worker, flower, console)
+
+
+def _start_worker(env: Mapping[str, str]) -> Child:
+    """The worker, its output copied through; ``ready`` is set at Celery's ready line."""
+    worker = Child(
+        "the worker",
+        subprocess.Popen(
+            [sys.executable, "-m", "reseller_webhooks.worker", "worker"],
+            env={**env, "PYTHONUNBUFFERED": "1"},  # its lines as they come
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        ),
+    )
+    assert worker.process.stdout is not None
+    threading.Thread(
+        target=_pump,
+        args=(worker.process.stdout, sys.stdout.buffer, worker.ready, b" ready."),
+        daemon=True,
+    ).start()
+    return worker
+
+
+def _start_flower(env: Mapping[str, str], port: int) -> Child:
+    command = [sys.executable, "-m", "celery", "-A", "reseller_webhooks.worker.queue.app"]
+    return Child(
+        "flower",
+        subprocess.Popen(
+            [*command, "flower", f"--port={port}", "--address=127.0.0.1"],
+            env={**env, "FLOWER_UNAUTHENTICATED_API": "true"},  # loopback only
+        ),
+    )
+
+
+def _start_console(env: Mapping[str, str], port: int) -> Child:
+    return Child(
+        "the console",
+        subprocess.Popen(
+            [
+                *(sys.executable, "-m", "reseller_webhooks.worker", "console"),
+                "--host=127.0.0.1",
+                f"--port={port}",
+            ],
+            env=env,
+        ),
+    )
+
+
+def _waiting_for(running: Running, ports: Ports) -> list[str]:
+    """The parts not ready yet."""
+    return [
+        name
+        for name, ready in (
+            ("the worker", running.worker.ready.is_set()),
+            ("flower", running.flower is None or _port_open(ports.flower or 0)),
+            ("the console", running.console is None or _port_open(ports.console or 0)),
+        )
+        if not ready
+    ]
+
+
+def _wait_ready(
+    running: Running, ports: Ports, children: list[Child], stopped: threading.Event
+) -> tuple[bool, str | None]:
+    """Wait until every part is ready: ``(True, None)``; ``(False, why)`` when one died or
+    took too long; ``(False, None)`` when ``dev`` was told to stop first."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while waiting := _waiting_for(running, ports):
+        failure = _first_exit(children)
+        if failure or stopped.wait(0.1):
+            return False, failure
+        if time.monotonic() > deadline:
+            return False, f"{' and '.join(waiting)} not ready within {READY_TIMEOUT_S:.0f} s"
+    return True, None
+
+
+def _banner(running: Running, ports: Ports, *, embedded_redis: bool) -> str:
+    """Where everything is, and the command that publishes a sample event."""
+    shown_url = redact_redis_url(running.redis_url)
+    hint_url = running.redis_url if shown_url == running.redis_url else None
+    return (
+        "\nreseller-webhooks dev is running:\n"
+        f"  redis     {shown_url}{' (embedded)' if embedded_redis else ''}\n"
+        f"  receiver  {running.receiver.url}/webhooks (verifies signatures)\n"
+        + (f"  flower    http://127.0.0.1:{ports.flower}\n" if ports.flower else "")
+        + (f"  console   http://127.0.0.1:{ports.console}\n" if ports.console else "")
+        + "Publish a sample event from another terminal"
+        + (" (with REDIS_URL set as for dev):\n" if hint_url is None else ":\n")
+        + f"  {publish_hint(hint_url, console_script(), Path.cwd())}\n"
+        "Ctrl-C stops everything.\n"
+    )
+
+
+def _watch(children: list[Child], stopped: threading.Event) -> str | None:
+    """Until ``dev`` is told to stop (``None``) or a part dies (which one and how)."""
+    while not stopped.wait(0.5):
+        failure = _first_exit(children)
+        if failure:
+            return failure
+    return None

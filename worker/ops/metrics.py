@@ -29,6 +29,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from reseller_webhooks.worker.config.settings import WorkerSettings
+from reseller_webhooks.worker.records import scripts
 from reseller_webhooks.worker.records.store import Store
 
 log = logging.getLogger(__name__)
@@ -96,51 +97,6 @@ def record_sweep(late_ms: Sequence[int]) -> None:
         RETRY_LATENESS.observe(max(0, ms) / 1000)
 
 
-# KEYS: pending, due, active subscribers. ARGV: prefix, dead-letter ttl (ms), subscriber ids...
-# Read only, on the server's clock. Returns {per subscriber {id, backlog, oldest age ms, dead
-# letters held, dead letters ever, disabled 0/1, failing for ms}, undispatched events, oldest
-# undispatched age ms, due entries, most overdue ms}.
-STATS = """
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local prefix, dead_ttl = ARGV[1], tonumber(ARGV[2])
-local subs, seen = {}, {}
-local function add(sub)
-  if not seen[sub] then
-    seen[sub] = true
-    subs[#subs + 1] = sub
-  end
-end
-for i = 3, #ARGV do add(ARGV[i]) end
-for _, sub in ipairs(redis.call('SMEMBERS', KEYS[3])) do add(sub) end
-local rows = {}
-for _, sub in ipairs(subs) do
-  local open = prefix .. ':open:' .. sub
-  local backlog, oldest = redis.call('ZCARD', open), 0
-  if backlog > 0 then
-    oldest = math.max(0, now - tonumber(redis.call('ZRANGE', open, 0, 0, 'WITHSCORES')[2]))
-  end
-  local held = redis.call('ZCOUNT', prefix .. ':dead-of:' .. sub, '(' .. (now - dead_ttl), '+inf')
-  local ever = redis.call('HGET', prefix .. ':stats:dead-lettered', sub) or 0
-  local h = redis.call('HMGET', prefix .. ':subscriber:' .. sub, 'disabled', 'failing_since')
-  local failing = 0
-  if h[2] then failing = math.max(0, now - tonumber(h[2])) end
-  rows[#rows + 1] = {sub, backlog, oldest, held, tonumber(ever), h[1] == '1' and 1 or 0, failing}
-end
-local undispatched, oldest_undispatched = redis.call('LLEN', KEYS[1]), 0
-if undispatched > 0 then
-  local head = redis.call('LINDEX', KEYS[1], 0)
-  local at = redis.call('HGET', prefix .. ':event:' .. head, 'published_at')
-  if at then oldest_undispatched = math.max(0, now - tonumber(at)) end
-end
-local due, overdue = redis.call('ZCOUNT', KEYS[2], '-inf', now), 0
-if due > 0 then
-  overdue = math.max(0, now - tonumber(redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')[2]))
-end
-return {rows, undispatched, oldest_undispatched, due, overdue}
-"""
-
-
 @dataclass(frozen=True, slots=True)
 class SubscriberStats:
     subscriber_id: str
@@ -164,12 +120,12 @@ class Snapshot:
 
 
 class StatsReader:
-    """Reads a :class:`Snapshot` in one script call (``STATS``)."""
+    """Reads a :class:`Snapshot` in one script call (``records/lua/stats.lua``)."""
 
     def __init__(self, store: Store, *, dead_ttl_s: int) -> None:
         self.keys = store.keys
         self.dead_ttl_ms = dead_ttl_s * 1000
-        self._script = store.redis.register_script(STATS)
+        self._script = scripts.register(store.redis, "stats")
 
     def read(self, subscriber_ids: Iterable[str]) -> Snapshot:
         """The configured subscribers and every one that has had deliveries."""
@@ -228,68 +184,11 @@ class RedisCollector(Collector):
             snap = self.reader.read(self.subscriber_ids())
         except redis.RedisError as exc:
             log.warning("metrics: cannot read Redis (%s)", type(exc).__name__)
-            yield GaugeMetricFamily(
-                "webhooks_redis_up", "1 if this worker read Redis for this scrape.", value=0
-            )
+            yield _redis_up(0)
             return
-        yield GaugeMetricFamily(
-            "webhooks_redis_up", "1 if this worker read Redis for this scrape.", value=1
-        )
-        subs = snap.subscribers
-        yield _gauge(
-            "webhooks_backlog",
-            "Deliveries not yet finished (blocked, ready, running or waiting for a retry).",
-            ((s.subscriber_id, s.backlog) for s in subs),
-        )
-        yield _gauge(
-            "webhooks_oldest_pending_seconds",
-            "Age, since its publish, of the subscriber's oldest unfinished delivery (0: none).",
-            ((s.subscriber_id, s.oldest_s) for s in subs),
-        )
-        yield _gauge(
-            "webhooks_dead_letters",
-            "Dead letters held (not replayed, purged or expired).",
-            ((s.subscriber_id, s.dead_letters) for s in subs),
-        )
-        made = CounterMetricFamily(
-            "webhooks_dead_lettered",
-            "Deliveries dead-lettered, ever (kept in Redis: the same on every worker).",
-            labels=["subscriber"],
-        )
-        for s in subs:
-            made.add_metric([s.subscriber_id], s.dead_lettered_total)
-        yield made
-        yield _gauge(
-            "webhooks_subscriber_disabled",
-            "1 while the subscriber is disabled (410 Gone, persistent failure or an operator).",
-            ((s.subscriber_id, int(s.disabled)) for s in subs),
-        )
-        yield _gauge(
-            "webhooks_subscriber_failing_seconds",
-            "How long every attempt to the subscriber has failed (0: its last one succeeded).",
-            ((s.subscriber_id, s.failing_s) for s in subs),
-        )
-        yield GaugeMetricFamily(
-            "webhooks_undispatched_events",
-            "Published events not yet fanned out to their subscribers.",
-            value=snap.undispatched,
-        )
-        yield GaugeMetricFamily(
-            "webhooks_oldest_undispatched_seconds",
-            "Age of the oldest event not yet fanned out (0: none).",
-            value=snap.oldest_undispatched_s,
-        )
-        yield GaugeMetricFamily(
-            "webhooks_due_retries",
-            "Retries (and leases of dead workers) whose time has come, not yet taken by a"
-            " scheduler.",
-            value=snap.due,
-        )
-        yield GaugeMetricFamily(
-            "webhooks_scheduler_lateness_seconds",
-            "How long the most overdue of those has waited (0: the scheduler is keeping up).",
-            value=snap.overdue_s,
-        )
+        yield _redis_up(1)
+        yield from _per_subscriber(snap.subscribers)
+        yield from _deployment_wide(snap)
         yield GaugeMetricFamily(
             "webhooks_metrics_read_seconds",
             "How long this scrape took to read Redis.",
@@ -297,31 +196,128 @@ class RedisCollector(Collector):
         )
 
 
-def serve(
-    settings: WorkerSettings, store: Store, subscriber_ids: Callable[[], Iterable[str]]
-) -> tuple[str, int] | None:
-    """Start the /metrics endpoint in a thread; None when disabled or its port is taken.
+def _redis_up(value: int) -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        "webhooks_redis_up", "1 if this worker read Redis for this scrape.", value=value
+    )
+
+
+def _per_subscriber(subs: Sequence[SubscriberStats]) -> Iterable[Metric]:
+    """Backlog, dead letters and health, one sample per subscriber each."""
+    yield _gauge(
+        "webhooks_backlog",
+        "Deliveries not yet finished (blocked, ready, running or waiting for a retry).",
+        ((s.subscriber_id, s.backlog) for s in subs),
+    )
+    yield _gauge(
+        "webhooks_oldest_pending_seconds",
+        "Age, since its publish, of the subscriber's oldest unfinished delivery (0: none).",
+        ((s.subscriber_id, s.oldest_s) for s in subs),
+    )
+    yield _gauge(
+        "webhooks_dead_letters",
+        "Dead letters held (not replayed, purged or expired).",
+        ((s.subscriber_id, s.dead_letters) for s in subs),
+    )
+    made = CounterMetricFamily(
+        "webhooks_dead_lettered",
+        "Deliveries dead-lettered, ever (kept in Redis: the same on every worker).",
+        labels=["subscriber"],
+    )
+    for s in subs:
+        made.add_metric([s.subscriber_id], s.dead_lettered_total)
+    yield made
+    yield _gauge(
+        "webhooks_subscriber_disabled",
+        "1 while the subscriber is disabled (410 Gone, persistent failure or an operator).",
+        ((s.subscriber_id, int(s.disabled)) for s in subs),
+    )
+    yield _gauge(
+        "webhooks_subscriber_failing_seconds",
+        "How long every attempt to the subscriber has failed (0: its last one succeeded).",
+        ((s.subscriber_id, s.failing_s) for s in subs),
+    )
+
+
+def _deployment_wide(snap: Snapshot) -> Iterable[Metric]:
+    """Events not yet fanned out, and retries the scheduler has yet to take."""
+    yield GaugeMetricFamily(
+        "webhooks_undispatched_events",
+        "Published events not yet fanned out to their subscribers.",
+        value=snap.undispatched,
+    )
+    yield GaugeMetricFamily(
+        "webhooks_oldest_undispatched_seconds",
+        "Age of the oldest event not yet fanned out (0: none).",
+        value=snap.oldest_undispatched_s,
+    )
+    yield GaugeMetricFamily(
+        "webhooks_due_retries",
+        "Retries (and leases of dead workers) whose time has come, not yet taken by a scheduler.",
+        value=snap.due,
+    )
+    yield GaugeMetricFamily(
+        "webhooks_scheduler_lateness_seconds",
+        "How long the most overdue of those has waited (0: the scheduler is keeping up).",
+        value=snap.overdue_s,
+    )
+
+
+class MetricsServer:
+    """The /metrics endpoint on a thread of its own, from :meth:`start` to :meth:`stop`.
 
     ``subscriber_ids`` gives the configured subscribers at each scrape; those that have had
-    deliveries are reported too, configured or not."""
+    deliveries are reported too, configured or not. A port already taken is logged and the
+    worker runs on without an endpoint."""
+
+    def __init__(
+        self, settings: WorkerSettings, store: Store, subscriber_ids: Callable[[], Iterable[str]]
+    ) -> None:
+        self._settings = settings
+        self._collector = RedisCollector(
+            store, subscriber_ids, dead_ttl_s=settings.dead_letter_retention_s
+        )
+        self._server: Any = None
+        self._thread: Any = None
+
+    @property
+    def name(self) -> str:
+        return "webhooks-metrics"
+
+    def start(self) -> None:
+        settings = self._settings
+        REGISTRY.register(self._collector)
+        try:
+            self._server, self._thread = start_http_server(
+                settings.metrics_port, addr=settings.metrics_host, registry=REGISTRY
+            )
+        except OSError as exc:
+            log.error(
+                "metrics: cannot listen on %s:%d (%s); this worker serves no /metrics"
+                " (WEBHOOKS_METRICS_PORT)",
+                settings.metrics_host,
+                settings.metrics_port,
+                exc.strerror or type(exc).__name__,
+            )
+            return
+        host, port = self._server.server_address[:2]
+        log.info("metrics on http://%s:%d/metrics", host, port)
+
+    def stop(self, timeout_s: float) -> bool:
+        """Close the listening socket and end its thread."""
+        REGISTRY.unregister(self._collector)
+        if self._server is None:
+            return True
+        self._server.shutdown()  # returns once the serving loop has ended (it polls every 0.5 s)
+        self._server.server_close()
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+
+def metrics_server(
+    settings: WorkerSettings, store: Store, subscriber_ids: Callable[[], Iterable[str]]
+) -> MetricsServer | None:
+    """The worker's /metrics endpoint, to start; None when ``WEBHOOKS_METRICS_PORT`` is 0."""
     if settings.metrics_port == 0:
         return None
-    REGISTRY.register(
-        RedisCollector(store, subscriber_ids, dead_ttl_s=settings.dead_letter_retention_s)
-    )
-    try:
-        server, _thread = start_http_server(
-            settings.metrics_port, addr=settings.metrics_host, registry=REGISTRY
-        )
-    except OSError as exc:
-        log.error(
-            "metrics: cannot listen on %s:%d (%s); this worker serves no /metrics"
-            " (WEBHOOKS_METRICS_PORT)",
-            settings.metrics_host,
-            settings.metrics_port,
-            exc.strerror or type(exc).__name__,
-        )
-        return None
-    host, port = server.server_address[:2]
-    log.info("metrics on http://%s:%d/metrics", host, port)
-    return str(host), int(port)
+    return MetricsServer(settings, store, subscriber_ids)

@@ -1,7 +1,11 @@
 """The Celery application, configured for at-least-once delivery on Redis.
 
 ``celery -A reseller_webhooks.worker.queue.app worker`` works, but ``reseller-webhooks worker`` is
-the supported entry: it validates the subscribers file first and starts the embedded scheduler.
+the supported entry: it validates the subscribers file and the settings first. The tasks
+(``queue.tasks``) are imported by the worker as it starts (``include``), not by this module, and
+what runs beside them (heartbeat, scheduler, ...) is started and stopped by the bootstep of
+``queue.lifecycle``. Processes that only send a task by name use a light app built from the
+settings instead (``producers.publisher.celery_client``).
 """
 
 from __future__ import annotations
@@ -14,17 +18,20 @@ from kombu.entity import Exchange, Queue
 from reseller_webhooks.producers.connection import broker_options
 from reseller_webhooks.producers.wire import DELIVER_TASK, DISPATCH_TASK, Keys
 from reseller_webhooks.worker.config.settings import WorkerSettings
-from reseller_webhooks.worker.queue import screen as broker
-from reseller_webhooks.worker.queue.consumer import record_bad_message
+from reseller_webhooks.worker.queue import kombu_overrides
+
+#: Imported by a worker as it starts, not by this module (Flower and ``celery inspect`` import it
+#: too, and need neither the tasks nor what runs beside them).
+TASK_MODULES = ["reseller_webhooks.worker.queue.tasks"]
+LIFECYCLE_STEP = "reseller_webhooks.worker.queue.lifecycle:Lifecycle"
 
 
 def celery_config(settings: WorkerSettings) -> dict[str, Any]:
+    """Celery's settings for the worker: plain data only (``celery inspect`` serialises them)."""
     keys = Keys(settings.key_prefix)
     # Where Redis is (redis://, rediss:// verified, or Sentinel), reconnecting for ever; the
     # visibility timeout: messages whose worker died come back after this long.
     broker = broker_options(settings)
-    # Queue entries that are not messages are recorded here and dropped (queue.screen).
-    broker["broker_transport_options"]["on_stray_message"] = record_bad_message
     return {
         **broker,
         "task_serializer": "json",
@@ -50,22 +57,16 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
 
 def make_app(settings: WorkerSettings | None = None) -> Celery:
     settings = settings or WorkerSettings()
-    broker.install()  # redis://, rediss:// and sentinel:// screen what they pop (queue.screen)
-    celery = Celery("reseller-webhooks", set_as_current=False)
+    # redis://, rediss:// and sentinel:// screen what they pop (queue.kombu_overrides)
+    kombu_overrides.install()
+    celery = Celery("reseller-webhooks", include=TASK_MODULES, set_as_current=False)
     celery.conf.update(celery_config(settings))
+    celery.steps["worker"].add(LIFECYCLE_STEP)
     # On the app object, not in ``celery.conf``: `celery inspect conf` and Flower's Config tab
     # show the conf, and Celery masks only its own settings (broker_url), not ours.
     celery.webhooks_settings = settings
     return celery
 
 
-def settings_of(celery: Celery) -> WorkerSettings:
-    """The settings an app from :func:`make_app` was built with."""
-    settings: WorkerSettings = celery.webhooks_settings
-    return settings
-
-
 app = make_app()
-keys = Keys(settings_of(app).key_prefix)
-
-import reseller_webhooks.worker.queue.tasks  # noqa: E402, F401  (registers the tasks on ``app``)
+keys = Keys(app.webhooks_settings.key_prefix)

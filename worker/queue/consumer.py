@@ -1,11 +1,11 @@
 """Celery's consumer, but a message it cannot run is dead-lettered and acknowledged, never fatal.
 
-The transport (``queue.screen``) already dropped entries that are not kombu messages at all;
-what reaches this consumer is a message, but maybe not a task: a content type other than JSON, a
-body that does not decode, no task name, a task this worker does not know, or a body Celery
-cannot unpack into arguments. Each is recorded in ``dlq messages`` (reason and the first bytes
-of the body) and removed from the queue. Celery's own handlers would log the body (personal data
-in a stray message) and, for some of these, raise in the event loop and stop the worker.
+The transport (``queue.kombu_overrides``) already dropped entries that are not kombu messages at
+all; what reaches this consumer is a message, but maybe not a task: a content type other than
+JSON, a body that does not decode, no task name, a task this worker does not know, or a body
+Celery cannot unpack into arguments. Each is recorded in ``dlq messages`` (reason and the first
+bytes of the body) and removed from the queue. Celery's own handlers would log the body (personal
+data in a stray message) and, for some of these, raise in the event loop and stop the worker.
 
 Wrong arguments for a known task fail inside the task and are recorded by ``queue.tasks``.
 """
@@ -16,19 +16,18 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from celery import signals
+from celery import Celery, signals
 from celery.worker.consumer.consumer import Consumer as CeleryConsumer
 
+from reseller_webhooks.worker.queue.context import runtime_of
 from reseller_webhooks.worker.queue.envelope import excerpt
 
 log = logging.getLogger(__name__)
 
 
-def record_bad_message(task: str, reason: str, raw: bytes | str | None) -> None:
+def record_bad_message(celery: Celery, task: str, reason: str, raw: bytes | str | None) -> None:
     """Add a record to ``dlq messages`` (the worker's store); the message itself is gone."""
-    from reseller_webhooks.worker.queue.tasks import runtime
-
-    runtime().store.bad_message(task or "?", reason, excerpt(raw or b""))
+    runtime_of(celery).store.bad_message(task or "?", reason, excerpt(raw or b""))
 
 
 def task_body_problem(body: Any) -> str | None:
@@ -65,7 +64,7 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
         task = _task_name(message)
         log.error("dead-lettered a message for task %s: %s", task, reason)
         try:
-            record_bad_message(task, reason, getattr(message, "body", None))
+            record_bad_message(self.app, task, reason, getattr(message, "body", None))
         except Exception:
             log.exception("could not record the message for task %s", task)
         if not message.acknowledged:

@@ -9,9 +9,9 @@ kombu stores each message on a Redis list as a JSON envelope::
 
 and trusts it: anything else raises inside the worker's event loop, which Celery treats as an
 unrecoverable error (the worker exits and the entry is gone). :func:`screen` names what is wrong
-with an entry, so that the transport (``queue.screen``) can record and drop it instead. What it
-admits is exactly what kombu can turn into a message and put back on a queue; whether the message
-is a valid task (content type, task name, arguments) is Celery's part (``queue.consumer``).
+with an entry, so that the transport (``queue.kombu_overrides``) can record and drop it instead.
+What it admits is exactly what kombu can turn into a message and put back on a queue; whether the
+message is a valid task (content type, task name, arguments) is Celery's part (``queue.consumer``).
 """
 
 from __future__ import annotations

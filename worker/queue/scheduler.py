@@ -14,6 +14,7 @@ import redis
 from celery import Celery
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from reseller_webhooks.worker.background import BackgroundThread
 from reseller_webhooks.worker.config.settings import WorkerSettings
 from reseller_webhooks.worker.ops import metrics
 from reseller_webhooks.worker.queue.triggers import send_deliver, send_dispatch
@@ -73,10 +74,6 @@ class Scheduler:
             if moved[0] < self.settings.scheduler_batch:
                 stop.wait(self.settings.scheduler_interval_s)
 
-    def start_thread(self) -> tuple[threading.Thread, threading.Event]:
-        stop = threading.Event()
-        thread = threading.Thread(
-            target=self.run, args=(stop,), name="webhooks-scheduler", daemon=True
-        )
-        thread.start()
-        return thread, stop
+    def thread(self) -> BackgroundThread:
+        """This scheduler on a thread of its own (the embedded scheduler of a worker)."""
+        return BackgroundThread("webhooks-scheduler", self.run)

@@ -7,30 +7,20 @@ Flower shows: how many events, or which subscriber and how many attempts of each
 
 from __future__ import annotations
 
-import gc
 import logging
 import re
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from celery.signals import (
-    task_failure,
-    worker_init,
-    worker_ready,
-    worker_shutdown,
-)
+from celery.signals import task_failure
 
 from reseller_webhooks.producers.wire import DELIVER_TASK, DISPATCH_TASK
-from reseller_webhooks.worker.config.reload import watch as watch_subscribers
 from reseller_webhooks.worker.delivery.deliverer import TIME_SLICE_S
-from reseller_webhooks.worker.delivery.heartbeat import start_heartbeat
-from reseller_webhooks.worker.delivery.runtime import Runtime, get_runtime
-from reseller_webhooks.worker.delivery.wake import DISPATCH, seats
-from reseller_webhooks.worker.ops import metrics
-from reseller_webhooks.worker.queue.affinity import CoreClaim, pin_worker
+from reseller_webhooks.worker.delivery.runtime import Runtime
+from reseller_webhooks.worker.delivery.wake import DISPATCH
 from reseller_webhooks.worker.queue.app import app
-from reseller_webhooks.worker.queue.scheduler import Scheduler
+from reseller_webhooks.worker.queue.context import runtime_of
 from reseller_webhooks.worker.queue.triggers import send_deliver, send_dispatch
 from reseller_webhooks.worker.records.store import Trigger
 
@@ -41,7 +31,7 @@ _TOKEN = re.compile(r"^[0-9]{1,20}$")
 
 
 def runtime() -> Runtime:
-    return get_runtime(app.webhooks_settings)
+    return runtime_of(app)
 
 
 def _send(rt: Runtime) -> Any:
@@ -116,47 +106,3 @@ def _failed(sender: Any = None, exception: BaseException | None = None, **kw: An
     name = getattr(sender, "name", "?")
     reason = f"task raised {type(exception).__name__}: {exception}"
     runtime().store.bad_message(name, reason, {"args": kw.get("args"), "kwargs": kw.get("kwargs")})
-
-
-_scheduler_stop: list[Any] = []
-_core_claims: list[CoreClaim] = []
-
-
-@worker_init.connect
-def _pin(sender: Any = None, **_: Any) -> None:
-    """Before the pool starts: one core for this process (see queue.affinity)."""
-    rt = runtime()
-    claim = pin_worker(rt.store.redis, rt.keys, rt.settings.cpu_affinity)
-    if claim is not None:
-        _core_claims.append(claim)
-
-
-@worker_ready.connect
-def _start(sender: Any = None, **_: Any) -> None:
-    """Build the runtime before the first task, and start the embedded scheduler."""
-    rt = runtime()
-    threads = getattr(getattr(sender, "controller", None), "concurrency", None)
-    if isinstance(threads, int) and threads > 0:  # --concurrency may override the setting
-        rt.deliverer.threads_per_subscriber = max(1, threads // 2)
-        rt.deliverer.wakeups.seats = seats(threads)
-    # The subscribers file as loaded at each scrape (a reload may change it).
-    metrics.serve(rt.settings, rt.store, lambda: [s.id for s in rt.config.subscribers])
-    # Everything built so far lives as long as the process: keep it out of the collector's
-    # full passes, which otherwise stall deliveries for tens of milliseconds.
-    gc.freeze()
-    _scheduler_stop.append(start_heartbeat(rt.deliverer))
-    _scheduler_stop.append(rt.deliverer.wakeups.start())
-    watching = watch_subscribers(rt)
-    if watching is not None:
-        _scheduler_stop.append(watching)
-    if rt.settings.embedded_scheduler:
-        _thread, stop = Scheduler(store=rt.store, celery=app, settings=rt.settings).start_thread()
-        _scheduler_stop.append(stop)
-
-
-@worker_shutdown.connect
-def _stop(sender: Any = None, **_: Any) -> None:
-    for stop in _scheduler_stop:
-        stop.set()
-    for claim in _core_claims:
-        claim.release()

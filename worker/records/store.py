@@ -15,8 +15,8 @@ event to one subscriber) per matching subscriber: a HASH
 
 Ready deliveries wait in their subscriber's ``ready`` list; running and waiting ones are in the
 ``due`` ZSET, scored by lease end or next due time. Every transition is one Lua script
-(``records.scripts``) on the Redis server's clock, so two workers or two schedulers never both own
-a delivery and a worker's clock cannot move a deadline.
+(``records/lua/``, loaded by ``records.scripts``) on the Redis server's clock, so two workers or
+two schedulers never both own a delivery and a worker's clock cannot move a deadline.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import redis
@@ -39,6 +40,12 @@ SLOT_TTL_S = 5.0
 
 #: The reason of a disable an operator gives none for.
 DISABLED_BY_OPERATOR = "disabled by an operator"
+
+
+def iso_ms(ms: int) -> str:
+    """RFC 3339 in UTC with milliseconds: the text of the times the scripts write for people."""
+    at = datetime.fromtimestamp(ms // 1000, UTC).replace(microsecond=ms % 1000 * 1000)
+    return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def delivery_id(event_id: str, subscriber_id: str) -> str:
@@ -147,14 +154,14 @@ class Store:
         self._log_size = attempt_log_size
         self._trigger_ms = int(trigger_expiry_s * 1000)
         self._failing_after = failing_after
-        self._drain = client.register_script(scripts.DRAIN)
-        self._claim = client.register_script(scripts.CLAIM)
-        self._extend = client.register_script(scripts.EXTEND)
-        self._finish = client.register_script(scripts.FINISH)
-        self._sweep = client.register_script(scripts.SWEEP)
-        self._heartbeat = client.register_script(scripts.HEARTBEAT)
-        self.replay_script = client.register_script(scripts.REPLAY)
-        self._expedite = client.register_script(scripts.EXPEDITE)
+        self._drain = scripts.register(client, "drain")
+        self._claim = scripts.register(client, "claim")
+        self._extend = scripts.register(client, "extend")
+        self._finish = scripts.register(client, "finish")
+        self._sweep = scripts.register(client, "sweep")
+        self._heartbeat = scripts.register(client, "heartbeat")
+        self.replay_script = scripts.register(client, "replay")
+        self._expedite = scripts.register(client, "expedite")
 
     def drain(
         self,
@@ -164,25 +171,17 @@ class Store:
         now_iso: str,
         keep_armed: bool = False,
     ) -> Drained:
-        """Fan out up to ``batch`` pending events in one script call (see ``scripts.DRAIN``).
+        """Fan out up to ``batch`` pending events in one script call (see ``lua/drain.lua``).
 
         With ``keep_armed`` the dispatch trigger stays armed when the list is empty (the caller
         drains again shortly), else it is disarmed in the same step."""
-        args: list[Any] = [
-            self.keys.prefix,
-            batch,
-            self._trigger_ms,
-            self._record_ttl,
-            self._log_size,
-            now_iso,
-            int(keep_armed),
-            len(routes),
-        ]
+        k = self.keys
+        args: list[Any] = [k.prefix, batch, self._trigger_ms, self._record_ttl, self._log_size]
+        args += [now_iso, int(keep_armed), scripts.USER_EVENTS_KEPT, len(routes)]
         for event_type, subs in routes.items():
             args += [event_type, len(subs)]
             for r in subs:
                 args += [r.subscriber_id, int(r.ordered), int(r.coalesce)]
-        k = self.keys
         events, missing, triggers, more = cast(
             list[Any],
             self._drain(keys=[k.pending, k.dispatch_armed, k.due, k.active_subscribers], args=args),
@@ -206,17 +205,8 @@ class Store:
         ``delivery.wake``). ``finished`` attempts are recorded first (as :meth:`finish` does), in
         the same round trip."""
         started = time.monotonic()
-        args: list[Any] = [
-            self.keys.prefix,
-            subscriber_id,
-            token,
-            lease_ms,
-            most,
-            bound,
-            self._trigger_ms,
-            int(SLOT_TTL_S * 1000),
-            int(keep),
-        ]
+        args: list[Any] = [self.keys.prefix, subscriber_id, token, lease_ms, most, bound]
+        args += [self._trigger_ms, int(SLOT_TTL_S * 1000), int(keep)]
         if finished:
             reply = self._finish_then_claim(finished, args)
         else:
@@ -313,13 +303,9 @@ class Store:
         return [bool(o) for o in owned]
 
     def _finish_args(self, results: Sequence[tuple[Claim, Finish]]) -> list[Any]:
-        args: list[Any] = [
-            self.keys.prefix,
-            self._record_ttl,
-            self._log_size,
-            self._dead_ttl,
-            self._failing_after,
-        ]
+        now_iso = iso_ms(int(time.time() * 1000))
+        args: list[Any] = [self.keys.prefix, self._record_ttl, self._log_size, self._dead_ttl]
+        args += [self._failing_after, now_iso, scripts.RECENT_KEPT, scripts.RATE_TTL_S]
         for claim, result in results:
             args += [
                 claim.delivery_id,
@@ -335,7 +321,7 @@ class Store:
         return args
 
     def sweep(self, *, batch: int, dispatch_lost_after_s: float) -> Swept:
-        """Atomically take what is due or lapsed (see ``scripts.SWEEP``)."""
+        """Atomically take what is due or lapsed (see ``lua/sweep.lua``)."""
         k = self.keys
         triggers, dispatch, moved, late = cast(
             list[Any],
@@ -357,7 +343,7 @@ class Store:
         return _triggers(cast(list[Any], out)[1])
 
     def expedite(self, subscriber_id: str) -> int:
-        """Make the subscriber's waiting retries due now (see ``scripts.EXPEDITE``); returns how
+        """Make the subscriber's waiting retries due now (see ``lua/expedite.lua``); returns how
         many. Scans the due set without blocking Redis."""
         ids = [
             member.decode()
@@ -404,6 +390,7 @@ class Store:
             "reason",
             "disabled_at",
             "failing_since",
+            "failing_since_iso",
             "failures",
         )
 

@@ -1,0 +1,138 @@
+"""Commands that run something until stopped: ``worker``, ``scheduler``, ``dev``, ``console``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+
+from reseller_webhooks.producers.errors import ConfigError, WebhooksError
+from reseller_webhooks.worker.cli.common import fail, worker_settings
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    """Start a worker. Extra options pass through to ``celery worker``."""
+    from reseller_webhooks.producers.connection import check_redis
+    from reseller_webhooks.producers.settings import redact_redis_url
+    from reseller_webhooks.worker.delivery.runtime import load_subscribers
+    from reseller_webhooks.worker.queue.affinity import allowed_cpus, choose
+
+    settings = worker_settings()
+    try:
+        config = load_subscribers(settings)
+        choose(settings.cpu_affinity, allowed_cpus())  # a core it may not run on stops it here
+        # A certificate that does not verify or a wrong password stops it here, before "ready";
+        # an unreachable Redis is waited for.
+        unreachable = check_redis(settings)
+    except WebhooksError as exc:
+        fail(exc)
+    click.echo(f"subscribers: {len(config.subscribers)} loaded from {settings.subscribers}")
+    from reseller_webhooks.worker.queue import visibility
+
+    longest = max((s.timeout_s for s in config.subscribers), default=0.0)
+    too_short = visibility.visibility_warning(settings.visibility_timeout_s, longest)
+    if too_short:
+        logging.getLogger(visibility.__name__).warning("%s", too_short)
+    click.echo(f"redis: {redact_redis_url(settings.redis_url)}")
+    if unreachable:
+        click.echo(f"redis: not reachable yet ({unreachable}); the worker keeps trying", err=True)
+    from reseller_webhooks.worker.queue.app import app
+    from reseller_webhooks.worker.queue.app import keys as app_keys
+
+    argv = [
+        "worker",
+        "--loglevel=INFO",
+        "--without-mingle",  # nothing to sync at start-up; saves a second
+        f"--queues={app_keys.queue},{app_keys.retry_queue}",
+    ]
+    if not any(a.startswith(("-n", "--hostname")) for a in ctx.args):
+        argv.append(f"--hostname=webhooks-{os.getpid()}@%h")
+    sys.exit(_run_celery(app, argv + list(ctx.args)))
+
+
+def _run_celery(app: Any, argv: list[str]) -> int:
+    """``app.worker_main(argv)``, but returning the exit code, which Celery's ``app.start`` drops:
+    a worker stopped by an unrecoverable error must exit non-zero so a supervisor restarts it."""
+    from celery.bin.celery import celery as command
+
+    command.params[0].default = app  # what app.start() does
+    try:
+        return int(command.main(args=argv, standalone_mode=False) or 0)
+    finally:
+        command.params[0].default = None
+
+
+@click.command()
+def scheduler() -> None:
+    """Run the scheduler on its own (workers embed one unless WEBHOOKS_EMBEDDED_SCHEDULER=false)."""
+    import threading
+
+    from reseller_webhooks.producers.publisher import celery_client
+    from reseller_webhooks.worker.delivery.runtime import make_store
+    from reseller_webhooks.worker.queue.scheduler import Scheduler
+
+    settings = worker_settings()
+    stop = threading.Event()
+    try:
+        store = make_store(settings)
+    except ConfigError as exc:
+        fail(exc)
+    try:
+        Scheduler(store=store, celery=celery_client(settings), settings=settings).run(stop)
+    except KeyboardInterrupt:
+        stop.set()
+
+
+@click.command()
+@click.option("--redis-port", default=6399, show_default=True, help="Port of the embedded Redis.")
+@click.option("--receiver-port", default=8090, show_default=True)
+@click.option("--flower-port", default=5555, show_default=True)
+@click.option("--no-flower", is_flag=True, help="Do not start Flower.")
+@click.option("--console-port", default=5556, show_default=True)
+@click.option("--no-console", is_flag=True, help="Do not start the operator console.")
+def dev(
+    redis_port: int,
+    receiver_port: int,
+    flower_port: int,
+    no_flower: bool,
+    console_port: int,
+    no_console: bool,
+) -> None:
+    """Run everything locally: Redis (embedded unless REDIS_URL is set), a worker, Flower, the
+    operator console (loopback, no login) and a sample receiver that verifies signatures.
+    Ctrl-C stops it all."""
+    from reseller_webhooks.worker.devserver.stack import run_dev
+
+    try:
+        run_dev(
+            redis_port=redis_port,
+            receiver_port=receiver_port,
+            flower_port=None if no_flower else flower_port,
+            console_port=None if no_console else console_port,
+        )
+    except ConfigError as exc:
+        fail(exc)
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", default=5556, show_default=True, type=click.IntRange(0, 65535), help="0: any free."
+)
+@click.option("--read-only", is_flag=True, help="No actions: pages only (POSTs are refused).")
+def console(host: str, port: int, read_only: bool) -> None:
+    """Serve the operator console: subscriber health, the story of any delivery, dead letters
+    (replay, purge). Needs WEBHOOKS_CONSOLE_USER and WEBHOOKS_CONSOLE_PASSWORD (or
+    WEBHOOKS_CONSOLE_TOKEN) except on a loopback address."""
+    from reseller_webhooks.worker.console.app import serve
+
+    settings = worker_settings()
+    try:
+        serve(settings, host=host, port=port, read_only=read_only)
+    except ConfigError as exc:
+        fail(exc)

@@ -1,0 +1,244 @@
+-- FINISH: records attempts. Logs every attempt; counts it and moves the delivery on only while
+-- the lease is held (a worker that overran its lease never records over the new owner). A
+-- finished delivery hands its user's chain to the next in line.
+--
+-- Keeps the subscriber's health: a failure streak (``failing_since``, server ms, and
+-- ``failing_since_iso``, its text for the announcement), a disable after a 410 or after failing
+-- for ``disable after``. Records the operational events the attempts start or end exactly as a
+-- publish records an event (no user, so no ordering chain), with ``about`` naming the subscriber
+-- the drain must leave out; the scheduler sends the dispatch trigger. Counts the subscriber's
+-- attempts per minute (``{prefix}:rate:{sub}:{minute}``) and lists the deliveries of its latest
+-- attempts (``{prefix}:recent:{sub}``) for the console.
+--
+-- KEYS[1] due: ZSET of delivery ids by lease end or next due time, server ms
+-- KEYS[2] dead: ZSET of dead delivery ids by time of death, server ms
+-- ARGV[1] key prefix
+-- ARGV[2] record ttl: how long a finished record is kept, s
+-- ARGV[3] attempt log size: entries kept per delivery
+-- ARGV[4] dead-letter ttl: how long a dead letter is kept, s
+-- ARGV[5] failing after: failed attempts in a row that announce an incident, count
+-- ARGV[6] now: operational events' timestamps, RFC 3339 UTC text
+-- ARGV[7] recent kept: a subscriber's latest attempts the console lists, count
+-- ARGV[8] rate ttl: how long a minute of attempt counts is kept, s
+-- ARGV[9...] attempts, 9 fields each: delivery id, subscriber id, lease (server ms, the
+--   ownership token), outcome (delivered | retry | dead | gone | skipped), attempt log entry
+--   (JSON), retry delay (ms), dead letter (JSON), disable after (ms), reason
+--
+-- Returns {owned (1/0 per attempt), notices}; a notice is {type, event id, subscriber, delivery
+-- id} for the caller to log.
+-- luacheck: std lua51
+-- luacheck: globals ARGV KEYS redis cjson
+-- luacheck: read globals server_now (prelude.lua)
+
+local FIELDS = 9
+local args = {
+  prefix = ARGV[1],
+  ttl = ARGV[2],
+  log_size = tonumber(ARGV[3]),
+  dead_ttl = ARGV[4],
+  failing_after = tonumber(ARGV[5]),
+  now_iso = ARGV[6],
+  recent_kept = tonumber(ARGV[7]),
+  rate_ttl_s = tonumber(ARGV[8]),
+  attempts = {},
+}
+local prefix = args.prefix
+for i = 9, #ARGV, FIELDS do
+  local did, sub = ARGV[i], ARGV[i + 1]
+  args.attempts[#args.attempts + 1] = {
+    id = did, sub = sub, lease = ARGV[i + 2], outcome = ARGV[i + 3],
+    entry = ARGV[i + 4], delay_ms = tonumber(ARGV[i + 5]), letter = ARGV[i + 6],
+    disable_after_ms = tonumber(ARGV[i + 7]), reason = ARGV[i + 8],
+    key = prefix .. ':delivery:' .. did,  -- its record, its attempt log, its subscriber's health
+    log = prefix .. ':attempts:' .. did,
+    health = prefix .. ':subscriber:' .. sub,
+  }
+end
+local now = server_now()
+local notices = {}
+local seen = {}  -- per subscriber, for the console: {ids, ok, failed}; seen[n] = nth subscriber
+
+local function delivery_key(did) return prefix .. ':delivery:' .. did end
+
+-- Records an operational event of type ``kind`` about subscriber ``about``.
+local function notify(kind, about, data, delivery)
+  local eid = 'msg_ops' .. now .. 'n' .. redis.call('INCR', prefix .. ':ops-seq')
+  data['subscriberId'] = about
+  local body = '{"event":' .. cjson.encode(kind) .. ',"data":' .. cjson.encode(data) ..
+               ',"triggeredAt":' .. cjson.encode(args.now_iso) .. '}'
+  local key = prefix .. ':event:' .. eid
+  redis.call('HSET', key, 'type', kind, 'body', body, 'user', '', 'about', about,
+             'published_at', now)
+  redis.call('EXPIRE', key, args.ttl)
+  redis.call('RPUSH', prefix .. ':pending', eid)
+  notices[#notices + 1] = {kind, eid, about, delivery or ''}
+end
+
+-- The streak ends; an announced incident is closed once. A healthy subscriber costs one read.
+local function subscriber_delivered(a)
+  local health = a.health
+  redis.call('HDEL', health, 'failing_since', 'failing_since_iso')
+  local cur = redis.call('HMGET', health, 'failures', 'notified')
+  if cur[1] then redis.call('HDEL', health, 'failures') end
+  if cur[2] then
+    redis.call('HDEL', health, 'notified')
+    notify('webhooks.subscriber.recovered', a.sub, {})
+  end
+end
+
+-- The streak grows; at ``failing after`` in a row the incident is announced once.
+local function streak_grows(sub, health)
+  redis.call('HSETNX', health, 'failing_since', now)
+  redis.call('HSETNX', health, 'failing_since_iso', args.now_iso)
+  local n = redis.call('HINCRBY', health, 'failures', 1)
+  if n < args.failing_after or redis.call('HSETNX', health, 'notified', 'failing') == 0 then
+    return
+  end
+  notify('webhooks.subscriber.failing', sub, {
+    consecutiveFailures = n,
+    failingSince = redis.call('HGET', health, 'failing_since_iso'),
+  })
+end
+
+local function disable(health, reason)
+  redis.call('HSET', health, 'disabled', '1', 'reason', reason, 'disabled_at', now)
+end
+
+-- An attempt failed: the streak grows; a 410 disables the subscriber, and so does failing for
+-- ``disable after``. Returns the reason of the latter (the delivery dies with it), else nil.
+local function subscriber_failed(a)
+  local health = a.health
+  local was_disabled = redis.call('HGET', health, 'disabled')
+  streak_grows(a.sub, health)
+  local failing_ms = now - tonumber(redis.call('HGET', health, 'failing_since'))
+  local reason = nil
+  if a.outcome == 'gone' then
+    disable(health, a.reason)
+  elseif failing_ms >= a.disable_after_ms then
+    reason = 'subscriber disabled: every attempt failed for ' .. math.floor(failing_ms / 1000) ..
+             ' s'
+    disable(health, reason)
+  end
+  if was_disabled ~= '1' and redis.call('HGET', health, 'disabled') == '1' then
+    redis.call('HSET', health, 'notified', 'disabled')
+    notify('webhooks.subscriber.disabled', a.sub,
+           {reason = redis.call('HGET', health, 'reason') or ''})
+  end
+  return reason
+end
+
+-- The next in the delivery's user chain, if blocked behind it, goes now.
+local function advance(a)
+  local chain = redis.call('HGET', a.key, 'chain')
+  if not chain or chain == '' then return end
+  redis.call('LREM', chain, 1, a.id)
+  local head = redis.call('LINDEX', chain, 0)
+  if not head or redis.call('HGET', delivery_key(head), 'state') ~= 'blocked' then return end
+  redis.call('HSET', delivery_key(head), 'state', 'ready')
+  redis.call('RPUSH', prefix .. ':ready:' .. a.sub, head)
+end
+
+local function delivered(a)
+  redis.call('HSET', a.key, 'state', 'delivered', 'done', now)
+  redis.call('ZREM', KEYS[1], a.id)
+  redis.call('ZREM', prefix .. ':open:' .. a.sub, a.id)
+  advance(a)
+  redis.call('EXPIRE', a.key, args.ttl)
+end
+
+local function retry(a)
+  local next_due = now + a.delay_ms
+  redis.call('HSET', a.key, 'state', 'waiting', 'next', next_due)
+  redis.call('ZADD', KEYS[1], next_due, a.id)
+end
+
+-- Announces a dead delivery, unless it carried an operational event (no event about its own
+-- failure).
+local function announce_dead(a, reason)
+  local rec = redis.call('HMGET', a.key, 'event', 'type', 'attempts')
+  if string.sub(rec[2] or '', 1, 9) == 'webhooks.' then return end
+  notify('webhooks.delivery.dead', a.sub,
+         {deliveryId = a.id, eventId = rec[1], eventType = rec[2],
+          attempts = tonumber(rec[3] or 0), reason = reason}, a.id)
+end
+
+local function dead(a, reason)
+  redis.call('HSET', a.key, 'state', 'dead', 'done', now, 'reason', reason)
+  redis.call('ZREM', KEYS[1], a.id)
+  advance(a)
+  redis.call('EXPIRE', a.key, args.dead_ttl)
+  redis.call('EXPIRE', a.log, args.dead_ttl)
+  local letter = cjson.decode(a.letter)
+  letter['reason'] = reason
+  letter['attempts'] = tonumber(redis.call('HGET', a.key, 'attempts'))
+  redis.call('SET', prefix .. ':dead:' .. a.id, cjson.encode(letter), 'EX', args.dead_ttl)
+  redis.call('ZADD', KEYS[2], now, a.id)
+  redis.call('ZREM', prefix .. ':open:' .. a.sub, a.id)
+  local dead_of = prefix .. ':dead-of:' .. a.sub
+  redis.call('ZADD', dead_of, now, a.id)
+  redis.call('ZREMRANGEBYSCORE', dead_of, '-inf', now - tonumber(args.dead_ttl) * 1000)
+  redis.call('HINCRBY', prefix .. ':stats:dead-lettered', a.sub, 1)
+  announce_dead(a, reason)
+end
+
+-- Counts an owned attempt (a skipped one is not an attempt) and notes it for the console.
+local function count(a)
+  local s = seen[a.sub]
+  if not s then
+    s = {ids = {}, ok = 0, failed = 0}
+    seen[a.sub] = s
+    seen[#seen + 1] = a.sub
+  end
+  s.ids[#s.ids + 1] = a.id
+  if a.outcome == 'skipped' then return end
+  redis.call('HINCRBY', a.key, 'attempts', 1)
+  if a.outcome == 'delivered' then s.ok = s.ok + 1 else s.failed = s.failed + 1 end
+end
+
+-- Records one attempt; 1 if this worker still owned the delivery, else 0.
+local function finish_one(a)
+  redis.call('RPUSH', a.log, a.entry)
+  redis.call('LTRIM', a.log, -args.log_size, -1)
+  redis.call('EXPIRE', a.log, args.ttl)
+  local cur = redis.call('HMGET', a.key, 'state', 'lease')
+  if cur[1] ~= 'running' or cur[2] ~= a.lease then return 0 end
+  count(a)
+  if a.outcome == 'delivered' then
+    subscriber_delivered(a)
+    delivered(a)
+    return 1
+  end
+  local disabled_reason = nil
+  if a.outcome ~= 'skipped' then disabled_reason = subscriber_failed(a) end
+  if disabled_reason then
+    dead(a, disabled_reason)
+  elseif a.outcome == 'retry' then
+    retry(a)
+  else
+    dead(a, a.reason)
+  end
+  return 1
+end
+
+-- The console's latest attempts and success rate: a command or two per subscriber and call,
+-- however many attempts the call records. A list is trimmed only once it holds twice what is
+-- kept, so a push costs one command most of the time.
+local function note_for_console(sub, s, minute)
+  local recent, n = prefix .. ':recent:' .. sub, 0
+  for i = 1, #s.ids, 100 do
+    n = redis.call('LPUSH', recent, unpack(s.ids, i, math.min(i + 99, #s.ids)))
+  end
+  if n > 2 * args.recent_kept then redis.call('LTRIM', recent, 0, args.recent_kept - 1) end
+  local rate, fresh = prefix .. ':rate:' .. sub .. ':' .. minute, false
+  if s.ok > 0 then fresh = redis.call('HINCRBY', rate, 'ok', s.ok) == s.ok end
+  if s.failed > 0 then
+    fresh = redis.call('HINCRBY', rate, 'failed', s.failed) == s.failed or fresh
+  end
+  if fresh then redis.call('EXPIRE', rate, args.rate_ttl_s) end
+end
+
+local owned = {}
+for k, a in ipairs(args.attempts) do owned[k] = finish_one(a) end
+local minute = math.floor(now / 60000)
+for _, sub in ipairs(seen) do note_for_console(sub, seen[sub], minute) end
+return {owned, notices}

@@ -1,0 +1,64 @@
+-- The shared prelude: the loader (records.scripts) puts this file in front of every transition,
+-- so each script Redis runs is this text followed by the transition's own. It defines locals
+-- only (nothing global) and takes no KEYS or ARGV of its own.
+--
+-- server_now()                              the Redis server's clock, ms
+-- live_slots(prefix, sub, now)              drops the subscriber's lapsed slots; how many are live
+-- arm(prefix, sub, expiry, out)             arms one more slot (a deliver trigger the caller sends)
+-- wake_slot(prefix, sub, now)               wakes the subscriber's lingering slot, if one waits
+-- ensure_slot(prefix, sub, now, expiry, out)  work is ready: wake a slot, or arm one if none lives
+-- WAITING_MS                                how long a waiting marker outlives the wait that set it
+--
+-- ``out`` collects {subscriber, token, failing (0/1)} for the caller to send as deliver triggers.
+-- luacheck: std lua51
+-- luacheck: globals redis
+-- luacheck: push no unused
+
+-- How long a waiting marker outlives the wait that set it (a linger is far shorter), ms.
+local WAITING_MS = 5000
+
+local function server_now()
+  local t = redis.call('TIME')
+  return t[1] * 1000 + math.floor(t[2] / 1000)
+end
+
+local function arm(prefix, sub, expiry, out)
+  local token = redis.call('INCR', prefix .. ':slot-seq')
+  redis.call('ZADD', prefix .. ':slots:' .. sub, expiry, token)
+  local failing = redis.call('HEXISTS', prefix .. ':subscriber:' .. sub, 'failing_since')
+  out[#out + 1] = {sub, tostring(token), failing}
+end
+
+local function live_slots(prefix, sub, now)
+  local key = prefix .. ':slots:' .. sub
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  return redis.call('ZCARD', key)
+end
+
+-- Work for a subscriber whose slots are live wakes one that lingers for it (delivery.wake): its
+-- empty claim pushed its token on ``{prefix}:slot-waiting:{sub}``; ``slot:{sub}:{token}`` is
+-- published on ``{prefix}:wake``. The slot that began waiting last (whose thread ran last) goes
+-- first. Returns 1 if a live one was woken.
+local function wake_slot(prefix, sub, now)
+  local waiting = prefix .. ':slot-waiting:' .. sub
+  while true do
+    local token = redis.call('LPOP', waiting)
+    if not token then return 0 end
+    local lapses = redis.call('ZSCORE', prefix .. ':slots:' .. sub, token)
+    if lapses and tonumber(lapses) > now then
+      redis.call('PUBLISH', prefix .. ':wake', 'slot:' .. sub .. ':' .. token)
+      return 1
+    end
+  end
+end
+
+local function ensure_slot(prefix, sub, now, expiry, out)
+  if redis.call('LLEN', prefix .. ':ready:' .. sub) == 0 then return end
+  if live_slots(prefix, sub, now) == 0 then
+    arm(prefix, sub, expiry, out)
+  else
+    wake_slot(prefix, sub, now)
+  end
+end
+
+-- luacheck: pop
