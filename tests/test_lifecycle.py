@@ -110,6 +110,7 @@ def test_a_worker_stopped_with_sigterm_leaves_no_thread_and_no_socket(
     assert "did not stop" not in log
 
 
+@pytest.mark.slow
 def test_celery_inspect_stats_gets_a_reply(deployment: Deployment) -> None:
     """The worker's Celery configuration holds plain data, so its stats serialise (Flower's
     worker page asks for them)."""
