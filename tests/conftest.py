@@ -1,38 +1,29 @@
-"""Real parts for every test: a private redis-server, real worker processes, a loopback receiver.
+"""Fixtures for every test: a private redis-server, a deployment of real worker processes, a
+loopback receiver. What tests share besides fixtures is in tests/helpers.py.
 
-Each session starts its own Redis on a free loopback port (never the one a machine may already
-run). Without a redis-server the real-process tests are skipped locally, and fail under CI=true.
+Each session (each pytest-xdist worker is one) starts its own Redis on a free loopback port
+(never the one a machine may already run). Without a redis-server the real-process tests are
+skipped locally, and fail under CI=true.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import os
-import secrets
-import signal
-import subprocess
-import sys
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import hypothesis
 import pytest
 import redis
-import yaml
 
-from bench.harness import wait_for
 from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.settings import ProducerSettings
 from reseller_webhooks.producers.wire import Keys
-from reseller_webhooks.worker.devserver.receiver import Received, Receiver, Reply
+from reseller_webhooks.worker.devserver.receiver import Receiver
 from reseller_webhooks.worker.devserver.redis_server import RedisServer
-from reseller_webhooks.worker.records.store import Route, Store
-
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+from reseller_webhooks.worker.records.store import Store
+from tests.helpers import IN_CI, Deployment, Script
 
 # Property tests check what inputs do, not how fast: on a loaded 2-core machine Hypothesis's
 # timing checks (per-example deadline, "too slow" data generation) fail tests that are correct.
@@ -40,27 +31,77 @@ hypothesis.settings.register_profile(
     "project", deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow]
 )
 hypothesis.settings.load_profile("project")
-ROOT = Path(__file__).resolve().parent.parent
 
 
-def new_secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto`` (pyproject.toml): one xdist worker per core; one process under ``-s``, which
+    is for reading what a scenario prints (xdist workers' output would not show).
+
+    Not more: with two per core on 2 cores (187 s instead of 277 s for the whole suite), a
+    loopback receiver starved of CPU let a connect time out in tests/test_hosts.py, and the
+    scenarios assert exact attempt counts."""
+    return 0 if config.getoption("capture") == "no" else None
 
 
-def wait_until(predicate: Callable[[], Any], timeout_s: float = 15.0, what: str = "") -> Any:
-    """Poll ``predicate`` until truthy; fail the test after ``timeout_s``."""
-    try:
-        return wait_for(predicate, timeout_s, what or str(predicate))
-    except TimeoutError as exc:
-        pytest.fail(str(exc))
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With ``-n``: a module that sets up once runs on one worker; every other test goes to
+    whichever worker is free, in collection order (tests/scheduling.py)."""
+    if config.getvalue("dist") != "load":
+        return None  # a --dist the command line asked for
+    from tests.scheduling import ModuleWhereShared
+
+    config.option.loadscopereorder = False  # keep the slow-first order made below
+    return ModuleWhereShared(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Slow tests first (a module that sets up once goes first if it holds one), so that no
+    long test starts last and runs alone; otherwise collection order."""
+    from tests.scheduling import module_of, sets_up_once
+
+    def shared(item: pytest.Item) -> bool:
+        return sets_up_once(config.rootpath / module_of(item.nodeid))
+
+    slow_modules = {module_of(i.nodeid) for i in items if i.get_closest_marker("slow")}
+
+    def later(item: pytest.Item) -> bool:
+        if shared(item):
+            return module_of(item.nodeid) not in slow_modules
+        return item.get_closest_marker("slow") is None
+
+    items.sort(key=later)
+
+
+def start_own_redis(directory: Path) -> RedisServer:
+    """A redis-server on a free port, checked to be the one this session started: two
+    sessions side by side could pick the same free port, and the second server would exit
+    while its client talked to the first."""
+    for attempt in range(5):
+        server = RedisServer(directory / str(attempt), binary=os.environ.get("REDIS_SERVER"))
+        try:
+            server.start()
+        except Exception:
+            if attempt == 4:
+                raise
+            continue
+        pid = server.process.pid if server.process else None
+        client = redis.Redis.from_url(server.url)
+        try:
+            ours = int(client.info("server")["process_id"]) == pid
+        finally:
+            client.close()
+        if ours:
+            return server
+        server.stop(kill=True)
+    raise RuntimeError("no free port for redis-server after 5 attempts")
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     try:
-        server = RedisServer(
-            tmp_path_factory.mktemp("redis"), binary=os.environ.get("REDIS_SERVER")
-        ).start()
+        server = start_own_redis(tmp_path_factory.mktemp("redis"))
     except Exception as exc:
         if IN_CI:
             pytest.fail(f"CI=true and no redis-server could be started: {exc}")
@@ -101,185 +142,11 @@ def receiver() -> Iterator[Receiver]:
         yield rcv
 
 
-@dataclass
-class WorkerProcess:
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    env: dict[str, str]
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.wait()
-
-
-@dataclass
-class Deployment:
-    """A subscribers file plus the environment workers, schedulers and the CLI run with."""
-
-    tmp_path: Path
-    redis_url: str
-    config: dict[str, Any] = field(default_factory=dict)
-    secrets: dict[str, str] = field(default_factory=dict)
-    settings: dict[str, str] = field(default_factory=dict)
-    workers: list[WorkerProcess] = field(default_factory=list)
-
-    def subscriber(
-        self, sub_id: str, url: str, events: list[str] | None = None, **extra: Any
-    ) -> str:
-        """Add a subscriber (secret via env) and return its secret."""
-        secret = new_secret()
-        env_name = f"SECRET_{sub_id.upper().replace('-', '_')}"
-        self.secrets[env_name] = secret
-        self.config.setdefault("subscribers", []).append(
-            {
-                "id": sub_id,
-                "url": url,
-                "events": events or ["reseller.user.*"],
-                "secret_env": env_name,
-                **extra,
-            }
-        )
-        return secret
-
-    @property
-    def env(self) -> dict[str, str]:
-        path = self.tmp_path / "subscribers.yaml"
-        path.write_text(yaml.safe_dump({"allow_private_networks": True, **self.config}))
-        return {
-            **os.environ,
-            "REDIS_URL": self.redis_url,
-            "WEBHOOKS_SUBSCRIBERS": str(path),
-            "WEBHOOKS_VISIBILITY_TIMEOUT_S": "3",
-            "WEBHOOKS_SCHEDULER_INTERVAL_S": "0.05",
-            "WEBHOOKS_METRICS_PORT": "0",  # tests that scrape pick a free port
-            **self.secrets,
-            **self.settings,
-        }
-
-    def cli(self, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "reseller_webhooks.worker", *args],
-            env=self.env,
-            input=input.decode() if input else None,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-
-    def start_worker(self, *extra: str, wait: bool = True) -> WorkerProcess:
-        return self.start_process("worker", *extra, ready=" ready." if wait else None)
-
-    def start_failure(self) -> tuple[WorkerProcess, list[str]]:
-        """Start a worker that must refuse to start: wait for it to exit; its ``error:`` lines."""
-        worker = self.start_worker(wait=False)
-        try:
-            worker.process.wait(timeout=60)
-        finally:
-            worker.stop()
-        return worker, [line for line in worker.log().splitlines() if line.startswith("error:")]
-
-    def start_scheduler(self) -> WorkerProcess:
-        return self.start_process("scheduler", ready="scheduler running")
-
-    def start_console(self, *extra: str, **settings: str) -> tuple[WorkerProcess, str]:
-        """``reseller-webhooks console`` on a free loopback port, without the subscribers'
-        secrets in its environment (it never needs them); returns it and its base URL."""
-        ready = "console on http://"
-        console = self.start_process(
-            "console", "--port", "0", *extra, ready=ready, settings=settings, with_secrets=False
-        )
-        line = next(line for line in console.log().splitlines() if line.startswith(ready))
-        return console, line.split()[2]
-
-    def start_process(
-        self,
-        command: str,
-        *extra: str,
-        ready: str | None,
-        settings: dict[str, str] | None = None,
-        with_secrets: bool = True,
-    ) -> WorkerProcess:
-        log_path = self.tmp_path / f"{command}-{len(self.workers)}.log"
-        env = {**self.env, **(settings or {})}
-        if not with_secrets:
-            env = {k: v for k, v in env.items() if k not in self.secrets}
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "reseller_webhooks.worker", command, *extra],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-            )
-        handle = WorkerProcess(process, log_path, env)
-        self.workers.append(handle)
-        if ready:
-            wait_until(
-                lambda: ready in handle.log() or process.poll() is not None,
-                timeout_s=30,
-                what=f"{command} ready",
-            )
-            if process.poll() is not None:
-                pytest.fail(f"{command} exited at start:\n{handle.log()[-3000:]}")
-        return handle
-
-
 @pytest.fixture
 def deployment(tmp_path: Path, redis_url: str) -> Iterator[Deployment]:
     dep = Deployment(tmp_path=tmp_path, redis_url=redis_url)
     yield dep
-    for w in dep.workers:
-        w.stop()
-
-
-def settled(client: redis.Redis, keys: Keys) -> bool:
-    """Nothing left to dispatch or deliver, and no trigger waiting in a queue."""
-    return (
-        client.llen(keys.pending) == 0
-        and client.zcard(keys.due) == 0
-        and not any(client.llen(k) for k in client.scan_iter(match=keys.ready("*")))
-        and client.llen(keys.queue) == 0
-        and client.llen(keys.retry_queue) == 0
-    )
-
-
-class Script:
-    """Receiver behaviour per path: a queue of replies consumed in order, then a default."""
-
-    def __init__(self, default: Reply | None = None) -> None:
-        self.default = default or Reply()
-        self.queues: dict[str, list[Reply]] = {}
-        self.defaults: dict[str, Reply] = {}
-        self._lock = threading.Lock()
-
-    def then(self, path: str, *replies: Reply) -> Script:
-        with self._lock:
-            self.queues.setdefault(path, []).extend(replies)
-        return self
-
-    def always(self, path: str, reply: Reply) -> Script:
-        with self._lock:
-            self.defaults[path] = reply
-        return self
-
-    def __call__(self, item: Received) -> Reply:
-        with self._lock:
-            queue = self.queues.get(item.path)
-            if queue:
-                return queue.pop(0)
-            return self.defaults.get(item.path, self.default)
+    dep.kill_all()
 
 
 @pytest.fixture
@@ -287,17 +154,6 @@ def script(receiver: Receiver) -> Script:
     s = Script()
     receiver.respond = s
     return s
-
-
-def attempt_log(client: redis.Redis, keys: Keys, delivery_id: str) -> list[dict[str, Any]]:
-    return [json.loads(r) for r in client.lrange(keys.attempts(delivery_id), 0, -1)]
-
-
-#: One subscriber "s" for both event types, ordered per user: routes for driving the scripts.
-ROUTES = {
-    "reseller.user.created": [Route("s", ordered=True, coalesce=False)],
-    "reseller.user.updated": [Route("s", ordered=True, coalesce=False)],
-}
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from reseller_webhooks.worker.queue.affinity import (
     read_cpu_view,
     refusal,
 )
-from tests.conftest import Deployment, WorkerProcess
+from tests.helpers import Deployment, WorkerProcess
 
 FOUR = frozenset({0, 1, 2, 3})
 

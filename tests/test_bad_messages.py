@@ -29,7 +29,7 @@ from reseller_webhooks.worker.cli import commands as cli
 from reseller_webhooks.worker.devserver.receiver import Receiver
 from reseller_webhooks.worker.devserver.redis_server import RedisServer
 from reseller_webhooks.worker.devserver.samples import sample_user
-from tests.conftest import Deployment, WorkerProcess, wait_until
+from tests.helpers import Deployment, WorkerProcess, wait_until
 
 
 def envelope(
@@ -195,8 +195,7 @@ def deployment(
 ) -> Iterator[Deployment]:
     dep = Deployment(tmp_path=tmp_path_factory.mktemp("bad-messages"), redis_url=redis_server.url)
     yield dep
-    for w in dep.workers:
-        w.stop()
+    dep.kill_all()
 
 
 @pytest.fixture(scope="module")
@@ -348,8 +347,7 @@ def test_a_real_fault_stops_the_worker_with_a_failure_exit_code(
         assert "WRONGTYPE" in process.log()
         assert process.process.returncode == 1
     finally:
-        for w in dep.workers:
-            w.stop()
+        dep.kill_all()
         rdb.delete(Keys(prefix).retry_queue)
 
 
@@ -393,6 +391,5 @@ def test_a_record_that_cannot_be_written_does_not_stop_the_worker(
         assert process.process.poll() is None
         assert rdb.llen(other.queue) == 0
     finally:
-        for w in dep.workers:
-            w.stop()
+        dep.kill_all()
         rdb.delete(other.bad_messages)

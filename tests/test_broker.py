@@ -28,7 +28,7 @@ from reseller_webhooks.worker.queue import kombu_overrides as broker
 from reseller_webhooks.worker.queue.consumer import task_body_problem
 from reseller_webhooks.worker.queue.envelope import excerpt, screen, screen_unacked
 from reseller_webhooks.worker.queue.visibility import visibility_warning
-from tests.conftest import wait_until
+from tests.helpers import wait_until
 
 CODECS = {"base64": Base64()}
 

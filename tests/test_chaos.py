@@ -20,25 +20,9 @@ from reseller_webhooks.worker.config.settings import WorkerSettings
 from reseller_webhooks.worker.devserver.receiver import Received, Receiver, Reply
 from reseller_webhooks.worker.devserver.redis_server import RedisServer
 from reseller_webhooks.worker.devserver.samples import sample_user
-from tests.conftest import Deployment, Script, settled, wait_until
+from tests.helpers import Deployment, Script, publish_burst, report, settled, wait_until
 
 pytestmark = pytest.mark.slow
-
-
-def publish_burst(publisher: Publisher, count: int, batch: int = 200) -> list[str]:
-    """``count`` users created (one event per user, as a sign-up burst would be)."""
-    user = sample_user()
-    ids: list[str] = []
-    for start in range(0, count, batch):
-        n = min(batch, count - start)
-        ids += publisher.publish_batch(
-            [("reseller.user.created", {**user, "id": f"usr_{start + k}"}) for k in range(n)]
-        )
-    return ids
-
-
-def report(name: str, **figures: object) -> None:
-    print(f"\n[{name}] " + ", ".join(f"{k}={v}" for k, v in figures.items()))
 
 
 def test_sigkill_during_a_burst_loses_nothing(
@@ -124,8 +108,7 @@ def test_redis_restart_with_retries_pending_loses_nothing(
             "redis-restart", events=total, lost=0, duplicates=sum(c - 2 for c in counts.values())
         )
     finally:
-        for w in deployment.workers:
-            w.stop()
+        deployment.kill_all()
         client.close()
 
 

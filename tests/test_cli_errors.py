@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,16 +10,7 @@ import redis
 
 from reseller_webhooks.worker.devserver.redis_server import free_port
 from reseller_webhooks.worker.devserver.samples import sample_user
-from tests.conftest import Deployment
-
-
-def one_line_error(result: subprocess.CompletedProcess[str], expected: str, code: int = 2) -> None:
-    stderr = result.stderr
-    assert result.returncode == code, stderr
-    assert "Traceback" not in stderr
-    assert stderr.strip().count("\n") == 0, stderr
-    assert stderr.startswith("error: "), stderr
-    assert expected in stderr, stderr
+from tests.helpers import Deployment, one_line_error
 
 
 def test_data_file_missing_not_utf8_or_too_deep(deployment: Deployment, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.devserver.receiver import Received, Receiver, Reply
 from reseller_webhooks.worker.devserver.samples import sample_user
-from tests.conftest import IN_CI, Deployment, settled, wait_until
+from tests.helpers import IN_CI, Deployment, settled, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -37,7 +37,7 @@ from reseller_webhooks.worker.cli.commands import main
 from reseller_webhooks.worker.config.settings import WorkerSettings
 from reseller_webhooks.worker.console.auth import Credentials, credentials, refusal
 from reseller_webhooks.worker.devserver.redis_server import find_redis_server, free_port
-from tests.conftest import ROOT, Deployment, wait_until
+from tests.helpers import ROOT, Deployment, wait_until
 
 COMPOSE_FILE = ROOT / "compose.yaml"
 DOTENV_EXAMPLE = ROOT / ".env.example"
@@ -440,6 +440,7 @@ def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:
 # -- the parts, run for real -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_redis_runs_with_the_compose_arguments(tmp_path: Path) -> None:
     """The same arguments and auth config on a local redis-server: a password is required,
     maxmemory and noeviction are in force, and the healthcheck passes only with the password."""

@@ -24,8 +24,7 @@ from reseller_webhooks.worker.ops.actions import SubscriberHealth, parse_since
 from reseller_webhooks.worker.records.activity import Activity, Rate, rates, window_minutes
 from reseller_webhooks.worker.records.scripts import RECENT_KEPT, USER_EVENTS_KEPT
 from reseller_webhooks.worker.records.store import Claim, Finish, Store, split_delivery_id
-from tests.conftest import ROUTES, Deployment
-from tests.test_cli_errors import one_line_error
+from tests.helpers import ROUTES, Deployment, one_line_error
 
 PASSWORD = "console-" + secrets.token_hex(8)
 TOKEN = "tok-" + secrets.token_hex(16)

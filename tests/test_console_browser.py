@@ -28,7 +28,7 @@ from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.devserver.receiver import Receiver, Reply
 from reseller_webhooks.worker.devserver.redis_server import RedisServer
 from reseller_webhooks.worker.devserver.samples import sample_user
-from tests.conftest import ROOT, Deployment, Script, WorkerProcess, wait_until
+from tests.helpers import ROOT, Deployment, Script, WorkerProcess, wait_until
 from tests.topology import missing
 
 try:
@@ -172,8 +172,7 @@ def stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stage]:
         browser.close()
     finally:
         pw.stop()
-        for process in deployment.workers:
-            process.stop()
+        deployment.kill_all()
         publisher.close()
         rdb.close()
         receiver.stop()

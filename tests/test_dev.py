@@ -19,7 +19,7 @@ import pytest
 from reseller_webhooks.worker.devserver.redis_server import free_port
 from reseller_webhooks.worker.devserver.samples import sample_user
 from reseller_webhooks.worker.devserver.stack import busy_ports, describe_exit, publish_hint
-from tests.conftest import ROOT, wait_until
+from tests.helpers import ROOT, wait_until
 
 BANNER = "reseller-webhooks dev is running:"
 

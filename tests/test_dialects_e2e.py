@@ -11,8 +11,8 @@ from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.user import ResellerUser
 from reseller_webhooks.worker.devserver.receiver import Receiver
 from reseller_webhooks.worker.devserver.samples import sample_user
-from tests.conftest import Deployment
-from tests.dialects.test_graphql import SEED_MUTATION, SEED_VARIABLES
+from tests.dialects.helpers import SEED_MUTATION, SEED_VARIABLES
+from tests.helpers import Deployment
 
 GUID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
 PASSWORD = "s3cret-passw0rd"

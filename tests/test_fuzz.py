@@ -22,7 +22,7 @@ from reseller_webhooks.producers.publisher import validate_batch
 from reseller_webhooks.producers.user import ResellerUser
 from reseller_webhooks.worker.config.subscribers import parse_yaml
 from reseller_webhooks.worker.devserver.samples import sample_user
-from tests.conftest import new_secret
+from tests.helpers import new_secret
 
 FUZZ = settings(
     max_examples=150,

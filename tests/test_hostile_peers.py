@@ -26,7 +26,7 @@ from reseller_webhooks.worker.http.sender import (
     attempt_bound_s,
 )
 from reseller_webhooks.worker.http.transport import IPAddress, Resolve
-from tests.conftest import new_secret, wait_until
+from tests.helpers import new_secret, wait_until
 
 TIMEOUT_S = 1.0
 LIFETIME_S = 15.0

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -25,14 +24,22 @@ from pathlib import Path
 import pytest
 import redis
 
-from bench.harness import wait_for
 from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.settings import ProducerSettings
 from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.devserver.receiver import Received, Receiver, Reply
 from reseller_webhooks.worker.devserver.redis_server import RedisServer
-from tests.conftest import IN_CI, ROOT, Deployment, WorkerProcess, settled, wait_until
-from tests.test_chaos import publish_burst, report
+from tests.helpers import (
+    IN_CI,
+    ROOT,
+    Deployment,
+    WorkerProcess,
+    publish_burst,
+    report,
+    settled,
+    wait_for,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -243,15 +250,7 @@ def test_a_cut_host_loses_nothing_and_its_stale_results_are_refused(
             stale_results_refused=stale,
         )
     finally:
-        for worker in deployment.workers:
-            if worker.process.poll() is None:
-                worker.process.send_signal(signal.SIGTERM)
-        for worker in deployment.workers:
-            try:
-                worker.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.process.kill()
-                worker.process.wait()
+        deployment.kill_all()
         publisher.close()
         receiver.stop()
         rdb.close()

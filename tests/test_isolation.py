@@ -18,7 +18,7 @@ from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.devserver.receiver import Receiver
 from reseller_webhooks.worker.devserver.samples import sample_user
-from tests.conftest import Deployment, wait_until
+from tests.helpers import Deployment, wait_until
 
 pytestmark = pytest.mark.slow
 

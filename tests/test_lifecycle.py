@@ -19,7 +19,7 @@ from reseller_webhooks.worker.devserver.redis_server import free_port
 from reseller_webhooks.worker.devserver.samples import sample_user
 from reseller_webhooks.worker.queue.leftovers import describe, parse_proc_net_tcp
 from reseller_webhooks.worker.queue.lifecycle import stop_all
-from tests.conftest import ROOT, Deployment
+from tests.helpers import ROOT, Deployment
 
 CLEAN = "worker stopped; left behind: no thread, no socket"
 
@@ -110,6 +110,7 @@ def test_a_worker_stopped_with_sigterm_leaves_no_thread_and_no_socket(
     assert "did not stop" not in log
 
 
+@pytest.mark.slow
 def test_celery_inspect_stats_gets_a_reply(deployment: Deployment) -> None:
     """The worker's Celery configuration holds plain data, so its stats serialise (Flower's
     worker page asks for them)."""

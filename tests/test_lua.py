@@ -20,7 +20,7 @@ from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.devserver.samples import sample_user
 from reseller_webhooks.worker.records import scripts
 from reseller_webhooks.worker.records.store import Claim, Finish, Store
-from tests.conftest import IN_CI, ROUTES
+from tests.helpers import IN_CI, ROUTES
 
 LUA_DIR = Path(__file__).resolve().parents[1] / "worker" / "records" / "lua"
 #: The publisher's one script (the commit point of a publish), in the light producer package.

@@ -35,7 +35,7 @@ from reseller_webhooks.worker.devserver.redis_server import free_port
 from reseller_webhooks.worker.devserver.samples import sample_user
 from reseller_webhooks.worker.ops.metrics import StatsReader
 from reseller_webhooks.worker.records.store import Finish, Route, Store
-from tests.conftest import IN_CI, ROOT, Deployment, Script, settled, wait_until
+from tests.helpers import IN_CI, ROOT, Deployment, Script, settled, wait_until
 
 OPS = ROOT / "ops"
 FAST = {"schedule_s": [0, 0.2, 0.2, 0.2], "jitter": 0}
@@ -131,6 +131,7 @@ OK = range(200, 300)
 # -- the counts against the receiver and the dead letters ----------------------------------------
 
 
+@pytest.mark.slow
 def test_counts_match_what_the_receiver_got_and_the_dead_letters(
     deployment: Deployment,
     receiver: Receiver,
@@ -217,6 +218,7 @@ def test_counts_match_what_the_receiver_got_and_the_dead_letters(
     assert value(got, "webhooks_publish_to_delivery_seconds_count") == 15
 
 
+@pytest.mark.slow
 def test_a_subscriber_that_is_down_shows_its_backlog_and_stalled_retries_on_every_worker(
     deployment: Deployment, publisher: Publisher, rdb: redis.Redis, keys: Keys
 ) -> None:

@@ -19,7 +19,7 @@ from reseller_webhooks.worker.devserver.receiver import Received, Receiver, Repl
 from reseller_webhooks.worker.devserver.samples import sample_user
 from reseller_webhooks.worker.operational_events import OPERATIONAL_EVENT_TYPES
 from reseller_webhooks.worker.records.store import Finish, Route, Store, iso_ms
-from tests.conftest import ROUTES, Deployment, Script, settled, wait_until
+from tests.helpers import ROUTES, Deployment, Script, settled, wait_until
 
 
 def pending_events(rdb: redis.Redis, keys: Keys) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.devserver.receiver import Received, Receiver, Reply
 from reseller_webhooks.worker.devserver.samples import sample_user
-from tests.conftest import Deployment, attempt_log, settled, wait_until
+from tests.helpers import Deployment, attempt_log, settled, wait_until
 
 
 def user(user_id: str, company: str) -> dict[str, Any]:

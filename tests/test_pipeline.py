@@ -17,16 +17,7 @@ from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.devserver.receiver import Receiver
 from reseller_webhooks.worker.devserver.samples import sample_user
-from tests.conftest import Deployment, attempt_log, settled, wait_until
-
-SEED_EXAMPLE = json.loads((Path(__file__).parent / "data/seed_webhook_example.json").read_text())
-
-
-def shape(value: Any) -> Any:
-    """Keys all the way down, and the JSON type of each leaf."""
-    if isinstance(value, dict):
-        return {k: shape(v) for k, v in value.items()}
-    return type(value).__name__
+from tests.helpers import SEED_EXAMPLE, Deployment, attempt_log, settled, shape, wait_until
 
 
 def by_path(rcv: Receiver) -> dict[str, list[Any]]:

@@ -22,13 +22,14 @@ from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.devserver.receiver import Receiver
 from reseller_webhooks.worker.devserver.redis_server import RedisServer, free_port
 from reseller_webhooks.worker.devserver.samples import sample_user
-from tests.conftest import ROOT, Deployment, settled, wait_until
+from tests.helpers import ROOT, Deployment, settled, wait_until
 
 PRODUCERS = 4
 EACH = 150
 PRODUCER = [sys.executable, "-m", "bench.producer"]
 
 
+@pytest.mark.slow
 def test_producers_publishing_while_workers_drain_lose_nothing(
     deployment: Deployment, receiver: Receiver, rdb: redis.Redis, keys: Keys
 ) -> None:
@@ -64,6 +65,7 @@ def test_producers_publishing_while_workers_drain_lose_nothing(
     assert not rdb.exists(keys.dispatch_armed)
 
 
+@pytest.mark.slow
 def test_a_publish_whose_trigger_cannot_be_sent_returns_its_id_and_is_delivered(
     deployment: Deployment, receiver: Receiver, redis_url: str
 ) -> None:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from reseller_webhooks.worker.cli.commands import main
 from reseller_webhooks.worker.config.subscribers import parse_config
 from reseller_webhooks.worker.config.urls import UNREADABLE_URL, redact_url
-from tests.conftest import new_secret
+from tests.helpers import new_secret
 
 
 @pytest.mark.parametrize(

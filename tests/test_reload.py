@@ -21,7 +21,7 @@ from reseller_webhooks.worker.config.subscribers import SubscribersConfig, load_
 from reseller_webhooks.worker.delivery.deliverer import REMOVED_REASON
 from reseller_webhooks.worker.devserver.receiver import Receiver, Reply
 from reseller_webhooks.worker.devserver.samples import sample_user
-from tests.conftest import ROOT, Deployment, Script, new_secret, wait_until
+from tests.helpers import ROOT, Deployment, Script, new_secret, wait_until
 
 SECRET = new_secret()
 
@@ -112,6 +112,7 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_a_running_worker_takes_an_edited_file_and_refuses_a_broken_one(
     deployment: Deployment,
     receiver: Receiver,

@@ -5,17 +5,19 @@ from __future__ import annotations
 import itertools
 import json
 
+import pytest
 import redis
 
 from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.devserver.receiver import Receiver, Reply
 from reseller_webhooks.worker.devserver.samples import sample_user
-from tests.conftest import Deployment, Script, attempt_log, settled, wait_until
+from tests.helpers import Deployment, Script, attempt_log, settled, wait_until
 
 FAST = {"schedule_s": [0, 0.2, 0.2, 0.2], "jitter": 0}
 
 
+@pytest.mark.slow
 def test_503_twice_then_200_is_three_attempts_under_one_id(
     deployment: Deployment,
     receiver: Receiver,
@@ -50,6 +52,7 @@ def test_503_twice_then_200_is_three_attempts_under_one_id(
     assert rdb.hget(keys.delivery(f"{event_id}:s"), "state") == b"delivered"
 
 
+@pytest.mark.slow
 def test_retry_after_is_honoured(
     deployment: Deployment, receiver: Receiver, script: Script, publisher: Publisher
 ) -> None:
@@ -61,6 +64,7 @@ def test_retry_after_is_honoured(
     assert second.at - first.at >= 1.9
 
 
+@pytest.mark.slow
 def test_400_is_dead_lettered_at_once_and_listed(
     deployment: Deployment,
     receiver: Receiver,
@@ -213,6 +217,7 @@ def test_a_subscriber_failing_everything_is_disabled_and_its_backlog_dead_letter
     assert len(receiver.received) == attempts
 
 
+@pytest.mark.slow
 def test_the_standard_24_hour_schedule_runs_in_seconds_with_a_scale(
     deployment: Deployment,
     receiver: Receiver,

@@ -20,9 +20,14 @@ from reseller_webhooks.worker.config.settings import WorkerSettings
 from reseller_webhooks.worker.devserver.receiver import Receiver, Reply
 from reseller_webhooks.worker.devserver.redis_server import RedisServer
 from reseller_webhooks.worker.queue.app import make_app
-from tests.conftest import IN_CI, ROOT, Deployment, Script, settled, wait_until
+from tests.helpers import IN_CI, ROOT, Deployment, Script, settled, wait_until
 
 PASSWORD = "rpw-" + secrets.token_hex(12)
+
+
+def masked(url: str) -> str:
+    """A test id without the password: the same in every session that collects it."""
+    return url.replace(PASSWORD, "<password>")
 
 
 @pytest.mark.parametrize(
@@ -53,7 +58,9 @@ def test_settings_repr_hides_the_password() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", [f"http://:{PASSWORD}@h/0", f"{PASSWORD}", f"unix://:{PASSWORD}@/tmp/redis.sock"]
+    "url",
+    [f"http://:{PASSWORD}@h/0", f"{PASSWORD}", f"unix://:{PASSWORD}@/tmp/redis.sock"],
+    ids=masked,
 )
 def test_unknown_schemes_refused_without_echoing(url: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -72,6 +79,7 @@ def test_unknown_schemes_refused_without_echoing(url: str) -> None:
         f"redis://:{PASSWORD}@h/0?db=x{PASSWORD}",
         f"sentinel://:{PASSWORD}@h:1;sentinel://:{PASSWORD}@h:port",
     ],
+    ids=masked,
 )
 def test_malformed_redis_urls_refused_without_echoing(url: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -133,10 +141,10 @@ def dep(protected_redis: RedisServer, tmp_path: Path) -> Iterator[Deployment]:
     client.close()
     deployment = Deployment(tmp_path=tmp_path, redis_url=protected_redis.url)
     yield deployment
-    for worker in deployment.workers:
-        worker.stop()
+    deployment.kill_all()
 
 
+@pytest.mark.slow
 def test_no_secret_appears_anywhere(
     dep: Deployment,
     protected_redis: RedisServer,

@@ -16,30 +16,60 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from reseller_webhooks.producers.errors import NotReplicatedError
 from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.settings import ProducerSettings
 from reseller_webhooks.worker.devserver.receiver import Receiver
 from reseller_webhooks.worker.devserver.samples import sample_user
-from tests.conftest import Deployment, wait_until
+from tests.helpers import Deployment, report, wait_until
 from tests.topology import MASTER, SentinelGroup, missing
 
 pytestmark = pytest.mark.slow
 
 
-def report(name: str, **figures: object) -> None:
-    print(f"\n[{name}] " + ", ".join(f"{k}={v}" for k, v in figures.items()))
-
-
-@pytest.fixture
-def group(tmp_path: Path) -> Iterator[SentinelGroup]:
-    group = SentinelGroup(tmp_path / "sentinel", password="s-" + secrets.token_hex(8))
+def started_group(directory: Path) -> SentinelGroup:
+    group = SentinelGroup(directory, password="s-" + secrets.token_hex(8))
     try:
         group.start()
     except RuntimeError as exc:
         group.stop()
         missing(f"the Sentinel group did not start: {exc}")
+    return group
+
+
+@pytest.fixture(scope="module")
+def shared_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
+    """One group for the tests that leave it as they found it (its master and replica up)."""
+    group = started_group(tmp_path_factory.mktemp("sentinel"))
+    yield group
+    group.stop()
+
+
+@pytest.fixture
+def group(shared_group: SentinelGroup) -> SentinelGroup:
+    """The shared group, emptied, with its first master and the replica in sync."""
+    master = shared_group.nodes["master"]
+    client = redis.Redis(port=master.port)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    shared_group.wait(
+        lambda: (
+            shared_group.role("replica")[3] == b"connected"
+            and shared_group.sentinels_agree(master.port)
+        ),
+        "the shared group as the tests found it",
+    )
+    return shared_group
+
+
+@pytest.fixture
+def own_group(tmp_path: Path) -> Iterator[SentinelGroup]:
+    """A group of its own, for a test that kills its master."""
+    group = started_group(tmp_path / "sentinel")
     yield group
     group.stop()
 
@@ -87,8 +117,9 @@ class Publishing(threading.Thread):
 
 @pytest.mark.timeout(300)
 def test_master_killed_mid_delivery_loses_no_published_event(
-    tmp_path: Path, group: SentinelGroup, receiver: Receiver
+    tmp_path: Path, own_group: SentinelGroup, receiver: Receiver
 ) -> None:
+    group = own_group
     dep = Deployment(tmp_path=tmp_path, redis_url=group.url, settings=group.client_env())
     dep.subscriber("s", f"{receiver.url}/s", timeout_s=1)
     try:
@@ -158,8 +189,7 @@ def test_master_killed_mid_delivery_loses_no_published_event(
         # Only events whose publish raised may arrive without a returned id.
         assert len(set(counts) - published) <= len(publishing.failures) * publishing.batch
     finally:
-        for worker in dep.workers:
-            worker.stop()
+        dep.kill_all()
 
 
 def test_publish_cost_of_waiting_for_a_replica(group: SentinelGroup) -> None:
@@ -217,7 +247,8 @@ def test_sentinel_settings_that_cannot_work_stop_the_worker_before_ready(
         ({"WEBHOOKS_SENTINEL_PASSWORD": ""}, "(it asks for one)"),
         ({"WEBHOOKS_SENTINEL_MASTER": "nosuch"}, "monitors no master named 'nosuch'"),
     ]
-    for i, (override, expected) in enumerate(cases):
+    deployments = []
+    for i, (override, _expected) in enumerate(cases):
         dep = Deployment(
             tmp_path=tmp_path / str(i),
             redis_url=group.url,
@@ -225,11 +256,19 @@ def test_sentinel_settings_that_cannot_work_stop_the_worker_before_ready(
         )
         dep.tmp_path.mkdir()
         dep.config["subscribers"] = []
-        worker, errors = dep.start_failure()
-        log = worker.log()
-        assert worker.process.returncode != 0, log
-        assert len(errors) == 1, log
-        assert expected in errors[0]
-        assert "pw-not-this-one" not in log  # a password never shows
-        assert group.password not in log
-        assert " ready." not in log
+        deployments.append(dep)
+    # The three start side by side; each one's exit is awaited and judged on its own.
+    started = [dep.start_worker(wait=False) for dep in deployments]
+    try:
+        for dep, process, (_override, expected) in zip(deployments, started, cases, strict=True):
+            worker, errors = dep.failure(process)
+            log = worker.log()
+            assert worker.process.returncode != 0, log
+            assert len(errors) == 1, log
+            assert expected in errors[0]
+            assert "pw-not-this-one" not in log  # a password never shows
+            assert group.password not in log
+            assert " ready." not in log
+    finally:
+        for dep in deployments:
+            dep.kill_all()

@@ -8,7 +8,7 @@ from standardwebhooks.webhooks import Webhook
 from svix.webhooks import Webhook as SvixWebhook
 
 from reseller_webhooks.worker.http.signing import Signer
-from tests.conftest import new_secret
+from tests.helpers import new_secret
 
 VECTOR_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 

@@ -12,7 +12,7 @@ from reseller_webhooks.worker.config.subscribers import parse_config
 from reseller_webhooks.worker.devserver.receiver import Receiver
 from reseller_webhooks.worker.errors import ConfigError, RefusedAddressError
 from reseller_webhooks.worker.http.transport import GuardedTransport, address_allowed
-from tests.conftest import new_secret
+from tests.helpers import new_secret
 
 ALLOWED = [
     ("8.8.8.8", "public IPv4"),

@@ -10,7 +10,7 @@ from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.devserver.samples import sample_user
 from reseller_webhooks.worker.records.store import Claim, Finish, Store
-from tests.conftest import ROUTES
+from tests.helpers import ROUTES
 
 
 def drain_one(store: Store, publisher: Publisher, user_id: str = "usr_1") -> tuple[str, str]:

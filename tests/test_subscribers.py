@@ -9,7 +9,7 @@ import pytest
 
 from reseller_webhooks.producers.errors import ConfigError
 from reseller_webhooks.worker.config.subscribers import load_config, parse_config, parse_yaml
-from tests.conftest import new_secret
+from tests.helpers import new_secret
 
 
 def sub(**extra: Any) -> dict[str, Any]:

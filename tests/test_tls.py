@@ -13,7 +13,7 @@ from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.settings import ProducerSettings
 from reseller_webhooks.worker.devserver.receiver import Receiver
 from reseller_webhooks.worker.devserver.samples import sample_user
-from tests.conftest import Deployment, wait_until
+from tests.helpers import Deployment, wait_until
 from tests.topology import Certificates, TLSRedis, make_certificates
 
 
@@ -33,8 +33,7 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory, certs: Certificates) -> 
 def tls_deployment(tmp_path: Path, tls_redis: TLSRedis) -> Iterator[Deployment]:
     dep = Deployment(tmp_path=tmp_path, redis_url=tls_redis.url, settings=tls_redis.client_env())
     yield dep
-    for w in dep.workers:
-        w.stop()
+    dep.kill_all()
 
 
 def test_worker_and_publisher_deliver_over_verified_tls(

@@ -17,7 +17,7 @@ from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.delivery.wake import DISPATCH, Linger, Wakeups, seats, slot_name
 from reseller_webhooks.worker.devserver.samples import sample_user
 from reseller_webhooks.worker.records.store import Finish, Store
-from tests.conftest import ROUTES, wait_until
+from tests.helpers import ROUTES, wait_until
 
 #: A linger that would outlast the test: a wait that returns was woken.
 LONG_S = 60.0

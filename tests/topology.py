@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from reseller_webhooks.worker.devserver.redis_server import find_redis_server, free_port
-from tests.conftest import IN_CI
+from tests.helpers import IN_CI
 
 MASTER = "webhooks"
 
@@ -281,6 +281,9 @@ class SentinelGroup:
         port = free_port()
         args = [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
         args += ["--appendonly", "yes", "--appendfsync", "everysec", *extra]
+        # A replica's first sync starts at once rather than after the default 5 s a master
+        # waits for more replicas to share a diskless transfer.
+        args += ["--repl-diskless-sync-delay", "0"]
         return self._spawn(name, args, port)
 
     def start(self) -> SentinelGroup:

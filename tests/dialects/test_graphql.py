@@ -12,48 +12,13 @@ from reseller_webhooks.producers.dialects import graphql
 from reseller_webhooks.producers.dialects.errors import GraphQLRequestError
 from reseller_webhooks.producers.user import ResellerUser
 from reseller_webhooks.worker.devserver.samples import sample_user
-from tests.dialects.conftest import RecordingPublisher
+from tests.dialects.helpers import SEED_MUTATION, SEED_VARIABLES, RecordingPublisher
 from tests.dialects.strategies import (
     NON_ASCII_DATE,
     reseller_user_edits,
     reseller_user_edits_with_one_bad_field,
 )
 
-SEED_MUTATION = """
-mutation resellerEditUser ($id: Int!, $resellerUserEdit: ResellerUserEdit) {
-resellerEditUser (id: $id, resellerUserEdit: $resellerUserEdit) {
-id
-email
-username
-resellerId
-role
-enabled
-radAccess
-radAccessClear
-createdAt
-updatedAt
-}
-}
-"""
-SEED_VARIABLES: dict[str, Any] = {
-    "id": 0,
-    "resellerUserEdit": {
-        "password": "<User_Password>",
-        "resellerId": 0,
-        "groupId": 0,
-        "multiLoginCount": 0,
-        "userProfileEdit": {
-            "firstName": "<First_Name>",
-            "lastName": "<Last_Name>",
-            "phone": "<Phone_Number>",
-            "address": "<Address>",
-            "city": "<City>",
-            "country": "<Country>",
-            "postalCode": "<Postal_Code>",
-            "birthDate": "1990-12-10",  # the seed shows the format, <YYYY-MM-DD>
-        },
-    },
-}
 RESPONSE_FIELDS = [
     "id",
     "email",

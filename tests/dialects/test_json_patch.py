@@ -20,7 +20,7 @@ from reseller_webhooks.producers.dialects.errors import (
 )
 from reseller_webhooks.producers.user import ResellerUser
 from reseller_webhooks.worker.devserver.samples import sample_user
-from tests.dialects.conftest import GUID, RecordingPublisher
+from tests.dialects.helpers import GUID, RecordingPublisher
 from tests.dialects.strategies import PATCH_FIELDS
 
 

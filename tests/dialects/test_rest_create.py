@@ -11,9 +11,9 @@ from hypothesis import given
 from reseller_webhooks.producers.dialects import rest_create
 from reseller_webhooks.producers.dialects.errors import InvalidRequestError
 from reseller_webhooks.producers.errors import InvalidEventError
-from tests.dialects.conftest import RecordingPublisher
+from tests.dialects.helpers import RecordingPublisher
 from tests.dialects.strategies import create_requests, create_requests_with_one_bad_field
-from tests.test_pipeline import SEED_EXAMPLE, shape
+from tests.helpers import SEED_EXAMPLE, shape
 
 SEED_REQUEST = {
     "firstName": "string",

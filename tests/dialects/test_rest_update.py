@@ -12,7 +12,7 @@ from reseller_webhooks.producers.dialects import rest_update
 from reseller_webhooks.producers.dialects.errors import InvalidRequestError, NotFoundError
 from reseller_webhooks.producers.user import ResellerUser
 from reseller_webhooks.worker.devserver.samples import sample_user
-from tests.dialects.conftest import RecordingPublisher
+from tests.dialects.helpers import RecordingPublisher
 from tests.dialects.strategies import update_requests, update_requests_with_one_bad_field
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

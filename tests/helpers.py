@@ -1,0 +1,295 @@
+"""What the tests share: a deployment of real processes, bounded waits, receiver scripts, and a
+few values more than one test module reads. Fixtures live in conftest.py; this module has none.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import yaml
+
+from reseller_webhooks.producers.publisher import Publisher
+from reseller_webhooks.producers.wire import Keys
+from reseller_webhooks.worker.devserver.receiver import Received, Reply
+from reseller_webhooks.worker.devserver.samples import sample_user
+from reseller_webhooks.worker.records.store import Route
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+ROOT = Path(__file__).resolve().parent.parent
+
+#: The webhook example the seed documents, as a subscriber receives it.
+SEED_EXAMPLE = json.loads((Path(__file__).parent / "data/seed_webhook_example.json").read_text())
+
+#: One subscriber "s" for both event types, ordered per user: routes for driving the scripts.
+ROUTES = {
+    "reseller.user.created": [Route("s", ordered=True, coalesce=False)],
+    "reseller.user.updated": [Route("s", ordered=True, coalesce=False)],
+}
+
+#: How often a wait looks again: short next to what is waited for, long enough that a few
+#: sessions polling side by side on two cores leave the processes under test the CPU.
+POLL_S = 0.02
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    """Poll ``predicate`` until truthy and return its value; ``TimeoutError`` after
+    ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(POLL_S)
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float = 15.0, what: str = "") -> Any:
+    """Poll ``predicate`` until truthy; fail the test after ``timeout_s``."""
+    try:
+        return wait_for(predicate, timeout_s, what or str(predicate))
+    except TimeoutError as exc:
+        pytest.fail(str(exc))
+
+
+def shape(value: Any) -> Any:
+    """Keys all the way down, and the JSON type of each leaf."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    return type(value).__name__
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], expected: str, code: int = 2) -> None:
+    """A command refused with exit ``code`` and one ``error:`` line naming ``expected``."""
+    stderr = result.stderr
+    assert result.returncode == code, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().count("\n") == 0, stderr
+    assert stderr.startswith("error: "), stderr
+    assert expected in stderr, stderr
+
+
+def publish_burst(publisher: Publisher, count: int, batch: int = 200) -> list[str]:
+    """``count`` users created (one event per user, as a sign-up burst would be)."""
+    user = sample_user()
+    ids: list[str] = []
+    for start in range(0, count, batch):
+        n = min(batch, count - start)
+        ids += publisher.publish_batch(
+            [("reseller.user.created", {**user, "id": f"usr_{start + k}"}) for k in range(n)]
+        )
+    return ids
+
+
+def report(name: str, **figures: object) -> None:
+    """Figures a scenario prints (seen with ``-s``); never asserted."""
+    print(f"\n[{name}] " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+@dataclass
+class WorkerProcess:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        """SIGTERM, the way an operator stops a worker: it finishes what it holds first."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+@dataclass
+class Deployment:
+    """A subscribers file plus the environment workers, schedulers and the CLI run with."""
+
+    tmp_path: Path
+    redis_url: str
+    config: dict[str, Any] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, str] = field(default_factory=dict)
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    def subscriber(
+        self, sub_id: str, url: str, events: list[str] | None = None, **extra: Any
+    ) -> str:
+        """Add a subscriber (secret via env) and return its secret."""
+        secret = new_secret()
+        env_name = f"SECRET_{sub_id.upper().replace('-', '_')}"
+        self.secrets[env_name] = secret
+        self.config.setdefault("subscribers", []).append(
+            {
+                "id": sub_id,
+                "url": url,
+                "events": events or ["reseller.user.*"],
+                "secret_env": env_name,
+                **extra,
+            }
+        )
+        return secret
+
+    @property
+    def env(self) -> dict[str, str]:
+        path = self.tmp_path / "subscribers.yaml"
+        path.write_text(yaml.safe_dump({"allow_private_networks": True, **self.config}))
+        return {
+            **os.environ,
+            "REDIS_URL": self.redis_url,
+            "WEBHOOKS_SUBSCRIBERS": str(path),
+            "WEBHOOKS_VISIBILITY_TIMEOUT_S": "3",
+            "WEBHOOKS_SCHEDULER_INTERVAL_S": "0.05",
+            "WEBHOOKS_METRICS_PORT": "0",  # tests that scrape pick a free port
+            **self.secrets,
+            **self.settings,
+        }
+
+    def cli(self, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "reseller_webhooks.worker", *args],
+            env=self.env,
+            input=input.decode() if input else None,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def start_worker(self, *extra: str, wait: bool = True) -> WorkerProcess:
+        return self.start_process("worker", *extra, ready=" ready." if wait else None)
+
+    def start_failure(self) -> tuple[WorkerProcess, list[str]]:
+        """Start a worker that must refuse to start: wait for it to exit; its ``error:`` lines."""
+        return self.failure(self.start_worker(wait=False))
+
+    @staticmethod
+    def failure(worker: WorkerProcess) -> tuple[WorkerProcess, list[str]]:
+        """Wait for a worker that must refuse to start to exit; its ``error:`` lines."""
+        try:
+            worker.process.wait(timeout=60)
+        finally:
+            worker.kill()
+        return worker, [line for line in worker.log().splitlines() if line.startswith("error:")]
+
+    def start_scheduler(self) -> WorkerProcess:
+        return self.start_process("scheduler", ready="scheduler running")
+
+    def start_console(self, *extra: str, **settings: str) -> tuple[WorkerProcess, str]:
+        """``reseller-webhooks console`` on a free loopback port, without the subscribers'
+        secrets in its environment (it never needs them); returns it and its base URL."""
+        ready = "console on http://"
+        console = self.start_process(
+            "console", "--port", "0", *extra, ready=ready, settings=settings, with_secrets=False
+        )
+        line = next(line for line in console.log().splitlines() if line.startswith(ready))
+        return console, line.split()[2]
+
+    def start_process(
+        self,
+        command: str,
+        *extra: str,
+        ready: str | None,
+        settings: dict[str, str] | None = None,
+        with_secrets: bool = True,
+    ) -> WorkerProcess:
+        log_path = self.tmp_path / f"{command}-{len(self.workers)}.log"
+        env = {**self.env, **(settings or {})}
+        if not with_secrets:
+            env = {k: v for k, v in env.items() if k not in self.secrets}
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "reseller_webhooks.worker", command, *extra],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+        handle = WorkerProcess(process, log_path, env)
+        self.workers.append(handle)
+        if ready:
+            wait_until(
+                lambda: ready in handle.log() or process.poll() is not None,
+                timeout_s=30,
+                what=f"{command} ready",
+            )
+            if process.poll() is not None:
+                pytest.fail(f"{command} exited at start:\n{handle.log()[-3000:]}")
+        return handle
+
+    def kill_all(self) -> None:
+        """End every process started here with SIGKILL: a test's teardown, where a graceful
+        stop is not what is tested (the tests that test it call ``WorkerProcess.stop``)."""
+        for process in self.workers:
+            if process.process.poll() is None:
+                process.process.kill()
+        for process in self.workers:
+            process.process.wait()
+
+
+def settled(client: redis.Redis, keys: Keys) -> bool:
+    """Nothing left to dispatch or deliver, and no trigger waiting in a queue."""
+    return (
+        client.llen(keys.pending) == 0
+        and client.zcard(keys.due) == 0
+        and not any(client.llen(k) for k in client.scan_iter(match=keys.ready("*")))
+        and client.llen(keys.queue) == 0
+        and client.llen(keys.retry_queue) == 0
+    )
+
+
+class Script:
+    """Receiver behaviour per path: a queue of replies consumed in order, then a default."""
+
+    def __init__(self, default: Reply | None = None) -> None:
+        self.default = default or Reply()
+        self.queues: dict[str, list[Reply]] = {}
+        self.defaults: dict[str, Reply] = {}
+        self._lock = threading.Lock()
+
+    def then(self, path: str, *replies: Reply) -> Script:
+        with self._lock:
+            self.queues.setdefault(path, []).extend(replies)
+        return self
+
+    def always(self, path: str, reply: Reply) -> Script:
+        with self._lock:
+            self.defaults[path] = reply
+        return self
+
+    def __call__(self, item: Received) -> Reply:
+        with self._lock:
+            queue = self.queues.get(item.path)
+            if queue:
+                return queue.pop(0)
+            return self.defaults.get(item.path, self.default)
+
+
+def attempt_log(client: redis.Redis, keys: Keys, delivery_id: str) -> list[dict[str, Any]]:
+    return [json.loads(r) for r in client.lrange(keys.attempts(delivery_id), 0, -1)]
