@@ -68,7 +68,7 @@ def _start_ours(p: Processes, subscribers: Path, sizes: Sizes, name: str) -> Any
         [
             sys.executable,
             "-m",
-            "worker",
+            "reseller_webhooks.worker",
             "worker",
             f"--concurrency={sizes.concurrency}",
             "--loglevel=WARNING",

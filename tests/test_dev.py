@@ -19,7 +19,7 @@ import pytest
 from reseller_webhooks.worker.devserver.redis_server import free_port
 from reseller_webhooks.worker.devserver.samples import sample_user
 from reseller_webhooks.worker.devserver.stack import busy_ports, describe_exit, publish_hint
-from tests.helpers import ROOT, wait_until
+from tests.helpers import wait_until
 
 BANNER = "reseller-webhooks dev is running:"
 
@@ -30,8 +30,10 @@ def port_open(port: int) -> bool:
 
 
 def dev_env() -> dict[str, str]:
+    """The environment of a user's shell: dev runs from a folder of their own, not the
+    repository (no PYTHONPATH to it), as an installed package."""
     env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "WEBHOOKS_SUBSCRIBERS"}}
-    env["PYTHONPATH"] = str(ROOT)
+    env.pop("PYTHONPATH", None)
     return env
 
 
@@ -75,7 +77,7 @@ def start_dev(tmp_path: Path) -> Iterator[Callable[..., Dev]]:
                 [
                     sys.executable,
                     "-m",
-                    "worker",
+                    "reseller_webhooks.worker",
                     "dev",
                     f"--redis-port={redis_port}",
                     f"--receiver-port={receiver_port}",
