@@ -60,6 +60,18 @@ RECORD_EVENTS = (
 )
 
 
+#: What makes a publish an outage for the caller (``UnavailableError``, 503): a Redis out of
+#: reach, and one that is up but refuses writes for now, full (``maxmemory`` with
+#: ``noeviction``) or a replica (a client still on the old master after a failover). A refusal
+#: comes at the commit script's first write, so nothing is recorded.
+UNAVAILABLE: tuple[type[redis.RedisError], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+)
+
+
 def celery_client(settings: ProducerSettings) -> Celery:
     """A Celery app used only to send messages by name (no task code is imported)."""
     app = Celery("reseller-webhooks-producer", set_as_current=False)
@@ -204,7 +216,7 @@ class Publisher:
                     args=args,
                 ),
             )
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except UNAVAILABLE as exc:
             fault = operator_fault(exc) if isinstance(exc, redis.ConnectionError) else None
             if fault is not None:
                 raise fault from None
