@@ -17,7 +17,11 @@ import redis
 from reseller_webhooks.worker.devserver.redis_server import RedisServer, free_port
 
 
-def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout_s: float, what: str, poll_s: float = 0.005
+) -> Any:
+    """Poll ``predicate`` until truthy and return its value; ``TimeoutError`` after
+    ``timeout_s`` (the benchmark and the tests wait with it)."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = predicate()
@@ -25,7 +29,7 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
             return value
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.005)
+        time.sleep(poll_s)
 
 
 class ReceiverProcess:

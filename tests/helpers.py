@@ -12,8 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import pytest
 import redis
 import yaml
 
+from bench.harness import wait_for
 from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.devserver.receiver import Received, Reply
@@ -43,29 +43,18 @@ ROUTES = {
 #: How often a wait looks again: short next to what is waited for, long enough that a few
 #: sessions polling side by side on two cores leave the processes under test the CPU.
 POLL_S = 0.02
+#: The ``celery`` command against the worker's app, as Flower and operators run it.
+CELERY = (sys.executable, "-m", "celery", "-A", "reseller_webhooks.worker.queue.app")
 
 
 def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    """Poll ``predicate`` until truthy and return its value; ``TimeoutError`` after
-    ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(POLL_S)
-
-
 def wait_until(predicate: Callable[[], Any], timeout_s: float = 15.0, what: str = "") -> Any:
     """Poll ``predicate`` until truthy; fail the test after ``timeout_s``."""
     try:
-        return wait_for(predicate, timeout_s, what or str(predicate))
+        return wait_for(predicate, timeout_s, what or str(predicate), POLL_S)
     except TimeoutError as exc:
         pytest.fail(str(exc))
 
@@ -182,6 +171,17 @@ class Deployment:
             timeout=60,
         )
 
+    def inspect(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``celery -A <the worker's app> inspect ARGS --timeout 10``, as Flower asks a worker."""
+        return subprocess.run(
+            [*CELERY, "inspect", *args, "--timeout", "10"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
+
     def start_worker(self, *extra: str, wait: bool = True) -> WorkerProcess:
         return self.start_process("worker", *extra, ready=" ready." if wait else None)
 
@@ -218,14 +218,17 @@ class Deployment:
         ready: str | None,
         settings: dict[str, str] | None = None,
         with_secrets: bool = True,
+        launcher: Sequence[str] = (),
     ) -> WorkerProcess:
+        """``python -m reseller_webhooks.worker COMMAND EXTRA...``, run through ``launcher``
+        (e.g. ``ip netns exec NAME``) when given; waits for ``ready`` in its log."""
         log_path = self.tmp_path / f"{command}-{len(self.workers)}.log"
         env = {**self.env, **(settings or {})}
         if not with_secrets:
             env = {k: v for k, v in env.items() if k not in self.secrets}
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "reseller_webhooks.worker", command, *extra],
+                [*launcher, sys.executable, "-m", "reseller_webhooks.worker", command, *extra],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -31,7 +30,6 @@ from reseller_webhooks.worker.devserver.receiver import Received, Receiver, Repl
 from reseller_webhooks.worker.devserver.redis_server import RedisServer
 from tests.helpers import (
     IN_CI,
-    ROOT,
     Deployment,
     WorkerProcess,
     publish_burst,
@@ -142,26 +140,7 @@ def remote_redis(host: Host, tmp_path: Path) -> Iterator[RedisServer]:
 
 def start_in_namespace(deployment: Deployment, host: Host, *extra: str) -> WorkerProcess:
     """A worker process inside ``host``'s namespace, with the deployment's environment."""
-    log_path = deployment.tmp_path / "worker-in-namespace.log"
-    env = deployment.env
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            host.command(sys.executable, "-m", "reseller_webhooks.worker", "worker", *extra),
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-    handle = WorkerProcess(process, log_path, env)
-    deployment.workers.append(handle)
-    wait_until(
-        lambda: " ready." in handle.log() or process.poll() is not None,
-        timeout_s=30,
-        what="worker in the namespace ready",
-    )
-    if process.poll() is not None:
-        pytest.fail(f"worker in the namespace exited at start:\n{handle.log()[-3000:]}")
-    return handle
+    return deployment.start_process("worker", *extra, ready=" ready.", launcher=host.command())
 
 
 def test_a_cut_host_loses_nothing_and_its_stale_results_are_refused(

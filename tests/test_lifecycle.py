@@ -5,8 +5,6 @@ can describe a running worker."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import urllib.request
 
@@ -19,7 +17,7 @@ from reseller_webhooks.worker.devserver.redis_server import free_port
 from reseller_webhooks.worker.devserver.samples import sample_user
 from reseller_webhooks.worker.queue.leftovers import describe, parse_proc_net_tcp
 from reseller_webhooks.worker.queue.lifecycle import stop_all
-from tests.helpers import ROOT, Deployment
+from tests.helpers import Deployment
 
 CLEAN = "worker stopped; left behind: no thread, no socket"
 
@@ -116,25 +114,7 @@ def test_celery_inspect_stats_gets_a_reply(deployment: Deployment) -> None:
     worker page asks for them)."""
     deployment.subscriber("s", "http://127.0.0.1:9/hook")
     worker = deployment.start_worker()
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "reseller_webhooks.worker.queue.app",
-            "inspect",
-            "stats",
-            "--json",
-            "--timeout",
-            "10",
-        ],
-        env=deployment.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    run = deployment.inspect("stats", "--json")
     assert run.returncode == 0, run.stdout + run.stderr
     replies = json.loads(run.stdout)
     [stats] = [reply for reply in replies.values() if "pool" in reply]

@@ -20,7 +20,7 @@ from reseller_webhooks.worker.config.settings import WorkerSettings
 from reseller_webhooks.worker.devserver.receiver import Receiver, Reply
 from reseller_webhooks.worker.devserver.redis_server import RedisServer
 from reseller_webhooks.worker.queue.app import make_app
-from tests.helpers import IN_CI, ROOT, Deployment, Script, settled, wait_until
+from tests.helpers import IN_CI, Deployment, Script, settled, wait_until
 
 PASSWORD = "rpw-" + secrets.token_hex(12)
 
@@ -176,24 +176,7 @@ def test_no_secret_appears_anywhere(
     assert [r.headers["webhook-id"] for r in receiver.received if r.path == "/ok"] == published
     dead_id = f"{published[0]}:bad"
 
-    conf = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "reseller_webhooks.worker.queue.app",
-            "inspect",
-            "conf",
-            "--timeout",
-            "10",
-        ],
-        env=dep.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    conf = dep.inspect("conf")
     outputs["celery inspect conf"] = conf.stdout + conf.stderr
     assert "broker_url" in conf.stdout, conf.stdout + conf.stderr  # the worker did answer
     assert "webhooks_settings" not in conf.stdout
