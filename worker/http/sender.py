@@ -126,7 +126,7 @@ class Sender:
                 transport=GuardedTransport(
                     allow_private=config.allow_private_networks, limits=limits, resolve=resolve
                 ),
-                signer=Signer(sub.signing_keys),
+                signer=Signer(sub.signing_keys, sub.signing),
             )
 
     def close(self) -> None:
