@@ -300,12 +300,14 @@ def test_a_receiver_applying_only_higher_sequence_numbers_ends_with_every_latest
             timeout_s=30,
             what="the replay delivered",
         )
-        replayed = [r for r in receiver.received if r.json["data"]["id"] == "usr_3"]
-        assert (replayed[-1].json["data"]["company"], replayed[-1].headers["webhook-sequence"]) == (
-            "v1",
-            "2",
-        )
+        last = [r for r in receiver.received if r.json["data"]["id"] == "usr_3"][-1]
+        assert (last.json["data"]["company"], last.headers["webhook-sequence"]) == ("v1", "2")
         assert applied == latest  # the late old state was not applied
+        numbers: dict[str, set[str]] = {}
+        for r in receiver.received:  # repeats and the replay carry their event's number
+            numbers.setdefault(r.headers["webhook-id"], set()).add(r.headers["webhook-sequence"])
+        assert len(numbers) == users * changes
+        assert all(len(n) == 1 for n in numbers.values())
         report(
             "sequence-chaos", users=users, changes=users * changes, received=len(receiver.received)
         )
