@@ -7,7 +7,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -58,17 +58,6 @@ _RECORDING = retry(
 
 #: Why a delivery to a subscriber no longer in the file dies without an attempt.
 REMOVED_REASON = "subscriber removed from the subscribers file"
-
-
-def _unattemptable(claim: Claim, subscriber: Subscriber | None, disabled: str) -> str:
-    """Why ``claim`` dies without an attempt, or "" when it can be attempted."""
-    if subscriber is None:
-        return REMOVED_REASON
-    if disabled:
-        return disabled
-    if not claim.body:
-        return "event record expired before delivery"
-    return ""
 
 
 @dataclass
@@ -238,49 +227,29 @@ class Deliverer:
     def _run(
         self, lane: Lane, batch: ClaimBatch
     ) -> tuple[Counter[str], list[tuple[Claim, Finish]]]:
-        """Attempt claimed deliveries, ``lane.width`` at once (one while the subscriber is
-        failing), recording results in batches; returns the counts and the last results, not yet
-        recorded (the caller records them with its next claim)."""
+        """Attempt claimed deliveries in order, recording results in batches; returns the counts
+        and the last results, not yet recorded (the caller records them with its next claim)."""
+        setup, sub, budget_s = lane.setup, lane.subscriber, lane.budget_s
         counts: Counter[str] = Counter()
+        claims = list(batch.claims)
         done: list[tuple[Claim, Finish]] = []
         flushed_at = time.monotonic()
-        for claim, finish in self._results(lane, batch):
+        index = 0
+        while index < len(claims):
+            if claims[index].expires_at - time.monotonic() < budget_s:  # keep the rest leased
+                self._record(done)
+                done, flushed_at = [], time.monotonic()
+                claims[index:] = self._extend(claims[index:], lane.lease_ms)
+                continue
+            claim = claims[index]
+            finish = self._attempt(claim, setup, sub, batch.disabled_reason)
             counts[finish.attempt["outcome"]] += 1
             done.append((claim, finish))
+            index += 1
             if time.monotonic() - flushed_at > FLUSH_INTERVAL_S:
                 self._record(done)
                 done, flushed_at = [], time.monotonic()
         return counts, done
-
-    def _results(self, lane: Lane, batch: ClaimBatch) -> Iterator[tuple[Claim, Finish]]:
-        """What to record for each claim, as the attempts end: those that cannot be attempted
-        first, then the others, in flight ``lane.width`` at once."""
-        setup, sub = lane.setup, lane.subscriber
-        claims: list[Claim] = []
-        for claim in batch.claims:
-            reason = _unattemptable(claim, sub, batch.disabled_reason)
-            if reason:
-                yield claim, self._unattempted(claim, sub, reason)
-            else:
-                claims.append(claim)
-        if sub is None or not claims:
-            return
-        width = 1 if batch.failing else lane.width
-        jobs = self._jobs(lane, claims)
-        for claim, result in setup.sender.attempts(sub, jobs, width=width):
-            yield claim, self._finish(claim, setup, sub, result)
-
-    def _jobs(self, lane: Lane, claims: list[Claim]) -> Iterator[tuple[Claim, str, bytes]]:
-        """The attempts to make, in order, each read when a place in flight is free: leases
-        about to end are renewed first (those already lapsed are left out)."""
-        index = 0
-        while index < len(claims):
-            if claims[index].expires_at - time.monotonic() < lane.budget_s:
-                claims[index:] = self._extend(claims[index:], lane.lease_ms)
-                continue
-            claim = claims[index]
-            index += 1
-            yield claim, claim.event_id, claim.body
 
     def _extend(self, claims: list[Claim], lease_ms: int) -> list[Claim]:
         """Renew the leases of ``claims`` not yet attempted; those already lapsed (and maybe
@@ -294,10 +263,18 @@ class Deliverer:
             )
         return kept
 
-    def _finish(
-        self, claim: Claim, setup: Setup, subscriber: Subscriber, result: AttemptResult
+    def _attempt(
+        self, claim: Claim, setup: Setup, subscriber: Subscriber | None, disabled: str
     ) -> Finish:
-        """What to record for an attempt made: classify, observe, record."""
+        """Make one attempt (or decide none can be made) and say what to record: send,
+        classify, observe, record."""
+        if subscriber is None:
+            return self._unattempted(claim, None, REMOVED_REASON)
+        if disabled:
+            return self._unattempted(claim, subscriber, disabled)
+        if not claim.body:
+            return self._unattempted(claim, subscriber, "event record expired before delivery")
+        result = setup.sender.attempt(subscriber, claim.event_id, claim.body)
         now = self.clock()
         policy = setup.config.policy(subscriber)
         decision = decide(

@@ -13,17 +13,6 @@ from reseller_webhooks.worker.records.store import Route
 #: Grace beyond an attempt's own bound before its lease may be taken over.
 LEASE_MARGIN_S = 5.0
 
-#: Attempts one deliver task makes at once, all from its own thread (``Sender.attempts``).
-ATTEMPTS_PER_SLOT = 4
-
-
-def slots_and_width(max_in_flight: int) -> tuple[int, int]:
-    """How many slots (deliver tasks, one thread each) a subscriber may have live, across every
-    worker, and how many attempts each makes at once: as few slots as can carry
-    ``max_in_flight``, never more attempts in flight than it allows."""
-    slots = -(-max_in_flight // ATTEMPTS_PER_SLOT)
-    return slots, max_in_flight // slots
-
 
 @dataclass(frozen=True, eq=False)
 class Setup:
@@ -59,15 +48,12 @@ class Lane:
     #: Less than this left on a lease before an attempt: renew the leases first.
     budget_s: float
     lease_ms: int
-    #: Slots the subscriber may have live at once, across every worker.
+    #: Attempts in flight to the subscriber at once, across every worker.
     bound: int
-    #: Attempts this task makes at once (slots times this is at most ``max_in_flight``).
-    width: int
 
     @classmethod
     def of(cls, subscriber_id: str, token: str, setup: Setup) -> Lane:
         sub = setup.config.by_id.get(subscriber_id)
         budget_s = attempt_bound_s(sub.timeout_s if sub else 0.0) + LEASE_MARGIN_S
-        bound, width = slots_and_width(sub.max_in_flight if sub else 1)
-        lease_ms = int(2 * budget_s * 1000)
-        return cls(subscriber_id, token, setup, sub, budget_s, lease_ms, bound, width)
+        bound = sub.max_in_flight if sub else 1
+        return cls(subscriber_id, token, setup, sub, budget_s, int(2 * budget_s * 1000), bound)

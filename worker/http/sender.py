@@ -5,12 +5,10 @@ Lower-layer exceptions are translated into the error tree here and only here.
 
 from __future__ import annotations
 
-import asyncio
-import ssl
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import cast
 
 import httpx
 
@@ -20,13 +18,15 @@ from reseller_webhooks.worker.errors import (
     PermanentDeliveryError,
     RetryableDeliveryError,
 )
-from reseller_webhooks.worker.http.exchange import Target, post, thread_loop
 from reseller_webhooks.worker.http.signing import Signer
-from reseller_webhooks.worker.http.transport import Resolve, system_resolve
+from reseller_webhooks.worker.http.transport import (
+    DEADLINE,
+    GuardedTransport,
+    Resolve,
+    system_resolve,
+)
 
 USER_AGENT = "reseller-webhooks/0.1"
-
-K = TypeVar("K")
 
 #: Beyond its deadline, the most an attempt may take to notice and unwind: a blocked socket call
 #: wakes at the deadline (measured: within tens of milliseconds, tests/test_hostile_peers.py);
@@ -72,7 +72,10 @@ def translate(exc: Exception) -> DeliveryError:
 class _Route:
     """Everything about one subscriber that does not change between attempts, built once."""
 
-    target: Target
+    url: httpx.URL
+    headers: dict[str, str]
+    timeout: dict[str, float | None]
+    transport: GuardedTransport
     signer: Signer
 
 
@@ -88,17 +91,12 @@ def _fixed_headers(sub: Subscriber, url: httpx.URL) -> dict[str, str]:
     return headers
 
 
-#: One attempt to make: a key of the caller's, the ``webhook-id`` and the body.
-Job = tuple[K, str, bytes]
-
-
 class Sender:
-    """Kept-alive connections and a signer per subscriber. Thread-safe.
+    """One pooled, guarded transport and one signer per subscriber. Thread-safe.
 
-    Attempts go out over ``http.exchange``: a chunk's requests concurrently from the calling
-    thread, each vetted and bounded as ``transport.GuardedTransport`` does, with no
-    ``httpx.Client`` merging headers, cookies, auth and redirect settings on every call
-    (docs/benchmarks.md, changes 5 and 12).
+    Requests go to the transport directly: ``httpx.Client`` would merge headers, cookies, auth
+    and redirect settings on every call, none of which a webhook uses, and costs about as much
+    CPU again as the HTTP exchange itself (docs/benchmarks.md).
     """
 
     def __init__(
@@ -106,87 +104,78 @@ class Sender:
         config: SubscribersConfig,
         *,
         body_limit: int = 4096,
+        max_connections: int = 16,
         clock: Callable[[], float] = time.time,
         resolve: Resolve = system_resolve,
-        tls_context: ssl.SSLContext | None = None,
     ) -> None:
-        """``tls_context``: the certificates https subscribers are verified against (default:
-        the bundled public CAs, nothing from the environment)."""
         self._body_limit = body_limit
         self._clock = clock
-        self._tls = tls_context
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
         self._routes: dict[str, _Route] = {}
         for sub in config.subscribers:
             url = httpx.URL(str(sub.url))
-            target = Target.of(
-                url,
-                _fixed_headers(sub, url),
-                allow_private=config.allow_private_networks,
-                resolve=resolve,
-                tls=self._tls_context,
+            self._routes[sub.id] = _Route(
+                url=url,
+                headers=_fixed_headers(sub, url),
+                timeout=httpx.Timeout(sub.timeout_s).as_dict(),
+                transport=GuardedTransport(
+                    allow_private=config.allow_private_networks, limits=limits, resolve=resolve
+                ),
+                signer=Signer(sub.signing_keys),
             )
-            self._routes[sub.id] = _Route(target, Signer(sub.signing_keys))
-
-    def _tls_context(self) -> ssl.SSLContext:
-        if self._tls is None:
-            self._tls = httpx.create_ssl_context(trust_env=False)
-        return self._tls
 
     def close(self) -> None:
         for route in self._routes.values():
-            route.target.pool.close()
+            route.transport.close()
 
     def attempt(self, sub: Subscriber, webhook_id: str, body: bytes) -> AttemptResult:
         """Make one attempt, over by ``attempt_bound_s(sub.timeout_s)``; never raises for delivery
         problems (they are in the result)."""
-        [(_, result)] = self.attempts(sub, [(None, webhook_id, body)], width=1)
-        return result
-
-    def attempts(
-        self, sub: Subscriber, jobs: Iterable[Job[K]], *, width: int
-    ) -> Iterator[tuple[K, AttemptResult]]:
-        """Attempt ``jobs`` with up to ``width`` in flight at once, from this thread; yields each
-        result as it comes. ``jobs`` is read only when a place is free, so the caller may decide
-        then (and between results) what to send next. Each attempt is over by
-        ``attempt_bound_s(sub.timeout_s)`` from its start."""
-        loop = thread_loop()
-        pending = iter(jobs)
-        running: set[asyncio.Task[tuple[K, AttemptResult]]] = set()
-        try:
-            while True:
-                while len(running) < width and (job := next(pending, None)) is not None:
-                    running.add(loop.create_task(self._one(sub, *job)))
-                if not running:
-                    return
-                done, running = loop.run_until_complete(
-                    asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                )
-                for task in done:
-                    yield task.result()
-        finally:
-            for task in running:  # the caller stopped early: nothing is left in flight
-                task.cancel()
-            if running:
-                loop.run_until_complete(asyncio.wait(running))
-
-    async def _one(
-        self, sub: Subscriber, key: K, webhook_id: str, body: bytes
-    ) -> tuple[K, AttemptResult]:
         started = time.perf_counter()
         deadline = time.monotonic() + sub.timeout_s
-        route = self._routes[sub.id]
         try:
-            headers = route.signer.headers(webhook_id, int(self._clock()), body)
-            reply = await post(route.target, headers, body, deadline, self._body_limit)
+            status, excerpt, retry_after = self._post(sub, webhook_id, body, deadline)
         except Exception as exc:  # translated, recorded, decided on by the caller
-            return key, AttemptResult(
+            return AttemptResult(
                 status=None,
                 duration_ms=(time.perf_counter() - started) * 1000,
                 error=translate(exc),
             )
-        return key, AttemptResult(
-            status=reply.status,
+        return AttemptResult(
+            status=status,
             duration_ms=(time.perf_counter() - started) * 1000,
-            response_excerpt=reply.excerpt.decode("utf-8", errors="replace"),
-            retry_after=reply.retry_after,
+            response_excerpt=excerpt,
+            retry_after=retry_after,
         )
+
+    # No retry in here, not even for a kept-alive connection the subscriber closed while idle:
+    # the pool already drops idle connections whose peer has hung up (is_readable), what is left
+    # is a race of a round trip, and a second try would have to share this attempt's deadline
+    # and could reach a subscriber that did get the first. The schedule retries instead.
+    def _post(
+        self, sub: Subscriber, webhook_id: str, body: bytes, deadline: float
+    ) -> tuple[int, str, str | None]:
+        route = self._routes[sub.id]
+        headers = {**route.headers, **route.signer.headers(webhook_id, int(self._clock()), body)}
+        request = httpx.Request(
+            "POST",
+            route.url,
+            headers=headers,
+            content=body,
+            extensions={"timeout": route.timeout, DEADLINE: deadline},
+        )
+        response = route.transport.handle_request(request)
+        try:
+            received = bytearray()
+            # The raw stream: no accept-encoding is sent, so the body comes as it is. Reads past
+            # the deadline fail in the transport, however fast the body keeps coming.
+            for chunk in cast(httpx.SyncByteStream, response.stream):
+                received += chunk[: self._body_limit - len(received)]
+                if len(received) >= self._body_limit:
+                    break
+        finally:
+            response.close()
+        excerpt = received.decode("utf-8", errors="replace")
+        return response.status_code, excerpt, response.headers.get("retry-after")

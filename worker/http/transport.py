@@ -128,14 +128,6 @@ class _Within:
 # --- Name resolution -----------------------------------------------------------------------------
 
 
-def literal_address(host: str) -> IPAddress | None:
-    """The address ``host`` spells out, or None for a name to resolve."""
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None
-
-
 def system_resolve(host: str, port: int) -> list[IPAddress]:
     """The system resolver (``getaddrinfo``), addresses de-duplicated in the order given."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -160,7 +152,7 @@ class _ResolverPool:
             return self._pool.submit(resolve, host, port)
 
 
-RESOLVERS = _ResolverPool()
+_RESOLVERS = _ResolverPool()
 
 
 # --- Backend and stream --------------------------------------------------------------------------
@@ -285,11 +277,12 @@ class GuardedBackend(httpcore.NetworkBackend):
         raise last
 
     def _addresses(self, host: str, port: int, timeout: float | None) -> Sequence[IPAddress]:
-        literal = literal_address(host)
-        if literal is not None:
-            return [literal]  # nothing to resolve
+        try:
+            return [ipaddress.ip_address(host)]  # a literal: nothing to resolve
+        except ValueError:
+            pass
         wait = _time_left(timeout, httpcore.ConnectTimeout, f"resolving {host}")
-        future = RESOLVERS.submit(self._resolve, host, port)
+        future = _RESOLVERS.submit(self._resolve, host, port)
         try:
             addresses = future.result(wait)
         except FutureTimeout as exc:

@@ -33,7 +33,6 @@ from reseller_webhooks.worker.config.reload import watch
 from reseller_webhooks.worker.delivery.heartbeat import heartbeat
 from reseller_webhooks.worker.delivery.runtime import Runtime
 from reseller_webhooks.worker.delivery.wake import seats
-from reseller_webhooks.worker.http.exchange import close_loops
 from reseller_webhooks.worker.ops.metrics import metrics_server
 from reseller_webhooks.worker.queue import leftovers
 from reseller_webhooks.worker.queue.affinity import CorePin
@@ -133,6 +132,5 @@ class Lifecycle(bootsteps.StartStopStep):  # type: ignore[misc]
         stop_all(self.running)
         if self.rt is not None:
             self.rt.deliverer.sender.close()
-            close_loops()
             self.rt.store.redis.close()
         parent.app.pool.force_close_all()  # the connections send_task used

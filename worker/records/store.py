@@ -93,8 +93,6 @@ class ClaimBatch:
     claims: list[Claim]
     more: list[Trigger]
     disabled_reason: str
-    #: The subscriber is failing: one attempt at a time.
-    failing: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,11 +211,11 @@ class Store:
             reply = self._finish_then_claim(finished, args)
         else:
             reply = self._claim(keys=[self.keys.due], args=args)
-        lease, raw, more, disabled, failing = cast(list[Any], reply)
+        lease, raw, more, disabled = cast(list[Any], reply)
         if not lease:
             return None
         if int(lease) < 0:  # kept: nothing to claim right now
-            return ClaimBatch([], [], disabled.decode(), bool(failing))
+            return ClaimBatch([], [], disabled.decode())
         expires_at = started + lease_ms / 1000
         claims = [
             Claim(
@@ -233,7 +231,7 @@ class Store:
             )
             for did, event_id, attempt, trigger, body, published_at in raw
         ]
-        return ClaimBatch(claims, _triggers(more), disabled.decode(), bool(failing))
+        return ClaimBatch(claims, _triggers(more), disabled.decode())
 
     def release(self, subscriber_id: str, token: str) -> None:
         """Give a slot back (its task will not serve the subscriber)."""

@@ -20,9 +20,8 @@
 -- ARGV[9] keep: 1 if the caller lingers when nothing is left, else 0
 --
 -- Returns {lease (server ms; 0: slot gone or nothing claimed; -1: kept, nothing to claim),
--- claims, triggers, disabled reason, failing (1 while the subscriber is failing, else 0)}; a
--- claim is {delivery id, event id, attempt number, trigger, body, published at (server ms, 0:
--- unknown)}.
+-- claims, triggers, disabled reason}; a claim is {delivery id, event id, attempt number,
+-- trigger, body, published at (server ms, 0: unknown)}.
 -- luacheck: std lua51
 -- luacheck: globals ARGV KEYS redis
 -- luacheck: read globals server_now live_slots arm wake_slot WAITING_MS (prelude.lua)
@@ -46,7 +45,7 @@ local waiting = prefix .. ':slot-waiting:' .. sub
 
 local function release()
   redis.call('ZREM', slots, token)
-  return {0, {}, {}, '', 0}
+  return {0, {}, {}, ''}
 end
 
 local function slot_is_live()
@@ -81,10 +80,8 @@ if not slot_is_live() then return release() end
 local health = redis.call('HMGET', prefix .. ':subscriber:' .. sub,
                           'disabled', 'reason', 'failing_since')
 local bound = args.bound
-local failing = 0
 if health[3] then  -- failing: one slot at a time
   bound = 1
-  failing = 1
   if live_slots(prefix, sub, now) > 1 then return release() end
 end
 redis.call('LREM', waiting, 0, token)  -- not waiting while it claims
@@ -96,17 +93,17 @@ local share = math.min(args.most, math.max(1, math.ceil(redis.call('LLEN', ready
 local claims = take(share, lease)
 if #claims == 0 and not args.keep then
   redis.call('ZREM', slots, token)
-  return {0, claims, {}, disabled, failing}
+  return {0, claims, {}, disabled}
 end
 redis.call('ZADD', slots, now + args.slot_ttl_ms, token)
 if #claims == 0 then  -- the caller lingers: the slot stays (no new trigger is needed) ...
   redis.call('LPUSH', waiting, token)  -- ... and is woken when work comes
   redis.call('PEXPIRE', waiting, WAITING_MS)
-  return {-1, claims, {}, disabled, failing}
+  return {-1, claims, {}, disabled}
 end
 local more = {}
 if redis.call('LLEN', ready) > 0 and wake_slot(prefix, sub, now) == 0
    and live_slots(prefix, sub, now) < bound then
   arm(prefix, sub, now + args.expiry_ms, more)
 end
-return {lease, claims, more, disabled, failing}
+return {lease, claims, more, disabled}
