@@ -303,10 +303,9 @@ def test_redis_out_of_reach_is_a_503_page_without_its_address(deployment: Deploy
         anonymous = client.get("/subscribers", follow_redirects=False)
         assert anonymous.status_code == 302
         assert anonymous.headers["location"].startswith("/login")
-        wrong = client.get(
-            "/subscribers", headers={"Authorization": "Bearer nope"}, follow_redirects=True
-        )
-        assert "Log in" in wrong.text
+        # A wrong token cannot be told from a right one while failures cannot be counted.
+        wrong = client.get("/subscribers", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 503
     console.stop()
     log = console.log()
     assert "console: Redis is unavailable (ConnectionError)" in log

@@ -19,9 +19,12 @@ import tornado.web
 from reseller_webhooks.producers.errors import ConfigError
 from reseller_webhooks.worker.config.settings import WorkerSettings
 from reseller_webhooks.worker.console.auth import credentials, refusal
+from reseller_webhooks.worker.console.guard import guard
 from reseller_webhooks.worker.console.handlers import SESSION_DAYS, Console, NotFound
+from reseller_webhooks.worker.console.jobs import Jobs
 from reseller_webhooks.worker.console.routes import routes
 from reseller_webhooks.worker.console.sessions import Sessions
+from reseller_webhooks.worker.console.throttle import Throttle
 from reseller_webhooks.worker.ops.actions import Operations
 from reseller_webhooks.worker.records.store import Trigger
 
@@ -46,6 +49,7 @@ def make_app(
     read_only: bool = False,
     ops: Operations | None = None,
     send_factory: Callable[[], Callable[[Sequence[Trigger]], None]] | None = None,
+    listen_host: str | None = None,
 ) -> tornado.web.Application:
     """The console for the deployment ``settings`` describe (``ConfigError`` when its login
     settings are incomplete or too weak)."""
@@ -57,6 +61,9 @@ def make_app(
         sessions=Sessions(ops.store.redis, ops.store.keys, ttl_s=SESSION_DAYS * 86400),
         read_only=read_only or settings.console_read_only,
         send_factory=send_factory,
+        jobs=Jobs(ops.store.redis, ops.store.keys),
+        guard=guard(settings, listen_host),
+        throttle=Throttle(ops.store.redis, ops.store.keys, base_s=settings.console_login_delay_s),
     )
     secret = settings.console_cookie_secret
     return tornado.web.Application(
@@ -78,7 +85,7 @@ def make_app(
 def serve(settings: WorkerSettings, *, host: str, port: int, read_only: bool = False) -> None:
     """Serve the console until SIGINT or SIGTERM. Refuses (``ConfigError``) to listen beyond
     loopback without a login."""
-    app = make_app(settings, read_only=read_only)
+    app = make_app(settings, read_only=read_only, listen_host=host)
     creds = credentials(settings)
     problem = refusal(host, creds)
     if problem:

@@ -131,7 +131,7 @@ class Finish:
     disable_after_ms: int = 0
 
 
-def _triggers(raw: Sequence[Any]) -> list[Trigger]:
+def triggers_of(raw: Sequence[Any]) -> list[Trigger]:
     return [Trigger(sub.decode(), token.decode(), bool(failing)) for sub, token, failing in raw]
 
 
@@ -153,6 +153,8 @@ class Store:
         self._dead_ttl = dead_letter_retention_s
         self._log_size = attempt_log_size
         self._trigger_ms = int(trigger_expiry_s * 1000)
+        #: How long an armed trigger slot lives, ms (the replay script's last argument).
+        self.trigger_ms = self._trigger_ms
         self._failing_after = failing_after
         self._drain = scripts.register(client, "drain")
         self._claim = scripts.register(client, "claim")
@@ -186,7 +188,7 @@ class Store:
             list[Any],
             self._drain(keys=[k.pending, k.dispatch_armed, k.due, k.active_subscribers], args=args),
         )
-        return Drained(int(events), int(missing), _triggers(triggers), bool(more))
+        return Drained(int(events), int(missing), triggers_of(triggers), bool(more))
 
     def claim(
         self,
@@ -231,7 +233,7 @@ class Store:
             )
             for did, event_id, attempt, trigger, body, published_at in raw
         ]
-        return ClaimBatch(claims, _triggers(more), disabled.decode())
+        return ClaimBatch(claims, triggers_of(more), disabled.decode())
 
     def release(self, subscriber_id: str, token: str) -> None:
         """Give a slot back (its task will not serve the subscriber)."""
@@ -330,7 +332,7 @@ class Store:
                 args=[k.prefix, self._trigger_ms, batch, int(dispatch_lost_after_s * 1000)],
             ),
         )
-        return Swept(_triggers(triggers), bool(dispatch), int(moved), [int(x) for x in late])
+        return Swept(triggers_of(triggers), bool(dispatch), int(moved), [int(x) for x in late])
 
     def replay(self, delivery_id: str, *, event_ttl_s: int) -> list[Trigger] | None:
         """Put a dead delivery back as ready; None when there is no such dead letter."""
@@ -340,7 +342,7 @@ class Store:
         )
         if not out:
             return None
-        return _triggers(cast(list[Any], out)[1])
+        return triggers_of(cast(list[Any], out)[1])
 
     def expedite(self, subscriber_id: str) -> int:
         """Make the subscriber's waiting retries due now (see ``lua/expedite.lua``); returns how

@@ -1,0 +1,104 @@
+"""Long console actions (replaying or purging thousands of dead letters) run beside the server,
+not in it: one at a time on a worker thread, a chunk per Redis round trip, while the pages and
+``/healthz`` keep answering. Each has a record in Redis (kept a day) with its progress, so
+any console process behind the same address shows it on ``/jobs/ID``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import cast
+
+import redis
+from kombu.exceptions import OperationalError
+
+from reseller_webhooks.producers.errors import UnavailableError
+from reseller_webhooks.producers.wire import Keys
+from reseller_webhooks.worker.errors import OperatorError
+from reseller_webhooks.worker.ops.actions import Progress
+
+log = logging.getLogger("reseller_webhooks.worker.console")
+
+#: How long a job's record (and so its page) is kept.
+JOB_TTL_S = 86400
+#: What a job id looks like (it is in an address).
+JOB_ID = r"[A-Za-z0-9_-]{16}"
+
+#: The work: given a progress callback, does it all and returns how many it acted on.
+Work = Callable[[Progress], int]
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: str
+    title: str  # e.g. "Replay dead letters of subscriber acme-crm"
+    state: str  # waiting | running | done | failed
+    total: int  # how many the index held when it was asked for
+    seen: int
+    done: int
+    message: str
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("done", "failed")
+
+
+class Jobs:
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.redis = client
+        self.keys = keys
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="console-job")
+
+    def start(self, title: str, total: int, work: Work, result: Callable[[int], str]) -> str:
+        """Queue ``work``; returns the job's id. ``result`` turns its count into the closing
+        message (and may log it)."""
+        job_id = secrets.token_urlsafe(12)
+        self._save(job_id, title=title, state="waiting", total=total, seen=0, done=0, message="")
+        self._executor.submit(self._run, job_id, work, result)
+        return job_id
+
+    def get(self, job_id: str) -> Job | None:
+        raw = cast(dict[bytes, bytes], self.redis.hgetall(self.keys.console_job(job_id)))
+        if not raw:
+            return None
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        return Job(
+            job_id,
+            fields.get("title", ""),
+            fields.get("state", "failed"),
+            int(fields.get("total", 0)),
+            int(fields.get("seen", 0)),
+            int(fields.get("done", 0)),
+            fields.get("message", ""),
+        )
+
+    def _save(self, job_id: str, **fields: str | int) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        for name, value in fields.items():
+            pipe.hset(self.keys.console_job(job_id), name, value)
+        pipe.expire(self.keys.console_job(job_id), JOB_TTL_S)
+        pipe.execute()
+
+    def _run(self, job_id: str, work: Work, result: Callable[[int], str]) -> None:
+        try:
+            self._save(job_id, state="running")
+            count = work(lambda seen, done: self._save(job_id, seen=seen, done=done))
+            self._save(job_id, state="done", done=count, message=result(count))
+        except (redis.RedisError, OperationalError) as exc:
+            self._failed(job_id, f"{UnavailableError.from_exception(exc)}; what is done stays done")
+        except OperatorError as exc:
+            self._failed(job_id, str(exc))
+        except Exception:
+            log.exception("console: job %s failed", job_id)
+            self._failed(job_id, "failed: see the console's log")
+
+    def _failed(self, job_id: str, message: str) -> None:
+        log.warning("console: job %s: %s", job_id, message)
+        try:
+            self._save(job_id, state="failed", message=message)
+        except redis.RedisError:
+            log.warning("console: job %s: its record could not be written", job_id)
