@@ -1,7 +1,8 @@
 """Long console actions (replaying or purging thousands of dead letters) run beside the server,
 not in it: one at a time on a worker thread, a chunk per Redis round trip, while the pages and
-``/healthz`` keep answering. Each has a record in Redis (kept a day) with its progress, so
-any console process behind the same address shows it on ``/jobs/ID``.
+``/healthz`` keep answering. Its progress is kept here and copied by its thread to Redis (kept
+a day), so that any console process behind the same address shows it on ``/jobs/ID``; the
+server itself never waits on that copy.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ import logging
 import secrets
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import cast
+from dataclasses import dataclass, replace
+from typing import Any, cast
 
 import redis
 from kombu.exceptions import OperationalError
@@ -52,16 +53,21 @@ class Jobs:
         self.redis = client
         self.keys = keys
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="console-job")
+        #: This process's jobs (a dict's item assignment is atomic: the threads share it).
+        self._here: dict[str, Job] = {}
 
     def start(self, title: str, total: int, work: Work, result: Callable[[int], str]) -> str:
         """Queue ``work``; returns the job's id. ``result`` turns its count into the closing
         message (and may log it)."""
         job_id = secrets.token_urlsafe(12)
-        self._save(job_id, title=title, state="waiting", total=total, seen=0, done=0, message="")
+        self._here[job_id] = Job(job_id, title, "waiting", total, 0, 0, "")
         self._executor.submit(self._run, job_id, work, result)
         return job_id
 
     def get(self, job_id: str) -> Job | None:
+        """A job of this process, else as another one recorded it."""
+        if job_id in self._here:
+            return self._here[job_id]
         raw = cast(dict[bytes, bytes], self.redis.hgetall(self.keys.console_job(job_id)))
         if not raw:
             return None
@@ -76,11 +82,14 @@ class Jobs:
             fields.get("message", ""),
         )
 
-    def _save(self, job_id: str, **fields: str | int) -> None:
+    def _save(self, job_id: str, **fields: Any) -> None:
+        """Update the job here, then its copy in Redis (on the job's thread)."""
+        job = self._here[job_id] = replace(self._here[job_id], **fields)
+        key = self.keys.console_job(job_id)
         pipe = self.redis.pipeline(transaction=True)
-        for name, value in fields.items():
-            pipe.hset(self.keys.console_job(job_id), name, value)
-        pipe.expire(self.keys.console_job(job_id), JOB_TTL_S)
+        for name in ("title", "state", "total", "seen", "done", "message"):
+            pipe.hset(key, name, getattr(job, name))
+        pipe.expire(key, JOB_TTL_S)
         pipe.execute()
 
     def _run(self, job_id: str, work: Work, result: Callable[[int], str]) -> None:
@@ -98,6 +107,7 @@ class Jobs:
 
     def _failed(self, job_id: str, message: str) -> None:
         log.warning("console: job %s: %s", job_id, message)
+        self._here[job_id] = replace(self._here[job_id], state="failed", message=message)
         try:
             self._save(job_id, state="failed", message=message)
         except redis.RedisError:

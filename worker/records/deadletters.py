@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from reseller_webhooks.producers.wire import Keys
-from reseller_webhooks.worker.records.store import Store, Trigger, split_delivery_id, triggers_of
+from reseller_webhooks.worker.records.store import Store, Trigger, split_delivery_id
 
 #: How many dead letters one Redis round trip reads, replays or purges.
 CHUNK = 500
@@ -171,34 +171,23 @@ class DeadLetters:
                     yield letter
 
     def replay_chunk(self, delivery_ids: Sequence[str]) -> tuple[list[str], list[Trigger]]:
-        """``replay`` for up to ``CHUNK`` ids in one round trip (each its own script call)."""
-        pipe = self.store.redis.pipeline(transaction=False)
-        for did in delivery_ids:
-            self.store.replay_script(
-                keys=[self.keys.dead, self.keys.active_subscribers],
-                args=[self.keys.prefix, did, self._event_ttl, self.store.trigger_ms],
-                client=pipe,
-            )
-        done: list[str] = []
-        triggers: list[Trigger] = []
-        for did, out in zip(delivery_ids, pipe.execute(), strict=True):
-            if out:
-                done.append(did)
-                triggers += triggers_of(cast(list[Any], out)[1])
-        return done, triggers
+        """``replay`` for up to ``CHUNK`` ids in one script call."""
+        if not delivery_ids:
+            return [], []
+        return self.store.replay_many(delivery_ids, event_ttl_s=self._event_ttl)
 
     def replay(self, delivery_ids: Iterable[str]) -> tuple[list[str], list[Trigger]]:
         """Make dead deliveries ready again (fresh schedule, same webhook-id).
 
         Returns the ids replayed and the triggers to send (``queue.triggers.send_deliver``).
         """
+        wanted = list(delivery_ids)
         done: list[str] = []
         triggers: list[Trigger] = []
-        for did in delivery_ids:
-            armed = self.store.replay(did, event_ttl_s=self._event_ttl)
-            if armed is not None:
-                done.append(did)
-                triggers += armed
+        for start in range(0, len(wanted), CHUNK):
+            replayed, armed = self.replay_chunk(wanted[start : start + CHUNK])
+            done += replayed
+            triggers += armed
         return done, triggers
 
     def purge(self, delivery_ids: Iterable[str]) -> int:

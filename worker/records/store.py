@@ -153,8 +153,6 @@ class Store:
         self._dead_ttl = dead_letter_retention_s
         self._log_size = attempt_log_size
         self._trigger_ms = int(trigger_expiry_s * 1000)
-        #: How long an armed trigger slot lives, ms (the replay script's last argument).
-        self.trigger_ms = self._trigger_ms
         self._failing_after = failing_after
         self._drain = scripts.register(client, "drain")
         self._claim = scripts.register(client, "claim")
@@ -336,13 +334,22 @@ class Store:
 
     def replay(self, delivery_id: str, *, event_ttl_s: int) -> list[Trigger] | None:
         """Put a dead delivery back as ready; None when there is no such dead letter."""
-        out = self.replay_script(
-            keys=[self.keys.dead, self.keys.active_subscribers],
-            args=[self.keys.prefix, delivery_id, event_ttl_s, self._trigger_ms],
+        replayed, triggers = self.replay_many([delivery_id], event_ttl_s=event_ttl_s)
+        return triggers if replayed else None
+
+    def replay_many(
+        self, delivery_ids: Sequence[str], *, event_ttl_s: int
+    ) -> tuple[list[str], list[Trigger]]:
+        """Put dead deliveries back as ready in one script call (keep it to a few hundred);
+        the ids that were dead letters, and the triggers to send."""
+        out = cast(
+            list[Any],
+            self.replay_script(
+                keys=[self.keys.dead, self.keys.active_subscribers],
+                args=[self.keys.prefix, event_ttl_s, self._trigger_ms, *delivery_ids],
+            ),
         )
-        if not out:
-            return None
-        return triggers_of(cast(list[Any], out)[1])
+        return [did.decode() for did in out[0]], triggers_of(out[1])
 
     def expedite(self, subscriber_id: str) -> int:
         """Make the subscriber's waiting retries due now (see ``lua/expedite.lua``); returns how
