@@ -68,6 +68,7 @@ def make_app(
     secret = settings.console_cookie_secret
     return tornado.web.Application(
         routes(console),
+        console=console,
         template_path=str(HERE / "templates"),
         static_path=str(HERE / "static"),
         cookie_secret=secret.get_secret_value() if secret else secrets.token_hex(32),
@@ -123,4 +124,5 @@ async def _run(
     click.echo(f"console on http://{shown}:{port}{mode}", err=False)
     await stop.wait()
     server.stop()
+    await asyncio.to_thread(app.settings["console"].jobs.stop)
     click.echo("console stopped")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -55,6 +56,12 @@ class Jobs:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="console-job")
         #: This process's jobs (a dict's item assignment is atomic: the threads share it).
         self._here: dict[str, Job] = {}
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        """The console stops: a running job ends after its chunk, waiting ones do not start."""
+        self._stopping.set()
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
     def start(self, title: str, total: int, work: Work, result: Callable[[int], str]) -> str:
         """Queue ``work``; returns the job's id. ``result`` turns its count into the closing
@@ -92,10 +99,15 @@ class Jobs:
         pipe.expire(key, JOB_TTL_S)
         pipe.execute()
 
+    def _progress(self, job_id: str, seen: int, done: int) -> None:
+        self._save(job_id, seen=seen, done=done)
+        if self._stopping.is_set():
+            raise OperatorError("stopped with the console: run it again for the rest")
+
     def _run(self, job_id: str, work: Work, result: Callable[[int], str]) -> None:
         try:
             self._save(job_id, state="running")
-            count = work(lambda seen, done: self._save(job_id, seen=seen, done=done))
+            count = work(lambda seen, done: self._progress(job_id, seen, done))
             self._save(job_id, state="done", done=count, message=result(count))
         except (redis.RedisError, OperationalError) as exc:
             self._failed(job_id, f"{UnavailableError.from_exception(exc)}; what is done stays done")

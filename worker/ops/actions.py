@@ -20,7 +20,13 @@ from reseller_webhooks.worker.delivery.runtime import make_store
 from reseller_webhooks.worker.errors import SubscribersDisabledError, UnknownSubscriberError
 from reseller_webhooks.worker.ops.metrics import StatsReader, SubscriberStats
 from reseller_webhooks.worker.records.activity import Activity, Attempt, EventStory, Rate, rates
-from reseller_webhooks.worker.records.deadletters import DeadLetter, DeadLetters, Filter, Page
+from reseller_webhooks.worker.records.deadletters import (
+    CHUNK,
+    DeadLetter,
+    DeadLetters,
+    Filter,
+    Page,
+)
 from reseller_webhooks.worker.records.store import DISABLED_BY_OPERATOR, Store, Trigger
 
 #: Most letters one dead-letter page reads to find those of an event type.
@@ -260,10 +266,11 @@ class Operations:
         disabled subscriber; ids that are no dead letter come back in ``missing``."""
         wanted = list(dict.fromkeys(delivery_ids))
         blocked: set[str] = set()
-        for did in wanted:
-            letter = self.dead.get(did)
-            if letter and self.store.subscriber_state(letter.subscriber_id).get("disabled") == "1":
-                blocked.add(letter.subscriber_id)
+        for start in range(0, len(wanted), CHUNK):
+            letters = self.dead.read(wanted[start : start + CHUNK])
+            for sub in {x.subscriber_id for x in letters if x is not None}:
+                if self.store.subscriber_state(sub).get("disabled") == "1":
+                    blocked.add(sub)
         if blocked:
             raise SubscribersDisabledError(sorted(blocked))
         replayed, triggers = self.dead.replay(wanted)
