@@ -30,7 +30,9 @@ from reseller_webhooks.worker.records.store import Trigger
 
 log = logging.getLogger("reseller_webhooks.worker.console")
 
-HERE = Path(__file__).parent
+#: The package folder itself (an editable install links each file: Tornado serves only files
+#: whose real path is under the static folder).
+HERE = Path(__file__).resolve().parent
 
 
 def _celery_sender(settings: WorkerSettings) -> Callable[[Sequence[Trigger]], None]:
