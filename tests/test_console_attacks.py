@@ -19,6 +19,8 @@ from reseller_webhooks.producers.wire import Keys
 from tests.conftest import start_own_redis
 from tests.helpers import Deployment, WorkerProcess, wait_until
 
+pytestmark = pytest.mark.slow  # two console processes for the module
+
 USER = "ops"
 PASSWORD = "console-" + secrets.token_hex(10)
 TOKEN = "token-" + secrets.token_hex(16)
