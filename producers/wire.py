@@ -147,6 +147,16 @@ class Keys:
         the login does, deleted at logout."""
         return f"{self.prefix}:console-session:{digest}"
 
+    def console_job(self, job_id: str) -> str:
+        """HASH: a long console action (replay or purge of many dead letters) and its progress,
+        so that every console process can show it; kept a day."""
+        return f"{self.prefix}:console-job:{job_id}"
+
+    def console_throttle(self, kind: str, digest: str) -> str:
+        """HASH: failed console logins or tokens of one client address or user name (``kind``
+        ``addr`` or ``user``; a digest of the value): how many, and locked until when."""
+        return f"{self.prefix}:console-throttle:{kind}:{digest}"
+
     def subscriber_state(self, subscriber_id: str) -> str:
         """HASH: runtime state of a subscriber (disabled, reason, failing_since)."""
         return f"{self.prefix}:subscriber:{subscriber_id}"
