@@ -56,7 +56,7 @@ def relative_links() -> list[tuple[Path, str]]:
     ]
 
 
-@pytest.mark.parametrize("page, target", relative_links(), ids=lambda v: str(v))
+@pytest.mark.parametrize(("page", "target"), relative_links(), ids=lambda v: str(v))
 def test_every_relative_link_leads_to_a_file_and_anchor(page: Path, target: str) -> None:
     path, _, anchor = target.partition("#")
     file = (page.parent / path).resolve() if path else page
@@ -93,7 +93,8 @@ def test_the_readme_publishing_example_runs(redis_url: str, rdb: redis.Redis) ->
         exec(compile(block, "README.md", "exec"), namespace)
         namespace["publisher"].close()
     ids = namespace["ids"]
-    assert len(ids) == 3 and namespace["event_id"].startswith("msg_")
+    assert len(ids) == 3
+    assert namespace["event_id"].startswith("msg_")
     assert rdb.llen(Keys("rw").pending) == 5  # created, the batch, the keyed update
 
 
@@ -120,7 +121,8 @@ def test_the_web_app_module_publishes_each_change_once(redis_url: str, rdb: redi
         compile(example, str(page), "exec")
         if "import webhooks" in example:
             used = set(re.findall(r"webhooks\.(\w+)\(", example))
-            assert used and used <= set(module.__dict__), used
+            assert used
+            assert used <= set(module.__dict__), used
 
 
 def test_the_systemd_units_name_what_they_run() -> None:
@@ -133,7 +135,8 @@ def test_the_systemd_units_name_what_they_run() -> None:
     }
     for unit in UNITS:
         text = unit.read_text()
-        assert "User=reseller-webhooks" in text and "Restart=on-failure" in text
+        assert "User=reseller-webhooks" in text
+        assert "Restart=on-failure" in text
         (start,) = re.findall(r"^ExecStart=(.*)$", text, re.M)
         assert start.startswith("/opt/reseller-webhooks/venv/bin/")
         assert "0.0.0.0" not in text
@@ -158,4 +161,5 @@ def test_the_systemd_units_verify(tmp_path: Path) -> None:
         timeout=60,
     )
     problems = [line for line in result.stderr.splitlines() if ".service" in line]
-    assert result.returncode == 0 and not problems, result.stderr
+    assert result.returncode == 0, result.stderr
+    assert not problems, result.stderr
