@@ -66,6 +66,8 @@ def test_flower_shows_the_worker_its_config_and_its_tasks(
     event_id = publisher.publish("reseller.user.created", sample_user())
     assert receiver.wait_for(1)[0].headers["webhook-id"] == event_id
     assert "EncodeError" not in worker.log()
+    # The worker's log says where delivery health is, since Flower's tasks stay green.
+    assert "delivery health: the console (reseller-webhooks console)" in worker.log()
 
     pw = sync_playwright().start()
     try:
