@@ -213,7 +213,10 @@ def failing_story(tmp_path: Path, dev: Dev, event_id: str) -> None:
     assert out.count(refused) == 4  # dev's schedule has four attempts
     assert "[receiver] /webhooks webhooks.subscriber.failing " in out
     assert (tmp_path / ".dev" / "env").stat().st_mode & 0o077 == 0
-    cli = "source .dev/env && reseller-webhooks dlq list && reseller-webhooks subscribers check"
+    cli = (
+        "source .dev/env && reseller-webhooks dlq list && reseller-webhooks subscribers check"
+        " && reseller-webhooks subscribers reload"
+    )
     bin_dir = Path(sys.executable).parent
     ran = subprocess.run(
         ["bash", "-c", cli],
@@ -226,6 +229,7 @@ def failing_story(tmp_path: Path, dev: Dev, event_id: str) -> None:
     assert ran.returncode == 0, ran.stderr
     assert f"{event_id}:failing" in ran.stdout
     assert "sample-receiver" in ran.stdout
+    assert ran.stdout.rstrip().endswith("2 subscriber(s) checked; workers told to reload")
     metrics_url = f"http://127.0.0.1:{dev.metrics_port}/metrics"
     with urllib.request.urlopen(metrics_url, timeout=5) as response:
         assert 'webhooks_dead_letters{subscriber="failing"} 1.0' in response.read().decode()
