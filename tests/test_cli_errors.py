@@ -107,6 +107,7 @@ def test_commands_that_do_not_sign_need_no_secrets(deployment: Deployment) -> No
     assert deployment.cli("subscribers", "check", "--without-secrets").returncode == 0
     check = deployment.cli("subscribers", "check")
     one_line_error(check, "secret_env: environment variable SECRET_KNOWN is not set")
+    assert check.stderr.rstrip().endswith("or check everything else with --without-secrets")
     worker = deployment.start_worker(wait=False)
     assert worker.process.wait(timeout=60) != 0
     assert "secret_env: environment variable SECRET_KNOWN is not set" in worker.log()

@@ -236,6 +236,9 @@ def test_a_failing_subscriber_is_shown_failing(stage: Stage) -> None:
     shot(page, "subscribers")
     page.click("a:text-is('flaky')")
     page.wait_for_url(f"{stage.url}/subscribers/flaky")
+    # What the subscriber is: its URL as shown everywhere (no credentials, no query) and patterns.
+    assert page.locator("td.url").inner_text() == f"{stage.receiver.url}/flaky"
+    assert page.locator("td.events").inner_text() == "reseller.user.*"
     attempts = page.locator("table.attempts tbody tr")
     assert attempts.count() >= 4
     first = [c.inner_text() for c in attempts.nth(0).locator("td").all()]
@@ -402,6 +405,10 @@ def test_lookup_by_user_id(stage: Stage) -> None:
     assert deliveries[f"{updated}:acme-crm"] == "to acme-crm: delivered"
     # flaky answers 503: the user's first event waits for its retry, the second behind it.
     assert deliveries[f"{updated}:flaky"] == "to flaky: blocked"
+    blocked = newest.locator(f"div.delivery[data-delivery='{updated}:flaky'] p.explain")
+    assert blocked.inner_text().startswith("Blocked: waiting behind an earlier event about")
+    acme_note = newest.locator(f"div.delivery[data-delivery='{updated}:acme-crm'] p.explain")
+    assert acme_note.count() == 0  # the note goes with the blocked state only
     assert set(deliveries) == {f"{updated}:{s}" for s in ("acme-crm", "flaky", "strict", "toggle")}
     acme = newest.locator(f"div.delivery[data-delivery='{updated}:acme-crm'] table tbody tr")
     assert [c.inner_text() for c in acme.nth(0).locator("td").all()][3:6] == [

@@ -14,12 +14,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
+from reseller_webhooks.worker.devserver.banner import publish_hint
 from reseller_webhooks.worker.devserver.redis_server import free_port
+from reseller_webhooks.worker.devserver.sample_subscribers import failing_status
 from reseller_webhooks.worker.devserver.samples import sample_user
-from reseller_webhooks.worker.devserver.stack import busy_ports, describe_exit, publish_hint
-from tests.helpers import wait_until
+from reseller_webhooks.worker.devserver.stack import Ports, busy_ports, describe_exit
+from tests.helpers import ROOT, wait_until
 
 BANNER = "reseller-webhooks dev is running:"
 
@@ -45,6 +48,7 @@ class Dev:
     receiver_port: int
     flower_port: int | None
     console_port: int | None
+    metrics_port: int
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -59,7 +63,13 @@ class Dev:
         ]
 
     def ports(self) -> list[int]:
-        ports = (self.redis_port, self.receiver_port, self.flower_port, self.console_port)
+        ports = (
+            self.redis_port,
+            self.receiver_port,
+            self.flower_port,
+            self.console_port,
+            self.metrics_port,
+        )
         return [p for p in ports if p]
 
 
@@ -71,6 +81,7 @@ def start_dev(tmp_path: Path) -> Iterator[Callable[..., Dev]]:
         redis_port, receiver_port = free_port(), free_port()
         flower_port = free_port() if flower else None
         console_port = free_port() if flower else None  # the console goes with Flower
+        metrics_port = free_port()
         log_path = tmp_path / f"dev-{len(started)}.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
@@ -83,6 +94,7 @@ def start_dev(tmp_path: Path) -> Iterator[Callable[..., Dev]]:
                     f"--receiver-port={receiver_port}",
                     f"--flower-port={flower_port}" if flower_port else "--no-flower",
                     f"--console-port={console_port}" if console_port else "--no-console",
+                    f"--metrics-port={metrics_port}",
                     *extra,
                 ],
                 cwd=tmp_path,
@@ -90,7 +102,9 @@ def start_dev(tmp_path: Path) -> Iterator[Callable[..., Dev]]:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        dev = Dev(process, log_path, redis_port, receiver_port, flower_port, console_port)
+        dev = Dev(
+            process, log_path, redis_port, receiver_port, flower_port, console_port, metrics_port
+        )
         started.append(dev)
         return dev
 
@@ -105,7 +119,8 @@ def start_dev(tmp_path: Path) -> Iterator[Callable[..., Dev]]:
 def test_dev_runs_redis_worker_flower_and_a_verifying_receiver(
     tmp_path: Path, start_dev: Callable[..., Dev]
 ) -> None:
-    dev = start_dev()
+    # Retries 20 times faster than dev's own schedule: its dead letter within a second.
+    dev = start_dev(env={**dev_env(), "WEBHOOKS_SCHEDULE_SCALE": "0.05"})
     assert dev.flower_port is not None
     try:
         wait_until(lambda: BANNER in dev.output(), timeout_s=90, what="dev banner")
@@ -115,6 +130,15 @@ def test_dev_runs_redis_worker_flower_and_a_verifying_receiver(
         assert port_open(dev.flower_port)
         assert f"console   http://127.0.0.1:{dev.console_port}" in out
         assert f"redis     redis://127.0.0.1:{dev.redis_port}/0 (embedded)" in out
+        assert f"metrics   http://127.0.0.1:{dev.metrics_port}/metrics" in out
+        # Every part the README's banner names is in the real one, in the same order.
+        readme = (ROOT / "README.md").read_text()
+        shown = readme.split(BANNER + "\n", 1)[1].split("Publish", 1)[0]
+        labels = [line.split()[0] for line in shown.splitlines() if line.startswith("  ")]
+        real = out.split(BANNER, 1)[1]
+        parts = real.split("Publish", 1)[0]
+        assert labels == [line.split()[0] for line in parts.splitlines() if line.startswith("  ")]
+        assert "source .dev/env" in real
 
         # The publish hint works as printed, from a shell with no venv activated.
         hint = out.split("Publish a sample event from another terminal:\n", 1)[1].splitlines()[0]
@@ -131,7 +155,8 @@ def test_dev_runs_redis_worker_flower_and_a_verifying_receiver(
         event_id = published.stdout.strip()
         wait_until(
             lambda: (
-                f"[receiver] reseller.user.created webhook-id={event_id} (verified" in dev.output()
+                f"[receiver] /webhooks reseller.user.created webhook-id={event_id} (verified"
+                in dev.output()
             ),
             what="the sample receiver verified the delivery",
         )
@@ -166,12 +191,55 @@ def test_dev_runs_redis_worker_flower_and_a_verifying_receiver(
         page = wait_until(console_shows_it, what="the console shows the delivery")
         assert "100.0 % of 1" in page
         assert "HTTP 200" in page
+        failing_story(tmp_path, dev, event_id)
     finally:
         dev.process.send_signal(signal.SIGINT)
         assert dev.process.wait(timeout=60) == 0
     assert dev.output().rstrip().endswith("stopped")
     for port in dev.ports():
         assert not port_open(port), port
+
+
+def failing_story(tmp_path: Path, dev: Dev, event_id: str) -> None:
+    """The ``failing`` subscriber's first event: refused, retried, dead-lettered, and the
+    operational events at ``sample-receiver``; the CLI finds it after ``source .dev/env``;
+    the metrics (on loopback only) count it."""
+    wait_until(
+        lambda: "[receiver] /webhooks webhooks.delivery.dead " in dev.output(),
+        what="the dead letter announced to sample-receiver",
+    )
+    out = dev.output()
+    refused = f"[receiver] /failing reseller.user.created webhook-id={event_id} (verified"
+    assert out.count(refused) == 4  # dev's schedule has four attempts
+    assert "[receiver] /webhooks webhooks.subscriber.failing " in out
+    assert (tmp_path / ".dev" / "env").stat().st_mode & 0o077 == 0
+    cli = (
+        "source .dev/env && reseller-webhooks dlq list && reseller-webhooks subscribers check"
+        " && reseller-webhooks subscribers reload"
+    )
+    bin_dir = Path(sys.executable).parent
+    ran = subprocess.run(
+        ["bash", "-c", cli],
+        cwd=tmp_path,
+        env={**dev_env(), "PATH": f"{bin_dir}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert f"{event_id}:failing" in ran.stdout
+    assert "sample-receiver" in ran.stdout
+    assert ran.stdout.rstrip().endswith("2 subscriber(s) checked; workers told to reload")
+    metrics_url = f"http://127.0.0.1:{dev.metrics_port}/metrics"
+    with urllib.request.urlopen(metrics_url, timeout=5) as response:
+        assert 'webhooks_dead_letters{subscriber="failing"} 1.0' in response.read().decode()
+    for port in dev.ports():
+        listening = {
+            c.laddr.ip
+            for c in psutil.net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+        }
+        assert listening == {"127.0.0.1"}, (port, listening)
 
 
 @pytest.mark.slow
@@ -200,9 +268,22 @@ def test_a_port_in_use_is_named_and_nothing_is_left_running(
 
 
 @pytest.mark.slow
-def test_a_dying_worker_is_named_and_everything_stops(start_dev: Callable[..., Dev]) -> None:
-    dev = start_dev(flower=False)
+def test_a_dying_worker_is_named_and_everything_stops(
+    tmp_path: Path, start_dev: Callable[..., Dev]
+) -> None:
+    # With a subscribers file of the user's own, which dev uses as it is.
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(
+        "allow_private_networks: true\nsubscribers:\n"
+        "  - {id: my-crm, url: 'http://127.0.0.1:9/hooks', events: ['*'], secret_env: MY_SECRET}\n"
+    )
+    secret = "whsec_" + "A" * 43 + "="
+    env = {**dev_env(), "WEBHOOKS_SUBSCRIBERS": str(mine), "MY_SECRET": secret}
+    dev = start_dev(flower=False, env=env)
     wait_until(lambda: BANNER in dev.output(), timeout_s=90, what="dev banner")
+    assert "  subscribers mine.yaml (yours)" in dev.output()  # relative to where dev runs
+    assert not (tmp_path / ".dev" / "subscribers.yaml").exists()
+    assert f"WEBHOOKS_SUBSCRIBERS={mine}" in (tmp_path / ".dev" / "env").read_text()
     workers = [
         pid for pid, cmd in dev.children() if cmd.endswith("-m reseller_webhooks.worker worker ")
     ]
@@ -305,3 +386,27 @@ def test_publish_hint_without_the_script_runs_the_module() -> None:
 )
 def test_describe_exit(code: int, expected: str) -> None:
     assert describe_exit("flower", code) == expected
+
+
+@pytest.mark.parametrize(
+    ("ports", "embedded", "checked"),
+    [
+        (Ports(6399, 8090, 5555, 5556, 9464), True, [6399, 8090, 5555, 5556, 9464]),
+        (Ports(6399, 8090, None, None, 9464), False, [8090, 9464]),
+        (Ports(6399, 8090, 5555, 5556, None), True, [6399, 8090, 5555, 5556]),
+    ],
+)
+def test_every_port_dev_listens_on_is_checked(
+    ports: Ports, embedded: bool, checked: list[int]
+) -> None:
+    assert list(ports.to_check(embedded_redis=embedded).values()) == checked
+    if ports.metrics:
+        assert "with --metrics-port" in (busy_ports({"metrics": 9464}, lambda _: False) or "")
+
+
+@pytest.mark.parametrize(
+    ("event_number", "attempt", "status"),
+    [(1, 1, 503), (1, 2, 503), (1, 4, 503), (2, 1, 503), (2, 2, 200), (3, 3, 503), (4, 2, 200)],
+)
+def test_the_failing_sample_subscriber(event_number: int, attempt: int, status: int) -> None:
+    assert failing_status(event_number, attempt) == status

@@ -240,13 +240,13 @@ def trickles_tls(peer: Peer, conn: socket.socket) -> None:
 @pytest.mark.parametrize(
     ("behave", "scheme", "error"),
     [
-        (never_answers, "http", "ReadTimeout"),
-        (trickles_head, "http", "ReadTimeout"),
-        (trickles_body, "http", "ReadTimeout"),
-        (stalls_tls, "https", "ConnectTimeout"),
-        (trickles_tls, "https", "ConnectTimeout"),
-        (resets_mid_response, "http", "ReadError"),
-        (closes_mid_response, "http", "RemoteProtocolError"),
+        (never_answers, "http", "timed out waiting for the response"),
+        (trickles_head, "http", "timed out waiting for the response"),
+        (trickles_body, "http", "timed out waiting for the response"),
+        (stalls_tls, "https", "timed out connecting"),
+        (trickles_tls, "https", "timed out connecting"),
+        (resets_mid_response, "http", "the connection broke while reading the response"),
+        (closes_mid_response, "http", "the subscriber broke off or garbled the HTTP exchange"),
     ],
 )
 def test_a_peer_misbehaving_in_one_phase(
@@ -264,7 +264,7 @@ def test_a_peer_misbehaving_in_one_phase(
 def test_an_endless_body_past_any_size_limit(serve: Callable[..., Peer]) -> None:
     peer = serve(endless_body)
     result = attempt("endless_body", f"http://127.0.0.1:{peer.port}/", body_limit=1 << 40)
-    assert "ReadTimeout" in (result.error_text or "")
+    assert "timed out waiting for the response" in (result.error_text or "")
     assert (peer.connections, peer.requests) == (1, 1)
 
 
@@ -272,7 +272,7 @@ def test_a_peer_that_reads_the_request_slowly(serve: Callable[..., Peer]) -> Non
     peer = serve(reads_slowly)
     body = b"[" + b"0," * (32 << 20) + b"0]"  # 64 MiB: seconds at the pace the peer reads
     result = attempt("reads_slowly", f"http://127.0.0.1:{peer.port}/", body=body)
-    assert "WriteTimeout" in (result.error_text or "")
+    assert "timed out sending the request" in (result.error_text or "")
     assert (peer.connections, peer.requests) == (1, 1)
 
 
@@ -292,7 +292,7 @@ def test_connects_that_never_complete_share_one_deadline(serve: Callable[..., Pe
     finally:
         for filler in fillers:
             filler.close()
-    assert "ConnectTimeout" in (result.error_text or "")
+    assert "timed out connecting" in (result.error_text or "")
     assert (first.connections, second.connections) == (0, 0)
 
 

@@ -87,7 +87,7 @@ POLICY = RetryPolicy(schedule_s=(0, 5, 300), jitter=0.0, retry_after_max_s=600)
             None,
             Outcome.DEAD,
             None,
-            "permanent failure: RefusedAddressError: x resolves to 10.0.0.1",
+            "permanent failure: refused address: x resolves to 10.0.0.1",
         ),
         (
             1,
@@ -96,7 +96,7 @@ POLICY = RetryPolicy(schedule_s=(0, 5, 300), jitter=0.0, retry_after_max_s=600)
             None,
             Outcome.DEAD,
             None,
-            "permanent failure: PermanentDeliveryError: bad url",
+            "permanent failure: bad url",
         ),
     ],
 )

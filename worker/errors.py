@@ -20,6 +20,14 @@ __all__ = [
 class DeliveryError(WebhooksError):
     """One attempt to one subscriber did not succeed."""
 
+    #: What a reason calls this kind of failure before its message ("": the message says it).
+    label = ""
+
+    @property
+    def reason(self) -> str:
+        """As the attempt log, dead letters and pages show it: no class name."""
+        return f"{self.label}: {self}" if self.label else str(self)
+
 
 class RetryableDeliveryError(DeliveryError):
     """Worth another attempt later: timeout, connection error, DNS failure, 408/425/429/5xx."""
@@ -31,6 +39,8 @@ class PermanentDeliveryError(DeliveryError):
 
 class RefusedAddressError(PermanentDeliveryError):
     """The subscriber URL resolves to a loopback, private, link-local or metadata address."""
+
+    label = "refused address"
 
 
 class OperatorError(WebhooksError):

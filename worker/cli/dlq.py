@@ -28,9 +28,11 @@ def dlq() -> None:
 def dlq_list(
     subscriber: str | None, event_type: str | None, since: str | None, as_json: bool
 ) -> None:
+    """Dead letters held, newest first (as the console lists them)."""
     letters = operations().dead_letters(
         subscriber=subscriber, event_type=event_type, since_ms=parse_since(since)
     )
+    letters.reverse()  # newest first
     count = 0
     for letter in letters:
         count += 1
@@ -107,21 +109,23 @@ def dlq_replay(delivery_ids: tuple[str, ...], subscriber: str | None, since: str
 def dlq_purge(
     delivery_ids: tuple[str, ...], subscriber: str | None, purge_all: bool, yes: bool
 ) -> None:
-    """Delete dead letters for good."""
+    """Delete dead letters for good. Answering no purges nothing and exits 0 (nothing failed)."""
     if not delivery_ids and not subscriber and not purge_all:
         raise click.UsageError("give delivery ids, --subscriber or --all")
     ops = operations()
     if delivery_ids:
         wanted = list(delivery_ids)
         if not yes and not click.confirm(f"purge {len(wanted)} dead letter(s)?", default=False):
-            sys.exit(1)
+            click.echo("nothing purged")
+            return
         click.echo(f"purged {ops.purge(wanted)} dead letter(s)")
         return
     # Those held now: what dies after the question is not purged.
     chosen = ops.dead_filter(subscriber=subscriber, until_ms=ops.server_ms())
     count = ops.dead_count(chosen)
     if not yes and not click.confirm(f"purge {count} dead letter(s)?", default=False):
-        sys.exit(1)
+        click.echo("nothing purged")
+        return
     click.echo(f"purged {ops.purge_matching(chosen)} dead letter(s)")
 
 
@@ -129,5 +133,8 @@ def dlq_purge(
 def dlq_messages() -> None:
     """Queue messages that were not valid triggers (malformed, unknown task), newest first."""
     store, _ = store_and_settings()
-    for record in store.bad_messages():
+    records = store.bad_messages()
+    for record in records:
         click.echo(json.dumps(record, sort_keys=True))
+    if not records:  # on stderr: stdout stays one JSON object per line
+        click.echo("no bad queue messages recorded", err=True)

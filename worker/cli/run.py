@@ -95,6 +95,9 @@ def scheduler() -> None:
 @click.option("--no-flower", is_flag=True, help="Do not start Flower.")
 @click.option("--console-port", default=5556, show_default=True)
 @click.option("--no-console", is_flag=True, help="Do not start the operator console.")
+@click.option(
+    "--metrics-port", default=9464, show_default=True, help="The worker's /metrics (0: none)."
+)
 def dev(
     redis_port: int,
     receiver_port: int,
@@ -102,10 +105,12 @@ def dev(
     no_flower: bool,
     console_port: int,
     no_console: bool,
+    metrics_port: int,
 ) -> None:
-    """Run everything locally: Redis (embedded unless REDIS_URL is set), a worker, Flower, the
-    operator console (loopback, no login) and a sample receiver that verifies signatures.
-    Ctrl-C stops it all."""
+    """Run everything locally, on loopback: Redis (embedded unless REDIS_URL is set), a worker
+    and its metrics, Flower, the operator console (no login) and a sample receiver with two
+    subscribers, one failing on purpose (dev's own subscribers file unless WEBHOOKS_SUBSCRIBERS
+    names one). Writes .dev/env: `source .dev/env` points the CLI at it. Ctrl-C stops it all."""
     from reseller_webhooks.worker.devserver.stack import run_dev
 
     try:
@@ -114,6 +119,7 @@ def dev(
             receiver_port=receiver_port,
             flower_port=None if no_flower else flower_port,
             console_port=None if no_console else console_port,
+            metrics_port=metrics_port or None,
         )
     except ConfigError as exc:
         fail(exc)

@@ -4,11 +4,33 @@ subscriber's runtime state."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+from reseller_webhooks.producers.errors import ConfigError
 from reseller_webhooks.worker.cli.common import operations, store_and_settings, worker_settings
 from reseller_webhooks.worker.records.store import DISABLED_BY_OPERATOR
+
+if TYPE_CHECKING:
+    from reseller_webhooks.worker.config.subscribers import SubscribersConfig
+
+#: Said when a secret variable is missing where the command runs (e.g. a shell beside `dev`).
+SECRETS_HINT = (
+    "; set the variable here (for dev: source .dev/env), or check everything else with"
+    " --without-secrets"
+)
+
+
+def _load(path: Path, *, resolve_secrets: bool) -> SubscribersConfig:
+    from reseller_webhooks.worker.config.subscribers import load_config
+
+    try:
+        return load_config(path, resolve_secrets=resolve_secrets)
+    except ConfigError as exc:
+        if resolve_secrets and "environment variable" in str(exc) and "is not set" in str(exc):
+            raise ConfigError(f"{exc}{SECRETS_HINT}") from None
+        raise
 
 
 @click.group()
@@ -25,12 +47,10 @@ def subscribers() -> None:
 )
 def subscribers_check(path: Path | None, without_secrets: bool) -> None:
     """Validate the subscribers file and print it as a table (never the secrets)."""
-    from reseller_webhooks.worker.config.subscribers import load_config
-
     target = path or worker_settings().subscribers
     if target is None:
         raise click.UsageError("give --file or set WEBHOOKS_SUBSCRIBERS")
-    config = load_config(target, resolve_secrets=not without_secrets)
+    config = _load(target, resolve_secrets=not without_secrets)
     rows = [("ID", "URL", "EVENTS", "ENABLED", "TIMEOUT", "SECRET", "ATTEMPTS")]
     for s in config.subscribers:
         secret = f"env {s.secret_env}" if s.secret_env else "inline"
@@ -86,12 +106,10 @@ def subscribers_reload(without_secrets: bool) -> None:
     """Check the subscribers file, then tell every worker to read it now (workers also notice a
     changed file on their own within seconds). A broken file is refused here and signals
     nothing."""
-    from reseller_webhooks.worker.config.subscribers import load_config
-
     store, settings = store_and_settings()
     if settings.subscribers is None:
         raise click.UsageError("set WEBHOOKS_SUBSCRIBERS")
-    config = load_config(settings.subscribers, resolve_secrets=not without_secrets)
+    config = _load(settings.subscribers, resolve_secrets=not without_secrets)
     store.redis.incr(store.keys.subscribers_reload)
     click.echo(f"{len(config.subscribers)} subscriber(s) checked; workers told to reload")
 

@@ -30,10 +30,13 @@ class Subscriber(Base):
         health = self.ops.subscriber_health(subscriber_id)
         if health is None:
             raise tornado.web.HTTPError(404, reason=f"No subscriber {subscriber_id!r}")
+        configured = self.ops.config().by_id.get(subscriber_id)
         self.render(
             "subscriber.html",
             sub=health,
             attempts=self.ops.recent_attempts(subscriber_id),
+            url=configured.shown_url if configured else None,
+            events=configured.events if configured else (),
         )
 
 

@@ -75,7 +75,7 @@ def decide(
         retryable_error=isinstance(error, RetryableDeliveryError),
         retry_statuses=policy.retry_statuses,
     )
-    what = describe(status, f"{type(error).__name__}: {error}" if error else None)
+    what = describe(status, error.reason if error else None)
     if outcome is Outcome.DELIVERED:
         return Decision(outcome)
     if outcome is Outcome.GONE:

@@ -1,8 +1,9 @@
 """``reseller-webhooks dev``: the whole product on one machine, with nothing installed but pip.
 
-It starts Redis (embedded unless ``REDIS_URL`` is set), a sample receiver, a worker, Flower and
-the operator console (on loopback, without a login), prints how to reach them once the worker is
-ready, and stops all of them together: on Ctrl-C, on
+It starts Redis (embedded unless ``REDIS_URL`` is set), a sample receiver (two subscribers, one
+failing on purpose: ``sample_subscribers``), a worker serving metrics, Flower and the operator
+console, every one on loopback (the console without a login), prints how to reach them once the
+worker is ready, and stops all of them together: on Ctrl-C, on
 SIGTERM, when any of them dies (named, exit code 1) or when one cannot start (a port in use is
 named before anything starts).
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-import shlex
 import signal
 import socket
 import subprocess
@@ -26,13 +26,19 @@ from pathlib import Path
 from typing import IO
 
 import click
-import yaml
 
 from reseller_webhooks.producers.errors import ConfigError
-from reseller_webhooks.producers.settings import redact_redis_url
 from reseller_webhooks.worker.config.settings import load_settings
-from reseller_webhooks.worker.devserver.receiver import Received, Receiver
+from reseller_webhooks.worker.devserver.banner import banner
+from reseller_webhooks.worker.devserver.receiver import Receiver
 from reseller_webhooks.worker.devserver.redis_server import RedisServer
+from reseller_webhooks.worker.devserver.sample_subscribers import (
+    FAILING_AFTER,
+    SECRET_ENV,
+    SampleReplies,
+    write_env,
+    write_subscribers,
+)
 
 DEV_DIR = Path(".dev")
 READY_TIMEOUT_S = 120.0
@@ -42,6 +48,7 @@ PORT_OPTIONS = {
     "receiver": "--receiver-port",
     "flower": "--flower-port",
     "console": "--console-port",
+    "metrics": "--metrics-port",
 }
 
 
@@ -68,36 +75,6 @@ def busy_ports(
         if not is_free(port)
     ]
     return "; ".join(busy) or None
-
-
-def console_script() -> Path | None:
-    """The ``reseller-webhooks`` script beside this Python (a venv's ``bin/``), if installed."""
-    script = Path(sys.executable).parent / "reseller-webhooks"
-    return script if script.exists() else None
-
-
-def publish_hint(redis_url: str | None, script: Path | None, cwd: Path) -> str:
-    """The command that publishes a sample event, runnable as printed from ``cwd`` in a second
-    terminal (no venv activated): the script by path, relative when under ``cwd``.
-    ``redis_url`` is ``None`` when it holds a password (the command then relies on REDIS_URL)."""
-    if script is None:
-        command = f"{shlex.quote(sys.executable)} -m reseller_webhooks.worker"
-    elif script.is_relative_to(cwd):
-        relative = str(script.relative_to(cwd))
-        command = shlex.quote(relative if "/" in relative else f"./{relative}")
-    else:
-        command = shlex.quote(str(script))
-    prefix = f"REDIS_URL={shlex.quote(redis_url)} " if redis_url else ""
-    return f"{prefix}{command} publish reseller.user.created --sample"
-
-
-def _print_delivery(item: Received) -> None:
-    mark = "verified" if item.verified else "SIGNATURE INVALID"
-    event = item.json.get("event", "?") if item.body.startswith(b"{") else "?"
-    click.echo(
-        f"[receiver] {event} webhook-id={item.headers.get('webhook-id')} ({mark}, "
-        f"{len(item.body)} bytes)"
-    )
 
 
 @dataclass
@@ -136,28 +113,6 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _write_subscribers(receiver: Receiver) -> Path:
-    path = DEV_DIR / "subscribers.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "allow_private_networks": True,
-                "retry": {"schedule_s": [0, 1, 5, 30]},
-                "subscribers": [
-                    {
-                        "id": "sample-receiver",
-                        "url": f"{receiver.url}/webhooks",
-                        "events": ["reseller.user.*"],
-                        "secret_env": "DEV_WEBHOOK_SECRET",
-                    }
-                ],
-            },
-            sort_keys=False,
-        )
-    )
-    return path.resolve()
-
-
 def _stop_all(children: list[Child]) -> None:
     for child in reversed(children):  # the worker and Flower before Redis
         child.stop()
@@ -189,6 +144,7 @@ class Ports:
     receiver: int
     flower: int | None
     console: int | None
+    metrics: int | None = None
 
     def to_check(self, *, embedded_redis: bool) -> dict[str, int]:
         """Each port ``dev`` will listen on, by service."""
@@ -198,6 +154,8 @@ class Ports:
             ports["flower"] = self.flower
         if self.console:
             ports["console"] = self.console
+        if self.metrics:
+            ports["metrics"] = self.metrics
         return ports
 
 
@@ -210,15 +168,22 @@ class Running:
     worker: Child
     flower: Child | None
     console: Child | None
+    subscribers: Path
+    own_subscribers: bool
 
 
 def run_dev(
-    *, redis_port: int, receiver_port: int, flower_port: int | None, console_port: int | None = None
+    *,
+    redis_port: int,
+    receiver_port: int,
+    flower_port: int | None,
+    console_port: int | None = None,
+    metrics_port: int | None = None,
 ) -> None:
     """Run until Ctrl-C or SIGTERM (then return), or until a part dies (then exit with 1)."""
     settings = load_settings()
     env_url = os.environ.get("REDIS_URL")
-    ports = Ports(redis_port, receiver_port, flower_port, console_port)
+    ports = Ports(redis_port, receiver_port, flower_port, console_port, metrics_port)
     problem = busy_ports(ports.to_check(embedded_redis=not env_url))
     if problem:
         raise ConfigError(problem)
@@ -256,34 +221,46 @@ def _start_redis(binary: Path | None, port: int, children: list[Child]) -> str:
 
 
 def _start_parts(stack: ExitStack, children: list[Child], redis_url: str, ports: Ports) -> Running:
-    """Start the receiver, then the worker, Flower and the console on ``redis_url``."""
+    """Start the receiver, then the worker, Flower and the console on ``redis_url``; write the
+    env file that points the CLI at them."""
+    given = os.environ.get("WEBHOOKS_SUBSCRIBERS")
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     try:
-        receiver = Receiver(secret=secret, port=ports.receiver, on_receive=_print_delivery)
+        receiver = Receiver(
+            secret=None if given else secret,
+            port=ports.receiver,
+            respond=SampleReplies(verifying=not given),
+        )
     except OSError as exc:
         raise ConfigError(
             f"port {ports.receiver} (receiver) cannot be listened on: {exc.strerror}"
         ) from None
     stack.callback(receiver.stop)
     receiver.start()
+    subscribers = Path(given).resolve() if given else write_subscribers(DEV_DIR, receiver.url)
+    shared = {"REDIS_URL": redis_url, "WEBHOOKS_SUBSCRIBERS": str(subscribers)}
+    own_secret = {} if given else {SECRET_ENV: secret}
+    write_env(DEV_DIR, {**shared, **own_secret})
     env = {
+        "WEBHOOKS_FAILING_AFTER": FAILING_AFTER,
         **os.environ,
-        "REDIS_URL": redis_url,
-        "WEBHOOKS_SUBSCRIBERS": str(_write_subscribers(receiver)),
-        "DEV_WEBHOOK_SECRET": secret,
+        **shared,
+        **own_secret,
+        "WEBHOOKS_METRICS_HOST": "127.0.0.1",
+        "WEBHOOKS_METRICS_PORT": str(ports.metrics or 0),
     }
     worker = _start_worker(env)
     children.append(worker)
-    flower = _start_flower(env, ports.flower) if ports.flower else None
+    # Flower and the console never need a subscriber's secret.
+    plain = {k: v for k, v in env.items() if k != SECRET_ENV}
+    flower = _start_flower(plain, ports.flower) if ports.flower else None
     if flower:
         children.append(flower)
-    # On loopback and without a login (unless the environment sets one); it never needs the
-    # subscriber's secret.
-    console_env = {k: v for k, v in env.items() if k != "DEV_WEBHOOK_SECRET"}
-    console = _start_console(console_env, ports.console) if ports.console else None
+    # On loopback and without a login (unless the environment sets one).
+    console = _start_console(plain, ports.console) if ports.console else None
     if console:
         children.append(console)
-    return Running(redis_url, receiver, worker, flower, console)
+    return Running(redis_url, receiver, worker, flower, console, subscribers, not given)
 
 
 def _start_worker(env: Mapping[str, str]) -> Child:
@@ -339,6 +316,7 @@ def _waiting_for(running: Running, ports: Ports) -> list[str]:
             ("the worker", running.worker.ready.is_set()),
             ("flower", running.flower is None or _port_open(ports.flower or 0)),
             ("the console", running.console is None or _port_open(ports.console or 0)),
+            ("the metrics", not ports.metrics or _port_open(ports.metrics)),
         )
         if not ready
     ]
@@ -360,19 +338,14 @@ def _wait_ready(
 
 
 def _banner(running: Running, ports: Ports, *, embedded_redis: bool) -> str:
-    """Where everything is, and the command that publishes a sample event."""
-    shown_url = redact_redis_url(running.redis_url)
-    hint_url = running.redis_url if shown_url == running.redis_url else None
-    return (
-        "\nreseller-webhooks dev is running:\n"
-        f"  redis     {shown_url}{' (embedded)' if embedded_redis else ''}\n"
-        f"  receiver  {running.receiver.url}/webhooks (verifies signatures)\n"
-        + (f"  flower    http://127.0.0.1:{ports.flower}\n" if ports.flower else "")
-        + (f"  console   http://127.0.0.1:{ports.console}\n" if ports.console else "")
-        + "Publish a sample event from another terminal"
-        + (" (with REDIS_URL set as for dev):\n" if hint_url is None else ":\n")
-        + f"  {publish_hint(hint_url, console_script(), Path.cwd())}\n"
-        "Ctrl-C stops everything.\n"
+    return banner(
+        redis_url=running.redis_url,
+        receiver_url=running.receiver.url,
+        ports={"flower": ports.flower, "console": ports.console, "metrics": ports.metrics},
+        subscribers=running.subscribers,
+        own_subscribers=running.own_subscribers,
+        env_file=DEV_DIR / "env",
+        embedded_redis=embedded_redis,
     )
 
 

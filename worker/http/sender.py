@@ -18,6 +18,7 @@ from reseller_webhooks.worker.errors import (
     PermanentDeliveryError,
     RetryableDeliveryError,
 )
+from reseller_webhooks.worker.http.failure_text import failure_text
 from reseller_webhooks.worker.http.signing import Signer
 from reseller_webhooks.worker.http.transport import (
     DEADLINE,
@@ -55,20 +56,19 @@ class AttemptResult:
 
     @property
     def error_text(self) -> str | None:
-        return f"{type(self.error).__name__}: {self.error}" if self.error else None
+        return self.error.reason if self.error else None
 
 
 def translate(exc: Exception) -> DeliveryError:
     """The one place where transport exceptions become :class:`DeliveryError`."""
     if isinstance(exc, DeliveryError):
         return exc
-    if isinstance(exc, httpx.TimeoutException):
-        return RetryableDeliveryError(f"timed out ({type(exc).__name__}: {exc})")
+    text = failure_text(exc)
     if isinstance(exc, httpx.TransportError) and not isinstance(
         exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError
     ):
-        return RetryableDeliveryError(f"{type(exc).__name__}: {exc}")
-    return PermanentDeliveryError(f"{type(exc).__name__}: {exc}")
+        return RetryableDeliveryError(text)  # timeouts included
+    return PermanentDeliveryError(text)
 
 
 @dataclass(frozen=True, slots=True)

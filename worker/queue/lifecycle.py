@@ -112,6 +112,11 @@ class Lifecycle(bootsteps.StartStopStep):  # type: ignore[misc]
         except BaseException:
             stop_all(self.running)
             raise
+        log.info(
+            "delivery health: the console (reseller-webhooks console), dlq list and /metrics;"
+            " Flower lists Celery tasks, each serving a chunk of deliveries, which succeed even"
+            " when every delivery in them failed"
+        )
         # Everything built so far lives as long as the process: keep it out of the collector's
         # full passes, which otherwise stall deliveries for tens of milliseconds.
         gc.freeze()
