@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import click
@@ -12,12 +12,25 @@ import click
 from reseller_webhooks.worker.cli.common import operations, parse_since, store_and_settings
 
 if TYPE_CHECKING:
+    from reseller_webhooks.worker.ops.actions import Operations
+    from reseller_webhooks.worker.records.deadletters import DeadLetter, Filter
     from reseller_webhooks.worker.records.store import Trigger
+
+LIST_PAGE = 500
 
 
 @click.group()
 def dlq() -> None:
     """Dead letters: deliveries that gave up, with their whole story."""
+
+
+def newest_first(ops: Operations, chosen: Filter) -> Iterator[DeadLetter]:
+    """Every dead letter the filter keeps, newest first, a page per round of reads."""
+    offset: int | None = 0
+    while offset is not None:
+        page = ops.dead_letter_page(chosen, offset=offset, size=LIST_PAGE)
+        yield from page.letters
+        offset = page.next_offset
 
 
 @dlq.command("list")
@@ -29,12 +42,12 @@ def dlq_list(
     subscriber: str | None, event_type: str | None, since: str | None, as_json: bool
 ) -> None:
     """Dead letters held, newest first (as the console lists them)."""
-    letters = operations().dead_letters(
+    ops = operations()
+    chosen = ops.dead_filter(
         subscriber=subscriber, event_type=event_type, since_ms=parse_since(since)
     )
-    letters.reverse()  # newest first
     count = 0
-    for letter in letters:
+    for letter in newest_first(ops, chosen):
         count += 1
         if as_json:
             click.echo(json.dumps(letter.summary(), sort_keys=True))

@@ -9,7 +9,7 @@ the subscribers file is loaded without them.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -225,18 +225,6 @@ class Operations:
             max(since_ms, kept_since) if since_ms is not None else kept_since,
             until_ms,
         )
-
-    def dead_letters(
-        self,
-        *,
-        subscriber: str | None = None,
-        event_type: str | None = None,
-        since_ms: int | None = None,
-    ) -> Iterator[DeadLetter]:
-        """Dead letters held, oldest first, filtered by subscriber, event type and time; read a
-        chunk at a time."""
-        chosen = self.dead_filter(subscriber=subscriber, event_type=event_type, since_ms=since_ms)
-        return self.dead.find(chosen)
 
     def dead_letter_page(self, chosen: Filter, *, offset: int, size: int) -> Page:
         """One page of the filter's dead letters, newest first: reads at most ``size`` letters,
