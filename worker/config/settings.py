@@ -82,9 +82,10 @@ class WorkerSettings(ProducerSettings):
         description="Port of the worker's Prometheus /metrics endpoint; 0 serves none.",
     )
     metrics_host: str = Field(
-        default="0.0.0.0",  # noqa: S104  (a scraper must reach it; the port holds no secret)
+        default="127.0.0.1",
         min_length=1,
-        description="Address the /metrics endpoint listens on.",
+        description="Address the /metrics endpoint listens on: loopback unless configured"
+        " (a deployment whose scraper runs elsewhere sets the address it needs).",
     )
     console_user: str | None = Field(
         default=None,
