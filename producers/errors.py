@@ -19,6 +19,7 @@
     +-- OperatorError                 an operator's request cannot be carried out (worker.errors)
         +-- UnknownSubscriberError    the subscriber id is not in the subscribers file
         +-- SubscribersDisabledError  a replay of dead letters of disabled subscribers
+        +-- SubscriberRemovalError    a reload would drop every subscriber or unfinished work
 
 The worker-side branches live in ``worker.errors``; they subclass the roots defined here so that
 ``producers`` never imports worker code.

@@ -75,6 +75,13 @@ class WorkerSettings(ProducerSettings):
         description="How often a worker checks the subscribers file for changes and reloads it"
         " (0: never).",
     )
+    subscribers_settle_s: float = Field(
+        default=0.5,
+        ge=0,
+        le=60,
+        description="A changed subscribers file is read twice this far apart and taken only when"
+        " both reads agree (a file still being written is left for the next look).",
+    )
     metrics_port: int = Field(
         default=9464,
         ge=0,
