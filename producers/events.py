@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -44,6 +45,12 @@ class WebhookEvent(BaseModel):
     triggered_at: Timestamp
 
     _body: bytes | None = PrivateAttr(default=None)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the event type and the data (not of the time it was triggered): what an
+        idempotency key is bound to, so the same key with another event can be refused."""
+        data = self.data.model_dump_json(by_alias=True)
+        return hashlib.sha256(f"{self.event.value}\n{data}".encode()).hexdigest()
 
     def body(self) -> bytes:
         """The exact bytes that are signed and POSTed (compact JSON, camelCase, UTF-8)."""
