@@ -445,3 +445,20 @@ def test_a_truncated_file_drops_no_work_until_an_operator_allows_the_removal(
             what=f"{sub_id}'s work dead-lettered",
         )
         assert rdb.hget(keys.delivery(f"{first}:{sub_id}"), "reason").decode() == REMOVED_REASON
+
+
+def test_check_without_redis_names_the_offline_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from reseller_webhooks.worker.cli.commands import main
+
+    path = tmp_path / "subscribers.yaml"
+    path.write_text(full_text(sub("a")))
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:9/0")  # nothing listens there
+    run = CliRunner().invoke(main, ["subscribers", "check", "--file", str(path)])
+    assert run.exit_code == 3
+    assert "--offline checks the file without Redis" in run.output
+    run = CliRunner().invoke(main, ["subscribers", "check", "--file", str(path), "--offline"])
+    assert run.exit_code == 0, run.output

@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+import redis
 
+from reseller_webhooks.producers.errors import UnavailableError
 from reseller_webhooks.worker.cli.common import operations, store_and_settings, worker_settings
 from reseller_webhooks.worker.records.store import DISABLED_BY_OPERATOR
 
@@ -44,7 +46,12 @@ def subscribers_check(path: Path | None, without_secrets: bool, offline: bool) -
         raise click.UsageError("give --file or set WEBHOOKS_SUBSCRIBERS")
     config = load_config(target, resolve_secrets=not without_secrets)
     if not offline:
-        removal = _against_records(config)
+        try:
+            removal = _against_records(config)
+        except redis.RedisError as exc:
+            raise UnavailableError(
+                f"{type(exc).__name__}; --offline checks the file without Redis"
+            ) from None
         if removal.refused:
             raise removal.error(str(target))
     rows = [("ID", "URL", "EVENTS", "ENABLED", "TIMEOUT", "SECRET", "ATTEMPTS")]
