@@ -48,9 +48,12 @@ class WebhookEvent(BaseModel):
 
     def fingerprint(self) -> str:
         """SHA-256 of the event type and the data (not of the time it was triggered): what an
-        idempotency key is bound to, so the same key with another event can be refused."""
-        data = self.data.model_dump_json(by_alias=True)
-        return hashlib.sha256(f"{self.event.value}\n{data}".encode()).hexdigest()
+        idempotency key is bound to, so the same key with another event can be refused.
+
+        Hashes the body up to ``triggeredAt``, its last field: inside the data every ``"`` is
+        escaped, so the last ``,"triggeredAt":`` is the envelope's own (no second dump)."""
+        body = self.body()
+        return hashlib.sha256(body[: body.rindex(b',"triggeredAt":')]).hexdigest()
 
     def body(self) -> bytes:
         """The exact bytes that are signed and POSTed (compact JSON, camelCase, UTF-8)."""

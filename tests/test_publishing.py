@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from reseller_webhooks.producers.errors import (
     InvalidEventError,
     UnavailableError,
 )
+from reseller_webhooks.producers.events import build_event
 from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.settings import ProducerSettings
 from reseller_webhooks.producers.wire import Keys
@@ -101,6 +103,21 @@ def test_an_idempotency_key_returns_the_first_id_and_sends_once(
     wait_until(lambda: len(receiver.received) >= 2, what="both events delivered")
     wait_until(lambda: settled(rdb, keys), what="nothing left pending")
     assert sorted(r.headers["webhook-id"] for r in receiver.received) == sorted([first, other])
+
+
+def test_the_fingerprint_covers_the_type_and_data_not_the_trigger_time() -> None:
+    user = sample_user()
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    first = build_event("reseller.user.created", user, triggered_at=at).fingerprint()
+    later = build_event("reseller.user.created", user, triggered_at=at + timedelta(hours=1))
+    assert later.fingerprint() == first
+    tricky = {**user, "name": 'x","triggeredAt":"2026'}  # the field's name inside the data
+    others = [
+        build_event("reseller.user.updated", user, triggered_at=at),
+        build_event("reseller.user.created", {**user, "name": "Ada L."}, triggered_at=at),
+        build_event("reseller.user.created", tricky, triggered_at=at),
+    ]
+    assert len({first, *(e.fingerprint() for e in others)}) == 4
 
 
 def test_an_idempotency_key_sent_again_with_another_event_is_refused(
