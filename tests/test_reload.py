@@ -462,3 +462,15 @@ def test_check_without_redis_names_the_offline_option(
     assert "--offline checks the file without Redis" in run.output
     run = CliRunner().invoke(main, ["subscribers", "check", "--file", str(path), "--offline"])
     assert run.exit_code == 0, run.output
+
+
+def test_a_refusal_names_at_most_ten_subscribers_and_counts_the_rest() -> None:
+    known = [f"s{i:02}" for i in range(12)]
+    removal = assess(known, [], {"s03": 2, "s11": 1})
+    message = str(removal.error("subscribers.yaml"))
+    assert message.startswith(
+        "subscribers.yaml: would remove every subscriber (s00, s01, s02, s03, s04, s05, s06,"
+        " s07, s08, s09 and 2 more) and subscriber(s) with 3 unfinished delivery(ies):"
+        " s03 (2), s11 (1); their work would be dead-lettered;"
+    )
+    assert message.endswith("`reseller-webhooks subscribers reload --allow-removal`")
