@@ -28,8 +28,14 @@ class Keys:
         return f"{self.prefix}.retries"
 
     def event(self, event_id: str) -> str:
-        """HASH: ``type``, ``body`` (the exact bytes sent), ``published_at`` (ms)."""
+        """HASH: ``type``, ``body`` (the exact bytes sent), ``published_at`` (ms), ``user``,
+        ``seq`` (its number in :meth:`sequence`; absent on events recorded before)."""
         return f"{self.prefix}:event:{event_id}"
+
+    def sequence(self, user_id: str) -> str:
+        """STRING counter: the last number given to an event about ``user_id`` (the
+        ``webhook-sequence`` header). Never expires: a number is never given twice."""
+        return f"{self.prefix}:seq:{user_id}"
 
     @property
     def pending(self) -> str:
@@ -140,6 +146,16 @@ class Keys:
         """STRING: the operator of a console session, under the SHA-256 of its id; expires when
         the login does, deleted at logout."""
         return f"{self.prefix}:console-session:{digest}"
+
+    def console_job(self, job_id: str) -> str:
+        """HASH: a long console action (replay or purge of many dead letters) and its progress,
+        so that every console process can show it; kept a day."""
+        return f"{self.prefix}:console-job:{job_id}"
+
+    def console_throttle(self, kind: str, digest: str) -> str:
+        """HASH: failed console logins or tokens of one client address or user name (``kind``
+        ``addr`` or ``user``; a digest of the value): how many, and locked until when."""
+        return f"{self.prefix}:console-throttle:{kind}:{digest}"
 
     def subscriber_state(self, subscriber_id: str) -> str:
         """HASH: runtime state of a subscriber (disabled, reason, failing_since)."""

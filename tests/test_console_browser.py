@@ -16,8 +16,10 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import redis
@@ -289,6 +291,27 @@ def test_a_dead_letter_history_and_its_replay(stage: Stage) -> None:
     page.reload()
     assert page.locator(f"tr[data-delivery='{did}']").count() == 0
     assert f"console: {USER} (127.0.0.1) replayed 1 dead letter(s): {did}" in stage.console.log()
+    page.context.close()
+
+
+def test_replay_all_matching_shows_its_progress_until_it_is_done(stage: Stage) -> None:
+    since = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    dids = [stage.dead_letter(f"usr_all_{n}", 422) for n in range(2)]
+    page = stage.page()
+    page.goto(f"{stage.url}/dead-letters?{urlencode({'subscriber': 'strict', 'since': since})}")
+    # Redis holds writes back: the job cannot finish before the browser shows it running.
+    stage.rdb.execute_command("CLIENT", "PAUSE", 30_000, "WRITE")
+    try:
+        page.click("button:text-is('Replay all 2 matching')")
+        page.wait_for_url(re.compile(r".*/jobs/[A-Za-z0-9_-]{16}"))
+        running = page.locator(".job").inner_text()
+        assert "Working: 0 of 2 gone through" in running or "Waiting" in running
+        shot(page, "job")
+    finally:
+        stage.rdb.execute_command("CLIENT", "UNPAUSE")
+    # The page reloads itself: no click, no reload here.
+    page.wait_for_selector("text=Finished: Replayed 2 dead letter(s).", timeout=15_000)
+    assert not any(stage.rdb.exists(KEYS.dead_letter(did)) for did in dids)
     page.context.close()
 
 

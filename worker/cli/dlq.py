@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import click
 
 from reseller_webhooks.worker.cli.common import operations, parse_since, store_and_settings
+
+if TYPE_CHECKING:
+    from reseller_webhooks.worker.records.store import Trigger
 
 
 @click.group()
@@ -68,24 +73,29 @@ def dlq_replay(delivery_ids: tuple[str, ...], subscriber: str | None, since: str
     if not delivery_ids and not subscriber and not since:
         raise click.UsageError("give delivery ids, --subscriber or --since")
     ops = operations()
-    if delivery_ids:
-        wanted = list(delivery_ids)
-    else:
-        found = ops.dead_letters(subscriber=subscriber, since_ms=parse_since(since))
-        wanted = [d.delivery_id for d in found]
+    sender = celery_client(ops.settings)
+
+    def send(triggers: Sequence[Trigger]) -> None:
+        send_deliver(sender, ops.store.keys, triggers)
+
+    missing: list[str] = []
     try:
-        sender = celery_client(ops.settings)
-        done = ops.replay(wanted, lambda triggers: send_deliver(sender, ops.store.keys, triggers))
+        if delivery_ids:
+            done = ops.replay(delivery_ids, send)
+            count, missing = len(done.replayed), done.missing
+        else:
+            chosen = ops.dead_filter(subscriber=subscriber, since_ms=parse_since(since))
+            count = ops.replay_matching(chosen, send)
     except SubscribersDisabledError as exc:
         click.echo(
             f"error: {exc}; run `reseller-webhooks subscribers enable ID` first",
             err=True,
         )
         sys.exit(1)
-    for did in done.missing:
+    for did in missing:
         click.echo(f"not found: {did}", err=True)
-    click.echo(f"replayed {len(done.replayed)} delivery(ies)")
-    if done.missing:
+    click.echo(f"replayed {count} delivery(ies)")
+    if missing:
         sys.exit(1)
 
 
@@ -103,11 +113,16 @@ def dlq_purge(
     ops = operations()
     if delivery_ids:
         wanted = list(delivery_ids)
-    else:
-        wanted = [d.delivery_id for d in ops.dead_letters(subscriber=subscriber)]
-    if not yes and not click.confirm(f"purge {len(wanted)} dead letter(s)?", default=False):
+        if not yes and not click.confirm(f"purge {len(wanted)} dead letter(s)?", default=False):
+            sys.exit(1)
+        click.echo(f"purged {ops.purge(wanted)} dead letter(s)")
+        return
+    # Those held now: what dies after the question is not purged.
+    chosen = ops.dead_filter(subscriber=subscriber, until_ms=ops.server_ms())
+    count = ops.dead_count(chosen)
+    if not yes and not click.confirm(f"purge {count} dead letter(s)?", default=False):
         sys.exit(1)
-    click.echo(f"purged {ops.purge(wanted)} dead letter(s)")
+    click.echo(f"purged {ops.purge_matching(chosen)} dead letter(s)")
 
 
 @dlq.command("messages")

@@ -116,6 +116,24 @@ class WorkerSettings(ProducerSettings):
         " behind one address share it); a random one per start when unset.",
     )
 
+    console_allowed_hosts: str = Field(
+        default="",
+        description="Host names the console answers to besides loopback names and IP addresses"
+        " (comma-separated; the name a TLS proxy forwards): any other Host is refused.",
+    )
+    console_trusted_proxies: str = Field(
+        default="",
+        description="Addresses or networks of the proxies in front of the console (comma-"
+        "separated): from them only, X-Forwarded-For and X-Forwarded-Proto are believed.",
+    )
+    console_login_delay_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="First lock after repeated failed logins or tokens, s; each further failure"
+        " doubles it (at most 5 minutes).",
+    )
+
     @field_validator(
         "console_user",
         "console_password",

@@ -19,15 +19,20 @@ import tornado.web
 from reseller_webhooks.producers.errors import ConfigError
 from reseller_webhooks.worker.config.settings import WorkerSettings
 from reseller_webhooks.worker.console.auth import credentials, refusal
+from reseller_webhooks.worker.console.guard import guard
 from reseller_webhooks.worker.console.handlers import SESSION_DAYS, Console, NotFound
+from reseller_webhooks.worker.console.jobs import Jobs
 from reseller_webhooks.worker.console.routes import routes
 from reseller_webhooks.worker.console.sessions import Sessions
+from reseller_webhooks.worker.console.throttle import Throttle
 from reseller_webhooks.worker.ops.actions import Operations
 from reseller_webhooks.worker.records.store import Trigger
 
 log = logging.getLogger("reseller_webhooks.worker.console")
 
-HERE = Path(__file__).parent
+#: The package folder itself (an editable install links each file: Tornado serves only files
+#: whose real path is under the static folder).
+HERE = Path(__file__).resolve().parent
 
 
 def _celery_sender(settings: WorkerSettings) -> Callable[[Sequence[Trigger]], None]:
@@ -46,6 +51,7 @@ def make_app(
     read_only: bool = False,
     ops: Operations | None = None,
     send_factory: Callable[[], Callable[[Sequence[Trigger]], None]] | None = None,
+    listen_host: str | None = None,
 ) -> tornado.web.Application:
     """The console for the deployment ``settings`` describe (``ConfigError`` when its login
     settings are incomplete or too weak)."""
@@ -57,10 +63,14 @@ def make_app(
         sessions=Sessions(ops.store.redis, ops.store.keys, ttl_s=SESSION_DAYS * 86400),
         read_only=read_only or settings.console_read_only,
         send_factory=send_factory,
+        jobs=Jobs(ops.store.redis, ops.store.keys),
+        guard=guard(settings, listen_host),
+        throttle=Throttle(ops.store.redis, ops.store.keys, base_s=settings.console_login_delay_s),
     )
     secret = settings.console_cookie_secret
     return tornado.web.Application(
         routes(console),
+        console=console,
         template_path=str(HERE / "templates"),
         static_path=str(HERE / "static"),
         cookie_secret=secret.get_secret_value() if secret else secrets.token_hex(32),
@@ -78,7 +88,7 @@ def make_app(
 def serve(settings: WorkerSettings, *, host: str, port: int, read_only: bool = False) -> None:
     """Serve the console until SIGINT or SIGTERM. Refuses (``ConfigError``) to listen beyond
     loopback without a login."""
-    app = make_app(settings, read_only=read_only)
+    app = make_app(settings, read_only=read_only, listen_host=host)
     creds = credentials(settings)
     problem = refusal(host, creds)
     if problem:
@@ -116,4 +126,5 @@ async def _run(
     click.echo(f"console on http://{shown}:{port}{mode}", err=False)
     await stop.wait()
     server.stop()
+    await asyncio.to_thread(app.settings["console"].jobs.stop)
     click.echo("console stopped")

@@ -21,6 +21,7 @@ from reseller_webhooks.worker.config.settings import WorkerSettings
 OPERATOR_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MIN_PASSWORD = 12
 MIN_TOKEN = 24
+MIN_DISTINCT = 5
 #: The operator of a console that needs no login (loopback only).
 LOCAL_OPERATOR = "local"
 #: The operator of a request authenticated by ``Authorization: Bearer``.
@@ -35,6 +36,21 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def weakness(secret: str, minimum: int) -> str | None:
+    """What is wrong with a console password or token, or None: too short, only whitespace,
+    a short piece repeated (``aaaaaaaaaaaa``, ``abcabcabcabc``) or too few different characters."""
+    if len(secret) < minimum:
+        return f"at least {minimum} characters"
+    if not secret.strip():
+        return "not only whitespace"
+    for size in range(1, 5):
+        if len(secret) % size == 0 and secret == secret[:size] * (len(secret) // size):
+            return "not one short piece repeated"
+    if len(set(secret)) < MIN_DISTINCT:
+        return f"at least {MIN_DISTINCT} different characters"
+    return None
 
 
 def _same(given: str, expected: SecretStr) -> bool:
@@ -83,10 +99,13 @@ def credentials(settings: WorkerSettings) -> Credentials:
         raise ConfigError(
             "WEBHOOKS_CONSOLE_USER and WEBHOOKS_CONSOLE_PASSWORD: set both or neither"
         )
-    if password is not None and len(password.get_secret_value()) < MIN_PASSWORD:
-        raise ConfigError(f"WEBHOOKS_CONSOLE_PASSWORD: at least {MIN_PASSWORD} characters")
-    if token is not None and len(token.get_secret_value()) < MIN_TOKEN:
-        raise ConfigError(f"WEBHOOKS_CONSOLE_TOKEN: at least {MIN_TOKEN} characters")
+    for name, secret, minimum in (
+        ("WEBHOOKS_CONSOLE_PASSWORD", password, MIN_PASSWORD),
+        ("WEBHOOKS_CONSOLE_TOKEN", token, MIN_TOKEN),
+    ):
+        problem = weakness(secret.get_secret_value(), minimum) if secret is not None else None
+        if problem:
+            raise ConfigError(f"{name}: {problem}")
     return Credentials(user, password, token)
 
 

@@ -1,33 +1,28 @@
-"""The dead-letter pages: the filtered list, one dead letter with its attempts (and, on
-request, its body), and the replay and purge actions on a selection."""
+"""The dead-letter pages: the filtered list (a page at a time, read from the indexes), one dead
+letter with its attempts (and, on request, its body). The actions on them are in
+``dead_letter_actions``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from urllib.parse import urlencode
 
 import tornado.web
 
 from reseller_webhooks.worker.console import views
 from reseller_webhooks.worker.console.handlers import Base
-from reseller_webhooks.worker.errors import SubscribersDisabledError
 from reseller_webhooks.worker.ops.actions import Operations, parse_since
+from reseller_webhooks.worker.records.deadletters import Filter
 
-#: Most dead letters one page lists (the actions on "all matching" take every one).
-DEAD_LETTERS_SHOWN = 500
-#: Most delivery ids one log line names.
-LOGGED_IDS = 20
-
-
-def _ids(ids: Sequence[str]) -> str:
-    shown = ", ".join(ids[:LOGGED_IDS])
-    return shown + (f" and {len(ids) - LOGGED_IDS} more" if len(ids) > LOGGED_IDS else "")
+#: Dead letters one page lists; older ones are on the next page.
+DEAD_LETTERS_SHOWN = 100
+FILTER_FIELDS = ("subscriber", "event", "since")
 
 
-def _filters(handler: Base, get: Callable[[str, str], str]) -> tuple[dict[str, str], str | None]:
+def filters(get: Callable[[str, str], str]) -> tuple[dict[str, str], str | None]:
     """The dead-letter filter of a request (subscriber, event type, since), and a problem
     with it, if any."""
-    chosen = {name: get(name, "").strip() for name in ("subscriber", "event", "since")}
+    chosen = {name: get(name, "").strip() for name in FILTER_FIELDS}
     problem = None
     if chosen["since"]:
         try:
@@ -37,105 +32,57 @@ def _filters(handler: Base, get: Callable[[str, str], str]) -> tuple[dict[str, s
     return chosen, problem
 
 
-def _matching(ops: Operations, chosen: dict[str, str]) -> list[str]:
+def to_filter(ops: Operations, chosen: dict[str, str], until_ms: int | None = None) -> Filter:
     since = parse_since(chosen["since"]) if chosen["since"] else None
-    letters = ops.dead_letters(
-        subscriber=chosen["subscriber"] or None,
-        event_type=chosen["event"] or None,
+    return ops.dead_filter(
+        subscriber=chosen["subscriber"],
+        event_type=chosen["event"],
         since_ms=since,
+        until_ms=until_ms,
     )
-    return [letter.delivery_id for letter in letters]
 
 
-def _listing(chosen: dict[str, str]) -> str:
+def listing(chosen: dict[str, str], offset: int = 0) -> str:
     kept = {k: v for k, v in chosen.items() if v}
+    if offset:
+        kept["from"] = str(offset)
     return "/dead-letters" + (f"?{urlencode(kept)}" if kept else "")
+
+
+def describe(chosen: dict[str, str]) -> str:
+    """The filter in words: ``subscriber acme-crm, event type x, since 2h``."""
+    words = {"subscriber": "subscriber", "event": "event type", "since": "since"}
+    parts = [f"{words[name]} {chosen[name]}" for name in FILTER_FIELDS if chosen.get(name)]
+    return ", ".join(parts) or "no filter (every dead letter)"
+
+
+def offset_of(raw: str) -> int:
+    """The ``from`` of a listing: a place in the index, 0 when absent or not a number."""
+    return int(raw) if raw.isdigit() and len(raw) < 10 else 0
 
 
 class DeadLetters(Base):
     @tornado.web.authenticated
     def get(self) -> None:
-        chosen, problem = _filters(self, self.get_query_argument)
-        letters = []
+        chosen, problem = filters(self.get_query_argument)
+        offset = offset_of(self.get_query_argument("from", "0"))
+        page, total = None, 0
         if problem is None:
-            since = parse_since(chosen["since"]) if chosen["since"] else None
-            letters = self.ops.dead_letters(
-                subscriber=chosen["subscriber"] or None,
-                event_type=chosen["event"] or None,
-                since_ms=since,
-            )
-            letters.reverse()  # newest first
+            wanted = to_filter(self.ops, chosen)
+            total = self.ops.dead_count(wanted)
+            page = self.ops.dead_letter_page(wanted, offset=offset, size=DEAD_LETTERS_SHOWN)
         self.render(
             "dead_letters.html",
-            letters=letters[:DEAD_LETTERS_SHOWN],
-            total=len(letters),
+            letters=page.letters if page else [],
+            total=total,
+            offset=offset,
+            older=listing(chosen, page.next_offset) if page and page.next_offset else None,
+            newest=listing(chosen) if offset else None,
             chosen=chosen,
             problem=problem,
             subscribers=self.ops.subscriber_ids(),
-            listing=_listing(chosen),
+            listing=listing(chosen, offset),
         )
-
-
-class _Selection(Base):
-    """What a dead-letter action applies to: the ids ticked, or every one the filter matches."""
-
-    def selection(self) -> tuple[list[str], dict[str, str]]:
-        chosen, problem = _filters(self, self.get_body_argument)
-        if problem:
-            raise tornado.web.HTTPError(400, reason=problem)
-        if self.get_body_argument("scope", "selected") == "matching":
-            return _matching(self.ops, chosen), chosen
-        return list(dict.fromkeys(self.get_body_arguments("id"))), chosen
-
-    def chosen_ids(self, verb: str) -> tuple[list[str], dict[str, str], str] | None:
-        """The ids to act on, the filters and the page to go back to; None (with a message and
-        the redirect back made) when nothing is selected."""
-        ids, chosen = self.selection()
-        back = self.back(_listing(chosen))
-        if not ids:
-            self.flash(f"Nothing to {verb}: no dead letter selected.")
-            self.redirect(back)
-            return None
-        return ids, chosen, back
-
-
-class Replay(_Selection):
-    @tornado.web.authenticated
-    def post(self) -> None:
-        picked = self.chosen_ids("replay")
-        if picked is None:
-            return
-        ids, _, back = picked
-        try:
-            done = self.ops.replay(ids, self.console.send)
-        except SubscribersDisabledError as exc:
-            self.audit("was refused a replay: %s", exc)
-            self.flash(f"Nothing replayed: {exc}; enable it first.")
-            self.redirect(back)
-            return
-        self.audit("replayed %d dead letter(s): %s", len(done.replayed), _ids(done.replayed))
-        message = f"Replayed {len(done.replayed)} dead letter(s)."
-        if done.missing:
-            message += f" Not found (already replayed or purged): {len(done.missing)}."
-        self.flash(message)
-        self.redirect(back)
-
-
-class Purge(_Selection):
-    @tornado.web.authenticated
-    def post(self) -> None:
-        picked = self.chosen_ids("purge")
-        if picked is None:
-            return
-        ids, chosen, back = picked
-        if self.get_body_argument("confirm", "") != "yes":
-            # The confirmation names exactly these; purging then takes these and no others.
-            self.render("purge_confirm.html", ids=ids, chosen=chosen, back=back)
-            return
-        purged = self.ops.purge(ids)
-        self.audit("purged %d dead letter(s): %s", purged, _ids(ids))
-        self.flash(f"Purged {purged} dead letter(s).")
-        self.redirect(back)
 
 
 class DeadLetter(Base):

@@ -13,6 +13,8 @@ address of each in ``routes``.
 from __future__ import annotations
 
 import logging
+import math
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +27,10 @@ from kombu.exceptions import OperationalError
 from reseller_webhooks.producers.errors import ConfigError, UnavailableError
 from reseller_webhooks.worker.console import views
 from reseller_webhooks.worker.console.auth import LOCAL_OPERATOR, TOKEN_OPERATOR, Credentials
+from reseller_webhooks.worker.console.guard import Guard
+from reseller_webhooks.worker.console.jobs import Jobs
 from reseller_webhooks.worker.console.sessions import Sessions
+from reseller_webhooks.worker.console.throttle import Throttle
 from reseller_webhooks.worker.errors import OperatorError, UnknownSubscriberError
 from reseller_webhooks.worker.ops.actions import Operations
 from reseller_webhooks.worker.records.store import Trigger
@@ -58,19 +63,42 @@ class Console:
     read_only: bool
     #: Sends deliver triggers (Celery), made on first use.
     send_factory: Callable[[], Callable[[Sequence[Trigger]], None]]
+    jobs: Jobs
+    guard: Guard
+    throttle: Throttle
     _send: Callable[[Sequence[Trigger]], None] | None = field(default=None, init=False)
+    #: A job's thread and the server's both send.
+    _sending: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def send(self, triggers: Sequence[Trigger]) -> None:
-        if self._send is None:
-            self._send = self.send_factory()
-        self._send(triggers)
+        with self._sending:
+            if self._send is None:
+                self._send = self.send_factory()
+            self._send(triggers)
 
 
 class Base(tornado.web.RequestHandler):
     console: Console
+    #: Seconds the client must still wait after failed logins or tokens (0: none).
+    locked_s = 0.0
 
     def initialize(self, console: Console) -> None:
         self.console = console
+        # The client as a trusted proxy names it (else the peer itself), before anything logs it.
+        request, headers = self.request, self.request.headers
+        request.remote_ip, request.protocol = console.guard.client(
+            str(request.remote_ip),
+            request.protocol,
+            headers.get("X-Forwarded-For"),
+            headers.get("X-Forwarded-Proto"),
+        )
+
+    def set_cookie(self, name: str, value: str | bytes, *args: Any, **kwargs: Any) -> None:
+        """Every cookie is ``Secure`` when the client came over HTTPS (itself or through a
+        trusted proxy)."""
+        if self.request.protocol == "https":
+            kwargs["secure"] = True
+        super().set_cookie(name, value, *args, **kwargs)
 
     def set_default_headers(self) -> None:
         for name, value in SECURITY_HEADERS.items():
@@ -86,18 +114,51 @@ class Base(tornado.web.RequestHandler):
             return LOCAL_OPERATOR
         header = self.request.headers.get("Authorization")
         if header is not None:
-            return TOKEN_OPERATOR if creds.bearer(header) else None
+            return TOKEN_OPERATOR if self._token(header) else None
         raw = self.get_signed_cookie(SESSION_COOKIE, max_age_days=SESSION_DAYS)
         return self.console.sessions.operator(raw.decode()) if raw else None
+
+    def _token(self, header: str) -> bool:
+        """Whether ``header`` carries the token; a wrong one is logged (never its value) and
+        counts against the client's address, which is refused while locked."""
+        subject = [("addr", str(self.request.remote_ip))]
+        self.locked_s = self.console.throttle.wait_s(subject)
+        if self.locked_s > 0:
+            return False
+        if self.console.credentials.bearer(header):
+            return True
+        log.warning("console: wrong token from %s", self.request.remote_ip)
+        self.console.throttle.failed(subject)
+        return False
+
+    def refuse_if_locked(self) -> None:
+        if self.locked_s > 0:
+            raise tornado.web.HTTPError(
+                429, reason=f"Too many failed attempts; try again in {math.ceil(self.locked_s)} s"
+            )
 
     def check_xsrf_cookie(self) -> None:
         """A script sending the token in its ``Authorization`` header needs no XSRF token: a
         browser never adds that header on its own, so no other site can make it."""
-        if self.request.headers.get("Authorization") and self.current_user == TOKEN_OPERATOR:
-            return
+        if self.request.headers.get("Authorization"):
+            if self.current_user == TOKEN_OPERATOR:
+                return
+            self.refuse_if_locked()
         super().check_xsrf_cookie()
 
+    def check_site(self) -> None:
+        """Refuses another site's names and pages (DNS rebinding)."""
+        guard, headers = self.console.guard, self.request.headers
+        if not guard.host_allowed(self.request.host or ""):
+            raise tornado.web.HTTPError(400, reason="Unknown host name")
+        if self.request.method == "POST" and not guard.origin_allowed(headers.get("Origin")):
+            raise tornado.web.HTTPError(403, reason="Not from a page of this console")
+
     def prepare(self) -> None:
+        """Refuses another site, a locked-out client and actions in read-only mode."""
+        self.check_site()
+        if self.request.headers.get("Authorization") and self.current_user is None:
+            self.refuse_if_locked()
         if self.request.method == "POST" and self.console.read_only and not self.session_action:
             raise tornado.web.HTTPError(403, reason="Read-only console")
 
@@ -140,6 +201,10 @@ class Base(tornado.web.RequestHandler):
         """A plain page; Redis out of reach is a 503 that names neither its address nor its
         password (only the kind of failure)."""
         message = self._reason
+        try:
+            self.current_user  # noqa: B018  (known now, or never: the page names no one)
+        except (redis.RedisError, OperationalError):
+            self._current_user = None
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, redis.RedisError | OperationalError):
             self.set_status(503)
@@ -152,6 +217,8 @@ class Base(tornado.web.RequestHandler):
             message = str(exc)
         elif isinstance(exc, tornado.web.HTTPError) and exc.reason:
             message = exc.reason
+        if status_code == 429 and self.locked_s:
+            self.set_header("Retry-After", str(math.ceil(self.locked_s)))
         self.render("error.html", status=self.get_status(), message=message)
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
@@ -170,6 +237,7 @@ class NotFound(Base):
     """Any other address: the console's own 404 page."""
 
     def prepare(self) -> None:
+        self.check_site()
         raise tornado.web.HTTPError(404, reason="No such page")
 
 

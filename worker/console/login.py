@@ -1,16 +1,22 @@
-"""Logging in and out of the console (both allowed in read-only mode)."""
+"""Logging in and out of the console (both allowed in read-only mode).
+
+Failed logins are throttled per client address and per user name (``throttle``); a browser
+that logged in as a user before carries a signed cookie that exempts it from that user's lock.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import math
 
 import tornado.web
 
 from reseller_webhooks.worker.console import views
 from reseller_webhooks.worker.console.handlers import SESSION_COOKIE, SESSION_DAYS, Base, log
+from reseller_webhooks.worker.console.throttle import Subject
 
-#: A failed login answers this much later (slows guessing without blocking other requests).
-FAILED_LOGIN_DELAY_S = 0.5
+#: Signed: the user this browser logged in as before (not a credential: it logs no one in).
+DEVICE_COOKIE = "rw_console_device"
+DEVICE_DAYS = 30
 
 
 class Login(Base):
@@ -23,10 +29,31 @@ class Login(Base):
             return
         self.render("login.html", error=None, next=target)
 
-    async def post(self) -> None:
+    def subjects(self, user: str) -> list[Subject]:
+        """What this try counts against: the client's address, and the user name unless this
+        browser logged in as that user before."""
+        subjects: list[Subject] = [("addr", str(self.request.remote_ip))]
+        known = self.get_signed_cookie(DEVICE_COOKIE, max_age_days=DEVICE_DAYS)
+        if known is None or known.decode() != user:
+            subjects.append(("user", user))
+        return subjects
+
+    def post(self) -> None:
         user = self.get_body_argument("user", "").strip()
         password = self.get_body_argument("password", "")
         target = views.local_path(self.get_body_argument("next", None))
+        subjects = self.subjects(user)
+        wait = self.console.throttle.wait_s(subjects)
+        if wait > 0:
+            log.warning("console: login refused (locked) from %s", self.request.remote_ip)
+            self.set_status(429)
+            self.set_header("Retry-After", str(math.ceil(wait)))
+            self.render(
+                "login.html",
+                error=f"Too many failed logins; try again in {math.ceil(wait)} s.",
+                next=target,
+            )
+            return
         name = self.console.credentials.login(user, password)
         if name is None:
             # Only a name known to be a user name is logged: a password typed into the wrong
@@ -34,17 +61,17 @@ class Login(Base):
             known = self.console.credentials.user
             who = f"as {user!r}" if known is not None and user == known else "(unknown user)"
             log.warning("console: failed login %s from %s", who, self.request.remote_ip)
-            await asyncio.sleep(FAILED_LOGIN_DELAY_S)
+            self.console.throttle.failed(subjects)
             self.set_status(403)
             self.render("login.html", error="Wrong user name or password.", next=target)
             return
+        self.console.throttle.forget(subjects[0])
+        session = self.console.sessions.open(name)
         self.set_signed_cookie(
-            SESSION_COOKIE,
-            self.console.sessions.open(name),
-            expires_days=None,
-            httponly=True,
-            samesite="Strict",
-            secure=self.request.protocol == "https",
+            SESSION_COOKIE, session, expires_days=None, httponly=True, samesite="Strict"
+        )
+        self.set_signed_cookie(
+            DEVICE_COOKIE, user, expires_days=DEVICE_DAYS, httponly=True, samesite="Strict"
         )
         log.info("console: %s (%s) logged in", name, self.request.remote_ip)
         self.redirect(target)

@@ -6,13 +6,10 @@ from typing import Any
 
 import tornado.web
 
-from reseller_webhooks.worker.console.dead_letters import (
-    DeadLetter,
-    DeadLetters,
-    Purge,
-    Replay,
-)
+from reseller_webhooks.worker.console.dead_letter_actions import JobPage, Purge, Replay
+from reseller_webhooks.worker.console.dead_letters import DeadLetter, DeadLetters
 from reseller_webhooks.worker.console.handlers import Console, Health
+from reseller_webhooks.worker.console.jobs import JOB_ID
 from reseller_webhooks.worker.console.login import Login, Logout
 from reseller_webhooks.worker.console.lookup import EventBody, Lookup
 from reseller_webhooks.worker.console.subscribers import (
@@ -37,6 +34,7 @@ def routes(console: Console) -> list[tuple[str, type[tornado.web.RequestHandler]
         (r"/dead-letters/replay", Replay, shared),
         (r"/dead-letters/purge", Purge, shared),
         (r"/dead-letters/([^/]+)", DeadLetter, shared),
+        (rf"/jobs/({JOB_ID})", JobPage, shared),
         (r"/lookup", Lookup, shared),
         (r"/events/([^/]+)/body", EventBody, shared),
     ]

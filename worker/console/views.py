@@ -75,9 +75,9 @@ def lookup_kind(query: str, kind: str = "auto") -> str:
 
 def local_path(target: str | None, default: str = "/subscribers") -> str:
     """``target`` when it is a path on this site (after a login), else ``default``: never
-    another site (``//evil.example``, ``https://...``)."""
-    if not target:
-        return default
+    another site (``//evil.example``, ``https://...``), never a control character."""
+    if not target or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
+        return default  # a line break would split the Location header
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
         return default

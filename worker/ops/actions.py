@@ -9,7 +9,7 @@ the subscribers file is loaded without them.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -20,9 +20,17 @@ from reseller_webhooks.worker.delivery.runtime import make_store
 from reseller_webhooks.worker.errors import SubscribersDisabledError, UnknownSubscriberError
 from reseller_webhooks.worker.ops.metrics import StatsReader, SubscriberStats
 from reseller_webhooks.worker.records.activity import Activity, Attempt, EventStory, Rate, rates
-from reseller_webhooks.worker.records.deadletters import DeadLetter, DeadLetters
+from reseller_webhooks.worker.records.deadletters import (
+    CHUNK,
+    DeadLetter,
+    DeadLetters,
+    Filter,
+    Page,
+)
 from reseller_webhooks.worker.records.store import DISABLED_BY_OPERATOR, Store, Trigger
 
+#: Most letters one dead-letter page reads to find those of an event type.
+DEAD_LETTER_SCAN = 2000
 #: ``--since`` durations: a number and one of these units.
 SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -114,6 +122,12 @@ class Replayed:
 
 
 SendTriggers = Callable[[Sequence[Trigger]], None]
+#: Told after each chunk of a long action: how many ids it went through, how many it acted on.
+Progress = Callable[[int, int], None]
+
+
+def _no_progress(seen: int, acted: int) -> None:
+    """Where nobody watches."""
 
 
 class Operations:
@@ -194,15 +208,50 @@ class Operations:
 
     # -- dead letters --------------------------------------------------------------------------
 
+    def dead_filter(
+        self,
+        *,
+        subscriber: str | None = None,
+        event_type: str | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+    ) -> Filter:
+        """A dead-letter filter, never older than what is kept (an index may still name
+        letters that expired)."""
+        kept_since = int(time.time() * 1000) - self.settings.dead_letter_retention_s * 1000
+        return Filter(
+            subscriber or None,
+            event_type or None,
+            max(since_ms, kept_since) if since_ms is not None else kept_since,
+            until_ms,
+        )
+
     def dead_letters(
         self,
         *,
         subscriber: str | None = None,
         event_type: str | None = None,
         since_ms: int | None = None,
-    ) -> list[DeadLetter]:
-        """Dead letters held, oldest first, filtered by subscriber, event type and time."""
-        return list(self.dead.find(subscriber=subscriber, event_type=event_type, since_ms=since_ms))
+    ) -> Iterator[DeadLetter]:
+        """Dead letters held, oldest first, filtered by subscriber, event type and time; read a
+        chunk at a time."""
+        chosen = self.dead_filter(subscriber=subscriber, event_type=event_type, since_ms=since_ms)
+        return self.dead.find(chosen)
+
+    def dead_letter_page(self, chosen: Filter, *, offset: int, size: int) -> Page:
+        """One page of the filter's dead letters, newest first: reads at most ``size`` letters,
+        or a few chunks with an event type (which no index holds)."""
+        most = size if chosen.event_type is None else max(size, DEAD_LETTER_SCAN)
+        return self.dead.page(chosen, offset=offset, size=size, most_read=most)
+
+    def dead_count(self, chosen: Filter) -> int:
+        """How many the filter's index holds in its time range (an event type not counted)."""
+        return self.dead.count(chosen)
+
+    def server_ms(self) -> int:
+        """Redis's clock, as the dead-letter indexes score by it."""
+        seconds, micros = self.store.redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
 
     def dead_letter(self, delivery_id: str) -> DeadLetter | None:
         return self.dead.get(delivery_id)
@@ -217,10 +266,11 @@ class Operations:
         disabled subscriber; ids that are no dead letter come back in ``missing``."""
         wanted = list(dict.fromkeys(delivery_ids))
         blocked: set[str] = set()
-        for did in wanted:
-            letter = self.dead.get(did)
-            if letter and self.store.subscriber_state(letter.subscriber_id).get("disabled") == "1":
-                blocked.add(letter.subscriber_id)
+        for start in range(0, len(wanted), CHUNK):
+            letters = self.dead.read(wanted[start : start + CHUNK])
+            for sub in {x.subscriber_id for x in letters if x is not None}:
+                if self.store.subscriber_state(sub).get("disabled") == "1":
+                    blocked.add(sub)
         if blocked:
             raise SubscribersDisabledError(sorted(blocked))
         replayed, triggers = self.dead.replay(wanted)
@@ -230,6 +280,56 @@ class Operations:
     def purge(self, delivery_ids: Iterable[str]) -> int:
         """Delete dead letters (and their attempt logs) for good; returns how many there were."""
         return self.dead.purge(delivery_ids)
+
+    def blocked(self, chosen: Filter) -> list[str]:
+        """The disabled subscribers that hold dead letters in the filter's time range."""
+        subs = [chosen.subscriber] if chosen.subscriber else self.subscriber_ids()
+        pipe = self.store.redis.pipeline(transaction=False)
+        for sub in subs:
+            pipe.hget(self.store.keys.subscriber_state(sub), "disabled")
+            pipe.zcount(self.store.keys.dead_of(sub), *chosen.bounds())
+        answers = pipe.execute()
+        return [
+            sub
+            for sub, disabled, held in zip(subs, answers[0::2], answers[1::2], strict=True)
+            if disabled == b"1" and int(held)
+        ]
+
+    def replay_matching(
+        self, chosen: Filter, send: SendTriggers, progress: Progress = _no_progress
+    ) -> int:
+        """Replay every dead letter the filter keeps, a chunk per round trip, telling
+        ``progress`` after each; how many were replayed. Refuses before the first
+        (``SubscribersDisabledError``) when a disabled subscriber holds any in its range."""
+        blocked = self.blocked(chosen)
+        if blocked:
+            raise SubscribersDisabledError(blocked)
+        seen = done = 0
+        for chunk in self.dead.chunks(chosen):
+            seen += len(chunk)
+            wanted = chunk
+            if chosen.event_type:
+                letters = self.dead.read(chunk)
+                wanted = [x.delivery_id for x in letters if x is not None and chosen.keeps(x)]
+            replayed, triggers = self.dead.replay_chunk(wanted)
+            if triggers:
+                send(triggers)
+            done += len(replayed)
+            progress(seen, done)
+        return done
+
+    def purge_matching(self, chosen: Filter, progress: Progress = _no_progress) -> int:
+        """Purge every dead letter the filter keeps, a chunk per round trip; how many."""
+        seen = done = 0
+        for chunk in self.dead.chunks(chosen):
+            seen += len(chunk)
+            wanted = chunk
+            if chosen.event_type:
+                letters = self.dead.read(chunk)
+                wanted = [x.delivery_id for x in letters if x is not None and chosen.keeps(x)]
+            done += self.dead.purge_chunk(wanted) if wanted else 0
+            progress(seen, done)
+        return done
 
     # -- stories -------------------------------------------------------------------------------
 

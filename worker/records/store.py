@@ -81,6 +81,8 @@ class Claim:
     expires_at: float
     #: When the event was published (server ms; 0 when unknown).
     published_at: int = 0
+    #: The event's number in its user's sequence (``webhook-sequence``; 0: none).
+    sequence: int = 0
 
     def server_ms(self, monotonic: float) -> float:
         """The Redis server's clock (ms) at local monotonic time ``monotonic``, give or take the
@@ -131,7 +133,7 @@ class Finish:
     disable_after_ms: int = 0
 
 
-def _triggers(raw: Sequence[Any]) -> list[Trigger]:
+def triggers_of(raw: Sequence[Any]) -> list[Trigger]:
     return [Trigger(sub.decode(), token.decode(), bool(failing)) for sub, token, failing in raw]
 
 
@@ -186,7 +188,7 @@ class Store:
             list[Any],
             self._drain(keys=[k.pending, k.dispatch_armed, k.due, k.active_subscribers], args=args),
         )
-        return Drained(int(events), int(missing), _triggers(triggers), bool(more))
+        return Drained(int(events), int(missing), triggers_of(triggers), bool(more))
 
     def claim(
         self,
@@ -228,10 +230,11 @@ class Store:
                 lease=int(lease),
                 expires_at=expires_at,
                 published_at=int(published_at or 0),
+                sequence=int(sequence or 0),
             )
-            for did, event_id, attempt, trigger, body, published_at in raw
+            for did, event_id, attempt, trigger, body, published_at, sequence in raw
         ]
-        return ClaimBatch(claims, _triggers(more), disabled.decode())
+        return ClaimBatch(claims, triggers_of(more), disabled.decode())
 
     def release(self, subscriber_id: str, token: str) -> None:
         """Give a slot back (its task will not serve the subscriber)."""
@@ -330,17 +333,26 @@ class Store:
                 args=[k.prefix, self._trigger_ms, batch, int(dispatch_lost_after_s * 1000)],
             ),
         )
-        return Swept(_triggers(triggers), bool(dispatch), int(moved), [int(x) for x in late])
+        return Swept(triggers_of(triggers), bool(dispatch), int(moved), [int(x) for x in late])
 
     def replay(self, delivery_id: str, *, event_ttl_s: int) -> list[Trigger] | None:
         """Put a dead delivery back as ready; None when there is no such dead letter."""
-        out = self.replay_script(
-            keys=[self.keys.dead, self.keys.active_subscribers],
-            args=[self.keys.prefix, delivery_id, event_ttl_s, self._trigger_ms],
+        replayed, triggers = self.replay_many([delivery_id], event_ttl_s=event_ttl_s)
+        return triggers if replayed else None
+
+    def replay_many(
+        self, delivery_ids: Sequence[str], *, event_ttl_s: int
+    ) -> tuple[list[str], list[Trigger]]:
+        """Put dead deliveries back as ready in one script call (keep it to a few hundred);
+        the ids that were dead letters, and the triggers to send."""
+        out = cast(
+            list[Any],
+            self.replay_script(
+                keys=[self.keys.dead, self.keys.active_subscribers],
+                args=[self.keys.prefix, event_ttl_s, self._trigger_ms, *delivery_ids],
+            ),
         )
-        if not out:
-            return None
-        return _triggers(cast(list[Any], out)[1])
+        return [did.decode() for did in out[0]], triggers_of(out[1])
 
     def expedite(self, subscriber_id: str) -> int:
         """Make the subscriber's waiting retries due now (see ``lua/expedite.lua``); returns how
