@@ -4,6 +4,7 @@ Light on purpose: pydantic, celery/kombu and redis only; no HTTP client, no work
 """
 
 from reseller_webhooks.producers.errors import (
+    IdempotencyKeyReusedError,
     InvalidEventError,
     ProducerError,
     UnavailableError,
@@ -17,6 +18,7 @@ from reseller_webhooks.producers.user import Address, Organization, ResellerUser
 __all__ = [
     "Address",
     "EventType",
+    "IdempotencyKeyReusedError",
     "InvalidEventError",
     "Organization",
     "ProducerError",

@@ -4,6 +4,7 @@
     +-- ProducerError                 publishing refused; carries an HTTP status
     |   +-- InvalidEventError         the event or its data breaks the contract (422)
     |   +-- UnavailableError          Redis unreachable or refusing commands; nothing recorded (503)
+    |   +-- IdempotencyKeyReusedError an idempotency key sent again with another event (422)
     |   +-- DialectError              an API dialect refused its request (dialects.errors)
     |       +-- InvalidRequestError   a body breaks the dialect's constraints (400)
     |       +-- InvalidValueError     "The value '<x>' is not valid." (400)
@@ -19,6 +20,7 @@
     +-- OperatorError                 an operator's request cannot be carried out (worker.errors)
         +-- UnknownSubscriberError    the subscriber id is not in the subscribers file
         +-- SubscribersDisabledError  a replay of dead letters of disabled subscribers
+        +-- SubscriberRemovalError    a reload would drop every subscriber or unfinished work
 
 The worker-side branches live in ``worker.errors``; they subclass the roots defined here so that
 ``producers`` never imports worker code.
@@ -92,6 +94,22 @@ class UnavailableError(ProducerError):
         """Translate a client exception by its kind only: redis-py and kombu messages may hold
         the URL."""
         return cls(type(exc).__name__)
+
+
+class IdempotencyKeyReusedError(ProducerError):
+    """An idempotency key still held by an earlier event came with a different event type or
+    data; nothing was recorded. The same key with the same event answers the first id; a new
+    event needs a new key. The message names the key's position, never the key or the data.
+    """
+
+    status = 422
+
+    def __init__(self, position: str = "idempotency_key") -> None:
+        super().__init__(
+            f"{position}: already used for a different event (another event type or data) within"
+            " its retention (WEBHOOKS_IDEMPOTENCY_RETENTION_S); nothing was recorded: send a new"
+            " event under a new key"
+        )
 
 
 def describe_validation_error(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -44,6 +45,15 @@ class WebhookEvent(BaseModel):
     triggered_at: Timestamp
 
     _body: bytes | None = PrivateAttr(default=None)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the event type and the data (not of the time it was triggered): what an
+        idempotency key is bound to, so the same key with another event can be refused.
+
+        Hashes the body up to ``triggeredAt``, its last field: inside the data every ``"`` is
+        escaped, so the last ``,"triggeredAt":`` is the envelope's own (no second dump)."""
+        body = self.body()
+        return hashlib.sha256(body[: body.rindex(b',"triggeredAt":')]).hexdigest()
 
     def body(self) -> bytes:
         """The exact bytes that are signed and POSTed (compact JSON, camelCase, UTF-8)."""

@@ -27,7 +27,11 @@ from reseller_webhooks.producers.connection import (
     publish_replicas,
     redis_client,
 )
-from reseller_webhooks.producers.errors import InvalidEventError, UnavailableError
+from reseller_webhooks.producers.errors import (
+    IdempotencyKeyReusedError,
+    InvalidEventError,
+    UnavailableError,
+)
 from reseller_webhooks.producers.events import (
     DEFAULT_MAX_BODY_BYTES,
     EventType,
@@ -47,11 +51,12 @@ EventItem = tuple[str | EventType, ResellerUser | Mapping[str, Any]] | Mapping[s
 IDEMPOTENCY_KEY = re.compile(r"^[!-~]{1,200}$")
 
 # KEYS: pending, dispatch-armed, dispatch-waiting. ARGV: prefix, retention (s), idempotency
-# retention (s), then per event: id, type, body, user id, idempotency key ('' for none). One
-# command for a whole batch. An idempotency key seen within its retention returns the event id
-# first published under it and records nothing. When the trigger is armed already and its task
-# waits for events (it lingers), wakes it. Returns {1 if the caller must send the dispatch
-# trigger, ids}.
+# retention (s), then per event: id, type, body, user id, idempotency key ('' for none), the
+# event's fingerprint ('' without a key). One command for a whole batch. An idempotency key seen
+# within its retention with the same fingerprint returns the event id first published under it
+# and records nothing; with another fingerprint the whole call records nothing and answers -1.
+# When the trigger is armed already and its task waits for events (it lingers), wakes it.
+# Returns {1 if the caller must send the dispatch trigger, ids}.
 #: The commit point of a publish (``lua/record_events.lua``, whose header names its KEYS and ARGV).
 RECORD_EVENTS = (
     resources.files(__name__.rpartition(".")[0])
@@ -177,7 +182,9 @@ class Publisher:
 
         With ``idempotency_key``, publishing again under the same key within
         ``WEBHOOKS_IDEMPOTENCY_RETENTION_S`` returns the first event's id and enqueues nothing:
-        a producer that retries after an error or a timeout never creates a second event.
+        a producer that retries after an error or a timeout never creates a second event. The
+        key is bound to the event type and data: sent again with others it raises
+        :class:`IdempotencyKeyReusedError` and records nothing.
         """
         keys = [idempotency_key] if idempotency_key is not None else None
         limit = self.settings.max_body_bytes
@@ -206,7 +213,9 @@ class Publisher:
             self.settings.idempotency_retention_s,
         ]
         for event, key in zip(events, idem, strict=True):
-            args += [new_event_id(), event.event.value, event.body(), event.data.id, key]
+            fingerprint = event.fingerprint() if key else ""
+            args += [new_event_id(), event.event.value, event.body(), event.data.id]
+            args += [key, fingerprint]
         try:
             arm, raw_ids = cast(
                 list[Any],
@@ -224,6 +233,9 @@ class Publisher:
                 f"{type(exc).__name__}; the event(s) may not be recorded: publish again with the"
                 " same idempotency key to be sure"
             ) from None
+        if arm == -1:  # nothing recorded
+            where = "idempotency_key" if len(events) == 1 else f"idempotency_keys[{raw_ids}]"
+            raise IdempotencyKeyReusedError(where)
         ids = [i.decode() for i in raw_ids]
         if arm:
             self._trigger(ids)

@@ -168,6 +168,13 @@ class Keys:
         return f"{self.prefix}:subscribers-reload"
 
     @property
+    def subscribers_removal_allowed(self) -> str:
+        """STRING: the SHA-256 of a subscribers file text an operator confirmed with
+        ``subscribers reload --allow-removal`` (workers take it although it removes work);
+        expires after a day."""
+        return f"{self.prefix}:subscribers-removal-allowed"
+
+    @property
     def bad_messages(self) -> str:
         """LIST of JSON records of queue messages that were not valid triggers (newest first)."""
         return f"{self.prefix}:bad-messages"

@@ -123,7 +123,7 @@ class Deployment:
 
     tmp_path: Path
     redis_url: str
-    config: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=lambda: {"subscribers": []})
     secrets: dict[str, str] = field(default_factory=dict)
     settings: dict[str, str] = field(default_factory=dict)
     workers: list[WorkerProcess] = field(default_factory=list)

@@ -416,6 +416,8 @@ def test_prometheus_profile_scrapes_every_worker_with_the_alert_rules() -> None:
     worker = SERVICES["worker"]
     port = worker["environment"]["WEBHOOKS_METRICS_PORT"]
     assert str(sd["port"]) == port
+    # Workers listen on loopback unless told: compose opens /metrics to its own network.
+    assert worker["environment"]["WEBHOOKS_METRICS_HOST"] == "0.0.0.0"
     assert worker["expose"] == [port]
     assert "ports" not in worker
     assert prometheus["ports"] == ["127.0.0.1:9090:9090"]

@@ -80,14 +80,23 @@ def served_names(text: str) -> set[str]:
 
 
 def metrics_worker(deployment: Deployment, *extra: str, **settings: str) -> int:
+    """A worker serving /metrics on a free port at the default address (loopback only)."""
     port = free_port()
-    deployment.settings.update(
-        WEBHOOKS_METRICS_PORT=str(port), WEBHOOKS_METRICS_HOST="127.0.0.1", **settings
-    )
+    deployment.settings.update(WEBHOOKS_METRICS_PORT=str(port), **settings)
+    deployment.settings.pop("WEBHOOKS_METRICS_HOST", None)
     worker = deployment.start_worker(*extra)
     wait_until(lambda: _answers(port), what="/metrics answers")
     assert f"metrics on http://127.0.0.1:{port}/metrics" in worker.log()
+    assert not _reachable("127.0.0.2", port)  # bound to 127.0.0.1, not to every address
     return port
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError:
+        return False
+    return True
 
 
 def _answers(port: int) -> bool:

@@ -9,13 +9,19 @@ import json
 import subprocess
 import sys
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import redis
 from celery import Celery
 
-from reseller_webhooks.producers.errors import InvalidEventError, UnavailableError
+from reseller_webhooks.producers.errors import (
+    IdempotencyKeyReusedError,
+    InvalidEventError,
+    UnavailableError,
+)
+from reseller_webhooks.producers.events import build_event
 from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.settings import ProducerSettings
 from reseller_webhooks.producers.wire import Keys
@@ -99,6 +105,58 @@ def test_an_idempotency_key_returns_the_first_id_and_sends_once(
     assert sorted(r.headers["webhook-id"] for r in receiver.received) == sorted([first, other])
 
 
+def test_the_fingerprint_covers_the_type_and_data_not_the_trigger_time() -> None:
+    user = sample_user()
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    first = build_event("reseller.user.created", user, triggered_at=at).fingerprint()
+    later = build_event("reseller.user.created", user, triggered_at=at + timedelta(hours=1))
+    assert later.fingerprint() == first
+    tricky = {**user, "name": 'x","triggeredAt":"2026'}  # the field's name inside the data
+    others = [
+        build_event("reseller.user.updated", user, triggered_at=at),
+        build_event("reseller.user.created", {**user, "name": "Ada L."}, triggered_at=at),
+        build_event("reseller.user.created", tricky, triggered_at=at),
+    ]
+    assert len({first, *(e.fingerprint() for e in others)}) == 4
+
+
+def test_an_idempotency_key_sent_again_with_another_event_is_refused(
+    publisher: Publisher, rdb: redis.Redis, keys: Keys
+) -> None:
+    user = {**sample_user(), "email": "first-7c1d@example.com"}
+    first = publisher.user_created(user, idempotency_key="signup-7")
+    reordered = dict(reversed(list(user.items())))  # the same data, keys in another order
+    assert publisher.user_created(reordered, idempotency_key="signup-7") == first
+    recorded = rdb.dump(keys.idempotency("signup-7"))
+    changed = {**user, "email": "second-9e4a@example.com"}
+    for event, data in [("reseller.user.created", changed), ("reseller.user.updated", user)]:
+        with pytest.raises(IdempotencyKeyReusedError) as refused:
+            publisher.publish(event, data, idempotency_key="signup-7")
+        assert refused.value.status == 422
+        message = str(refused.value)
+        assert message.startswith("idempotency_key: already used for a different event")
+        for secret in ("signup-7", "7c1d", "9e4a", user["id"]):  # neither the key nor the data
+            assert secret not in message
+    # A batch holding such a reuse records none of its events, even those before it.
+    with pytest.raises(IdempotencyKeyReusedError, match=r"^idempotency_keys\[1\]: already used"):
+        publisher.publish_batch(
+            [("reseller.user.created", changed), ("reseller.user.updated", user)],
+            idempotency_keys=["fresh-1", "signup-7"],
+        )
+    with pytest.raises(IdempotencyKeyReusedError, match=r"^idempotency_keys\[1\]: already used"):
+        publisher.publish_batch(  # the same key twice in one batch, with two events
+            [("reseller.user.created", user), ("reseller.user.created", changed)],
+            idempotency_keys=["fresh-2", "fresh-2"],
+        )
+    assert rdb.lrange(keys.pending, 0, -1) == [first.encode()]
+    assert rdb.get(keys.idempotency("fresh-1")) is None
+    assert rdb.dump(keys.idempotency("signup-7")) == recorded
+    # A key written before keys were bound to their event (a bare id) still answers its id.
+    rdb.set(keys.idempotency("older"), "msg_older", ex=60)
+    assert publisher.user_created(changed, idempotency_key="older") == "msg_older"
+    assert rdb.llen(keys.pending) == 1
+
+
 @pytest.mark.parametrize("key", ["", "has space", "x" * 201, "naïve"])
 def test_a_bad_idempotency_key_is_refused_and_nothing_is_recorded(
     publisher: Publisher, rdb: redis.Redis, key: str
@@ -131,13 +189,24 @@ def test_redis_down_is_a_project_error_and_a_retry_with_the_key_publishes_once(
         server.stop(kill=True)
 
 
-def test_the_cli_takes_an_idempotency_key(deployment: Deployment, rdb: redis.Redis) -> None:
+def test_the_cli_takes_an_idempotency_key(
+    deployment: Deployment, rdb: redis.Redis, tmp_path: Path
+) -> None:
     deployment.subscriber("s", "http://127.0.0.1:9/s")
-    args = ["publish", "reseller.user.created", "--sample", "--idempotency-key", "cli-1"]
-    first = deployment.cli(*args)
-    second = deployment.cli(*args)
+    args = ["publish", "reseller.user.created", "--idempotency-key", "cli-1"]
+    first = deployment.cli(*args, "--sample")
+    second = deployment.cli(*args, "--sample")
     assert first.returncode == second.returncode == 0, first.stderr
     assert first.stdout == second.stdout
+    # The same key with other data: refused in one line, naming neither the key nor the data.
+    data = tmp_path / "user.json"
+    data.write_text(json.dumps({**sample_user(), "email": "other-31b6@example.com"}))
+    other = deployment.cli(*args, "--data", str(data))
+    assert (other.returncode, other.stdout) == (2, "")
+    assert other.stderr.startswith("error: idempotency_key: already used for a different event")
+    assert len(other.stderr.splitlines()) == 1
+    assert "31b6" not in other.stderr
+    assert "cli-1" not in other.stderr
     assert rdb.llen(Keys().pending) == 1
 
 

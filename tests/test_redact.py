@@ -112,7 +112,7 @@ def test_subscribers_check_shows_no_token(tmp_path: Path) -> None:
         "    secret_env: ACME_SECRET\n"
     )
     run = CliRunner().invoke(
-        main, ["subscribers", "check", "--file", str(path), "--without-secrets"]
+        main, ["subscribers", "check", "--file", str(path), "--without-secrets", "--offline"]
     )
     assert run.exit_code == 0, run.output
     assert "acme  https://hooks.acme.example/  " in run.output

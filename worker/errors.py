@@ -11,6 +11,7 @@ __all__ = [
     "PermanentDeliveryError",
     "RefusedAddressError",
     "RetryableDeliveryError",
+    "SubscriberRemovalError",
     "SubscribersDisabledError",
     "UnknownSubscriberError",
     "WebhooksError",
@@ -61,3 +62,9 @@ class SubscribersDisabledError(OperatorError):
     def __init__(self, subscriber_ids: list[str]) -> None:
         self.subscriber_ids = sorted(subscriber_ids)
         super().__init__(f"subscriber(s) {', '.join(self.subscriber_ids)} disabled")
+
+
+class SubscriberRemovalError(OperatorError):
+    """A new subscribers file would remove every subscriber, or one with unfinished deliveries
+    (their work would be dead-lettered): refused unless an operator confirms it
+    (``subscribers reload --allow-removal``)."""

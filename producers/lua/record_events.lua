@@ -1,7 +1,9 @@
 -- RECORD EVENTS: the commit point of a publish. Records each event (its exact body bytes) and
 -- appends its id to the pending list, all or nothing; an idempotency key already seen answers
--- the id it was first given and records nothing. Arms the dispatch trigger when none is armed
--- (the caller then sends the one Celery message), or wakes a dispatch task lingering for work.
+-- the id it was first given and records nothing, and one seen with another event (its
+-- fingerprint differs) refuses the whole call before anything is written. Arms the dispatch
+-- trigger when none is armed (the caller then sends the one Celery message), or wakes a
+-- dispatch task lingering for work.
 --
 -- KEYS[1] pending: LIST of event ids in publish order
 -- KEYS[2] dispatch armed: STRING, set (server ms) while a dispatch trigger is on its way
@@ -9,35 +11,53 @@
 -- ARGV[1] key prefix
 -- ARGV[2] event ttl: how long an event record is kept, s
 -- ARGV[3] idempotency ttl: how long an idempotency key answers its first id, s
--- ARGV[4...] events, 5 fields each: event id, event type, body (JSON text), user id,
---   idempotency key ('' for none)
+-- ARGV[4...] events, 6 fields each: event id, event type, body (JSON text), user id,
+--   idempotency key ('' for none), fingerprint of the type and data ('' without a key)
 --
 -- Each recorded event is numbered in its user's sequence (``{prefix}:seq:{user id}``, a counter
 -- that never expires): 1 for a user's first event, then one more per event in publish order. The
 -- number is stored with the event (field ``seq``) and sent with every delivery of it. An event an
--- idempotency key already answered takes no number.
+-- idempotency key already answered (or refused) takes no number.
 --
--- Returns {arm (1 when the caller must send the dispatch trigger, else 0), ids in input order}.
+-- Returns {arm (1 when the caller must send the dispatch trigger, else 0), ids in input order},
+-- or {-1, position (from 0) of the first event whose key is held by another event}.
 -- luacheck: std lua51
 -- luacheck: globals ARGV KEYS redis
 
-local FIELDS = 5
+local FIELDS = 6
 local prefix, ttl, idem_ttl = ARGV[1], ARGV[2], ARGV[3]
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 
--- The id an idempotency key already answers, or nil after claiming the key for ``eid``.
-local function known_id(idem, eid)
-  if idem == '' then
+-- {id, fingerprint} an idempotency key holds ('id fingerprint'; a bare id, written before
+-- fingerprints were kept, matches any event), or nil.
+local function held(idem)
+  local value = redis.call('GET', prefix .. ':idem:' .. idem)
+  if not value then
     return nil
   end
-  local ikey = prefix .. ':idem:' .. idem
-  local prior = redis.call('GET', ikey)
-  if prior then
-    return prior
+  local space = string.find(value, ' ', 1, true)
+  if not space then
+    return {value, ''}
   end
-  redis.call('SET', ikey, eid, 'EX', idem_ttl)
-  return nil
+  return {string.sub(value, 1, space - 1), string.sub(value, space + 1)}
+end
+
+-- Every key's owner {id, fingerprint}, read before any write; nil and the refused
+-- event's position when a key is held by another event.
+local function owners()
+  local owner = {}
+  for i = 4, #ARGV, FIELDS do
+    local idem, fp = ARGV[i + 4], ARGV[i + 5]
+    if idem ~= '' then
+      local prior = owner[idem] or held(idem)
+      if prior and prior[2] ~= '' and prior[2] ~= fp then
+        return nil, (i - 4) / FIELDS
+      end
+      owner[idem] = prior or {ARGV[i], fp}
+    end
+  end
+  return owner
 end
 
 local function record(eid, kind, body, user)
@@ -49,14 +69,21 @@ local function record(eid, kind, body, user)
   redis.call('RPUSH', KEYS[1], eid)
 end
 
+local owner, refused = owners()
+if not owner then
+  return {-1, refused}
+end
 local ids, added = {}, 0
 for i = 4, #ARGV, FIELDS do
-  local eid = ARGV[i]
-  local prior = known_id(ARGV[i + 4], eid)
-  if prior then
-    eid = prior
+  local eid, idem = ARGV[i], ARGV[i + 4]
+  local first = owner[idem]
+  if first and first[1] ~= eid then
+    eid = first[1]
   else
     record(eid, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+    if first then
+      redis.call('SET', prefix .. ':idem:' .. idem, eid .. ' ' .. first[2], 'EX', idem_ttl)
+    end
     added = added + 1
   end
   ids[#ids + 1] = eid

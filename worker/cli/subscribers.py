@@ -3,16 +3,20 @@ subscriber's runtime state."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
+import redis
 
-from reseller_webhooks.producers.errors import ConfigError
+from reseller_webhooks.producers.errors import ConfigError, UnavailableError
 from reseller_webhooks.worker.cli.common import operations, store_and_settings, worker_settings
 from reseller_webhooks.worker.records.store import DISABLED_BY_OPERATOR
 
 if TYPE_CHECKING:
+    from reseller_webhooks.worker.config.removal import Removal
     from reseller_webhooks.worker.config.subscribers import SubscribersConfig
 
 #: Said when a secret variable is missing where the command runs (e.g. a shell beside `dev`).
@@ -22,11 +26,11 @@ SECRETS_HINT = (
 )
 
 
-def _load(path: Path, *, resolve_secrets: bool) -> SubscribersConfig:
-    from reseller_webhooks.worker.config.subscribers import load_config
-
+@contextmanager
+def secrets_hint(resolve_secrets: bool) -> Iterator[None]:
+    """A missing secret variable's error also says how to check the file without it."""
     try:
-        return load_config(path, resolve_secrets=resolve_secrets)
+        yield
     except ConfigError as exc:
         if resolve_secrets and "environment variable" in str(exc) and "is not set" in str(exc):
             raise ConfigError(f"{exc}{SECRETS_HINT}") from None
@@ -45,12 +49,31 @@ def subscribers() -> None:
     is_flag=True,
     help="Do not read the secret_env variables (check a file where they are not set).",
 )
-def subscribers_check(path: Path | None, without_secrets: bool) -> None:
-    """Validate the subscribers file and print it as a table (never the secrets)."""
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Validate the file alone, without comparing it with the deployment's records in Redis"
+    " (which refuses a file that would remove every subscriber or unfinished work).",
+)
+def subscribers_check(path: Path | None, without_secrets: bool, offline: bool) -> None:
+    """Validate the subscribers file, refuse it as a reload would (removing every subscriber,
+    or one with unfinished deliveries), and print it as a table (never the secrets)."""
+    from reseller_webhooks.worker.config.subscribers import load_config
+
     target = path or worker_settings().subscribers
     if target is None:
         raise click.UsageError("give --file or set WEBHOOKS_SUBSCRIBERS")
-    config = _load(target, resolve_secrets=not without_secrets)
+    with secrets_hint(not without_secrets):
+        config = load_config(target, resolve_secrets=not without_secrets)
+    if not offline:
+        try:
+            removal = _against_records(config)
+        except redis.RedisError as exc:
+            raise UnavailableError(
+                f"{type(exc).__name__}; --offline checks the file without Redis"
+            ) from None
+        if removal.refused:
+            raise removal.error(str(target))
     rows = [("ID", "URL", "EVENTS", "ENABLED", "TIMEOUT", "SECRET", "ATTEMPTS")]
     for s in config.subscribers:
         secret = f"env {s.secret_env}" if s.secret_env else "inline"
@@ -102,16 +125,46 @@ def subscribers_enable(subscriber_id: str) -> None:
     help="Do not read the secret_env variables here (workers still do, and refuse a file whose"
     " variables they lack).",
 )
-def subscribers_reload(without_secrets: bool) -> None:
+@click.option(
+    "--allow-removal",
+    is_flag=True,
+    help="Confirm that this file may remove every subscriber or subscribers with unfinished"
+    " deliveries (their work is dead-lettered); stands for this exact file text only.",
+)
+def subscribers_reload(without_secrets: bool, allow_removal: bool) -> None:
     """Check the subscribers file, then tell every worker to read it now (workers also notice a
-    changed file on their own within seconds). A broken file is refused here and signals
+    changed file on their own within seconds). A broken file, or one that would remove every
+    subscriber or unfinished work without --allow-removal, is refused here and signals
     nothing."""
+    from reseller_webhooks.worker.config import removal as removals
+    from reseller_webhooks.worker.config.subscribers import parse_yaml, read_file
+
     store, settings = store_and_settings()
     if settings.subscribers is None:
         raise click.UsageError("set WEBHOOKS_SUBSCRIBERS")
-    config = _load(settings.subscribers, resolve_secrets=not without_secrets)
+    text = read_file(settings.subscribers)
+    with secrets_hint(not without_secrets):
+        config = parse_yaml(
+            text, source=str(settings.subscribers), resolve_secrets=not without_secrets
+        )
+    removal = _against_records(config, store)
+    if removal.refused and not allow_removal:
+        raise removal.error(str(settings.subscribers))
+    if allow_removal:
+        removals.confirm(store.redis, store.keys, removals.digest(text))
     store.redis.incr(store.keys.subscribers_reload)
+    if removal.refused:
+        click.echo(f"removal allowed: {removal.describe()}")
     click.echo(f"{len(config.subscribers)} subscriber(s) checked; workers told to reload")
+
+
+def _against_records(config: SubscribersConfig, store: Any = None) -> Removal:
+    """What ``config`` would remove, compared with the subscribers the records know."""
+    from reseller_webhooks.worker.config.removal import against_records
+
+    if store is None:
+        store, _ = store_and_settings()
+    return against_records(store.redis, store.keys, config.by_id)
 
 
 @subscribers.command("status")

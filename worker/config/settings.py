@@ -75,6 +75,13 @@ class WorkerSettings(ProducerSettings):
         description="How often a worker checks the subscribers file for changes and reloads it"
         " (0: never).",
     )
+    subscribers_settle_s: float = Field(
+        default=0.5,
+        ge=0,
+        le=60,
+        description="A changed subscribers file is read twice this far apart and taken only when"
+        " both reads agree (a file still being written is left for the next look).",
+    )
     metrics_port: int = Field(
         default=9464,
         ge=0,
@@ -82,9 +89,10 @@ class WorkerSettings(ProducerSettings):
         description="Port of the worker's Prometheus /metrics endpoint; 0 serves none.",
     )
     metrics_host: str = Field(
-        default="0.0.0.0",  # noqa: S104  (a scraper must reach it; the port holds no secret)
+        default="127.0.0.1",
         min_length=1,
-        description="Address the /metrics endpoint listens on.",
+        description="Address the /metrics endpoint listens on: loopback unless configured"
+        " (a deployment whose scraper runs elsewhere sets the address it needs).",
     )
     console_user: str | None = Field(
         default=None,

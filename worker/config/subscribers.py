@@ -230,7 +230,8 @@ class Subscriber(_Strict):
 class SubscribersConfig(_Strict):
     allow_private_networks: bool = False
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
-    subscribers: tuple[Subscriber, ...] = ()
+    #: Required: a file cut short before this key must not read as "no subscribers".
+    subscribers: tuple[Subscriber, ...]
 
     @field_validator("subscribers")
     @classmethod
@@ -291,6 +292,11 @@ def parse_config(
     (for operator commands that never sign); workers always resolve them."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{source}: must be a mapping with a 'subscribers' list")
+    if "subscribers" not in raw:
+        raise ConfigError(
+            f"{source}: field 'subscribers': required (the list of subscribers, `[]` for none);"
+            " a file without it may have been cut short"
+        )
     try:
         return SubscribersConfig.model_validate(raw, context={RESOLVE_SECRETS: resolve_secrets})
     except ValidationError as exc:
