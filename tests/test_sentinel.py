@@ -21,9 +21,10 @@ import redis
 from reseller_webhooks.producers.errors import NotReplicatedError
 from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.settings import ProducerSettings
+from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.devserver.receiver import Receiver
 from reseller_webhooks.worker.devserver.samples import sample_user
-from tests.helpers import Deployment, report, wait_until
+from tests.helpers import Deployment, assert_audit_balances, report, settled, wait_until
 from tests.topology import MASTER, SentinelGroup, missing
 
 pytestmark = pytest.mark.slow
@@ -186,6 +187,10 @@ def test_master_killed_mid_delivery_loses_no_published_event(
         )
         assert published <= set(counts)
         assert group.password not in worker.log()
+        client = redis.Redis(port=new.port, password=group.password or None)
+        wait_until(lambda: settled(client, Keys("rw")), what="nothing left pending")
+        assert_audit_balances(client, Keys("rw"))
+        client.close()
         # Only events whose publish raised may arrive without a returned id.
         assert len(set(counts) - published) <= len(publishing.failures) * publishing.batch
     finally:

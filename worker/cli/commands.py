@@ -1,7 +1,7 @@
 """``reseller-webhooks``: run workers and the scheduler, publish events, inspect and operate.
 
 The group lives here; its commands live in one module per concern: ``run`` (worker, scheduler,
-dev, console), ``publish``, ``subscribers`` and ``dlq``; what they share in ``common``.
+dev, console), ``publish``, ``subscribers``, ``dlq`` and ``audit``; what they share in ``common``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import redis
 from kombu.exceptions import OperationalError
 
 from reseller_webhooks.producers.errors import UnavailableError, WebhooksError
+from reseller_webhooks.worker.cli.audit import audit
 from reseller_webhooks.worker.cli.common import fail
 from reseller_webhooks.worker.cli.dlq import dlq
 from reseller_webhooks.worker.cli.publish import publish
@@ -46,5 +47,5 @@ def main(verbose: bool) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-for _command in (worker, scheduler, publish, subscribers, dev, console, dlq):
+for _command in (worker, scheduler, publish, subscribers, dev, console, dlq, audit):
     main.add_command(_command)

@@ -101,6 +101,8 @@ class Drained:
     missing: int
     triggers: list[Trigger]
     more: bool
+    #: Events no subscriber takes (counted ``unmatched`` in the tally).
+    unmatched: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,11 +184,11 @@ class Store:
             args += [event_type, len(subs)]
             for r in subs:
                 args += [r.subscriber_id, int(r.ordered), int(r.coalesce)]
-        events, missing, triggers, more = cast(
+        events, missing, triggers, more, unmatched = cast(
             list[Any],
             self._drain(keys=[k.pending, k.dispatch_armed, k.due, k.active_subscribers], args=args),
         )
-        return Drained(int(events), int(missing), _triggers(triggers), bool(more))
+        return Drained(int(events), int(missing), _triggers(triggers), bool(more), int(unmatched))
 
     def claim(
         self,

@@ -8,7 +8,9 @@
 -- publish records an event (no user, so no ordering chain), with ``about`` naming the subscriber
 -- the drain must leave out; the scheduler sends the dispatch trigger. Counts the subscriber's
 -- attempts per minute (``{prefix}:rate:{sub}:{minute}``) and lists the deliveries of its latest
--- attempts (``{prefix}:recent:{sub}``) for the console.
+-- attempts (``{prefix}:recent:{sub}``) for the console. Counts for the audit: a delivery that
+-- ends ``delivered`` or ``dead`` (``{prefix}:tally:{sub}``), an operational event recorded
+-- (``published`` in ``{prefix}:tally``, as a publish counts it).
 --
 -- KEYS[1] due: ZSET of delivery ids by lease end or next due time, server ms
 -- KEYS[2] dead: ZSET of dead delivery ids by time of death, server ms
@@ -28,7 +30,7 @@
 -- id} for the caller to log.
 -- luacheck: std lua51
 -- luacheck: globals ARGV KEYS redis cjson
--- luacheck: read globals server_now (prelude.lua)
+-- luacheck: read globals server_now tally flush_tally (prelude.lua)
 
 local FIELDS = 9
 local args = {
@@ -57,6 +59,7 @@ end
 local now = server_now()
 local notices = {}
 local seen = {}  -- per subscriber, for the console: {ids, ok, failed}; seen[n] = nth subscriber
+local counts = {}  -- the audit's (prelude.lua: tally)
 
 local function delivery_key(did) return prefix .. ':delivery:' .. did end
 
@@ -71,6 +74,7 @@ local function notify(kind, about, data, delivery)
              'published_at', now)
   redis.call('EXPIRE', key, args.ttl)
   redis.call('RPUSH', prefix .. ':pending', eid)
+  tally(counts, '', 'published')
   notices[#notices + 1] = {kind, eid, about, delivery or ''}
 end
 
@@ -140,6 +144,7 @@ end
 
 local function delivered(a)
   redis.call('HSET', a.key, 'state', 'delivered', 'done', now)
+  tally(counts, a.sub, 'delivered')
   redis.call('ZREM', KEYS[1], a.id)
   redis.call('ZREM', prefix .. ':open:' .. a.sub, a.id)
   advance(a)
@@ -164,6 +169,7 @@ end
 
 local function dead(a, reason)
   redis.call('HSET', a.key, 'state', 'dead', 'done', now, 'reason', reason)
+  tally(counts, a.sub, 'dead')
   redis.call('ZREM', KEYS[1], a.id)
   advance(a)
   redis.call('EXPIRE', a.key, args.dead_ttl)
@@ -241,4 +247,5 @@ local owned = {}
 for k, a in ipairs(args.attempts) do owned[k] = finish_one(a) end
 local minute = math.floor(now / 60000)
 for _, sub in ipairs(seen) do note_for_console(sub, seen[sub], minute) end
+flush_tally(prefix, counts)
 return {owned, notices}

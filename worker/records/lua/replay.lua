@@ -1,6 +1,6 @@
 -- REPLAY: puts a dead delivery back as ready (fresh schedule, same webhook-id, trigger
 -- 'manual'), outside any ordering chain; recreates its event record from the letter if that
--- expired.
+-- expired. The delivery is open again: no longer counted ``dead`` for the audit.
 --
 -- KEYS[1] dead: ZSET of dead delivery ids by time of death, server ms
 -- KEYS[2] active subscribers: SET of subscriber ids
@@ -37,6 +37,7 @@ redis.call('ZREM', KEYS[1], did)
 redis.call('DEL', prefix .. ':dead:' .. did)
 redis.call('ZREM', prefix .. ':dead-of:' .. sub, did)
 redis.call('ZADD', prefix .. ':open:' .. sub, redis.call('HGET', ekey, 'published_at') or now, did)
+redis.call('HINCRBY', prefix .. ':tally:' .. sub, 'dead', -1)
 local triggers = {}
 ensure_slot(prefix, sub, now, now + args.expiry_ms, triggers)
 return {1, triggers}
