@@ -4,6 +4,7 @@
     +-- ProducerError                 publishing refused; carries an HTTP status
     |   +-- InvalidEventError         the event or its data breaks the contract (422)
     |   +-- UnavailableError          Redis unreachable or refusing commands; nothing recorded (503)
+    |   +-- StoreResetError           Redis came back empty or behind, not yet accepted (503)
     |   +-- DialectError              an API dialect refused its request (dialects.errors)
     |       +-- InvalidRequestError   a body breaks the dialect's constraints (400)
     |       +-- InvalidValueError     "The value '<x>' is not valid." (400)
@@ -92,6 +93,14 @@ class UnavailableError(ProducerError):
         """Translate a client exception by its kind only: redis-py and kombu messages may hold
         the URL."""
         return cls(type(exc).__name__)
+
+
+class StoreResetError(ProducerError):
+    """Redis came back empty, as another store or behind where this publisher saw it
+    (``store_identity``): nothing is recorded until an operator accepts the reset
+    (``reseller-webhooks store accept-reset``); publishing again afterwards is safe."""
+
+    status = 503
 
 
 def describe_validation_error(

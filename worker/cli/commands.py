@@ -1,7 +1,8 @@
 """``reseller-webhooks``: run workers and the scheduler, publish events, inspect and operate.
 
 The group lives here; its commands live in one module per concern: ``run`` (worker, scheduler,
-dev, console), ``publish``, ``subscribers``, ``dlq`` and ``audit``; what they share in ``common``.
+dev, console), ``publish``, ``subscribers``, ``dlq``, ``audit`` and ``store``; what they share
+in ``common``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from reseller_webhooks.worker.cli.common import fail
 from reseller_webhooks.worker.cli.dlq import dlq
 from reseller_webhooks.worker.cli.publish import publish
 from reseller_webhooks.worker.cli.run import console, dev, scheduler, worker
+from reseller_webhooks.worker.cli.store import store
 from reseller_webhooks.worker.cli.subscribers import subscribers
 
 
@@ -47,5 +49,5 @@ def main(verbose: bool) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-for _command in (worker, scheduler, publish, subscribers, dev, console, dlq, audit):
+for _command in (worker, scheduler, publish, subscribers, dev, console, dlq, audit, store):
     main.add_command(_command)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -75,6 +75,13 @@ RETRY_LATENESS = Histogram(
     "webhooks_retry_lateness_seconds",
     "How long after its due time this worker's scheduler made a retry ready.",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+    registry=REGISTRY,
+)
+
+STORE_RESET = Gauge(
+    "webhooks_store_reset",
+    "1 while this process refuses to work: Redis came back empty, as another store or behind"
+    " (`reseller-webhooks store accept-reset`).",
     registry=REGISTRY,
 )
 

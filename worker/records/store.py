@@ -165,6 +165,10 @@ class Store:
         self.replay_script = scripts.register(client, "replay")
         self._expedite = scripts.register(client, "expedite")
 
+    @property
+    def record_retention_s(self) -> int:
+        return self._record_ttl
+
     def drain(
         self,
         routes: Mapping[str, Sequence[Route]],
