@@ -1,8 +1,8 @@
 """``reseller-webhooks``: run workers and the scheduler, publish events, inspect and operate.
 
 The group lives here; its commands live in one module per concern: ``run`` (worker, scheduler,
-dev, console), ``publish``, ``subscribers``, ``dlq``, ``audit`` and ``store``; what they share
-in ``common``.
+dev, console), ``publish``, ``subscribers``, ``dlq``, ``audit``, ``store`` and ``users``;
+what they share in ``common``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from reseller_webhooks.worker.cli.publish import publish
 from reseller_webhooks.worker.cli.run import console, dev, scheduler, worker
 from reseller_webhooks.worker.cli.store import store
 from reseller_webhooks.worker.cli.subscribers import subscribers
+from reseller_webhooks.worker.cli.users import users
 
 
 class _Commands(click.Group):
@@ -49,5 +50,5 @@ def main(verbose: bool) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-for _command in (worker, scheduler, publish, subscribers, dev, console, dlq, audit, store):
+for _command in (worker, scheduler, publish, subscribers, dev, console, dlq, audit, store, users):
     main.add_command(_command)

@@ -12,6 +12,7 @@ event to one subscriber) per matching subscriber: a HASH
                                               |   expired (worker died)            |
                                               +-------- sweep: due ----------------+
     blocked | ready | waiting --(a newer update, coalescing)--> superseded
+    blocked | ready | running | waiting --(the user's data erased)--> erased
 
 Ready deliveries wait in their subscriber's ``ready`` list; running and waiting ones are in the
 ``due`` ZSET, scored by lease end or next due time. Every transition is one Lua script

@@ -3,10 +3,11 @@
 Every delivery a drain creates is counted ``fanned_out`` for its subscriber in the same script
 call; every delivery that ends is counted once by the script that ends it: ``delivered``,
 ``dead`` (a replay takes it back: the delivery is open again), ``superseded`` (coalescing),
-``erased`` (a user's data forgotten) and ``removed`` (reserved for a delivery an operator takes
-out of the records; no transition does so today). A script counts a state change only when it
-makes one, so a call retried after a lost reply counts nothing twice. What is still open is not
-counted but read from the subscriber's open index (``Keys.open_deliveries``), so::
+``erased`` (a user's data forgotten, ``lua/erase.lua``) and ``removed`` (reserved for a delivery
+an operator takes out of the records; no transition does so today). A script counts a state
+change only when it makes one, so a call retried after a lost reply counts nothing twice. What
+is still open is not counted but read from the subscriber's open index
+(``Keys.open_deliveries``), so::
 
     fanned_out == delivered + dead + superseded + removed + erased + open
 

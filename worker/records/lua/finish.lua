@@ -1,6 +1,7 @@
--- FINISH: records attempts. Logs every attempt; counts it and moves the delivery on only while
--- the lease is held (a worker that overran its lease never records over the new owner). A
--- finished delivery hands its user's chain to the next in line.
+-- FINISH: records attempts. Logs every attempt (but those of a delivery erased meanwhile);
+-- counts it and moves the delivery on only while the lease is held (a worker that overran its
+-- lease never records over the new owner). A finished delivery hands its user's chain to the
+-- next in line.
 --
 -- Keeps the subscriber's health: a failure streak (``failing_since``, server ms, and
 -- ``failing_since_iso``, its text for the announcement), a disable after a 410 or after failing
@@ -203,10 +204,11 @@ end
 
 -- Records one attempt; 1 if this worker still owned the delivery, else 0.
 local function finish_one(a)
+  local cur = redis.call('HMGET', a.key, 'state', 'lease')
+  if cur[1] == 'erased' then return 0 end  -- the user's data was erased meanwhile: no log
   redis.call('RPUSH', a.log, a.entry)
   redis.call('LTRIM', a.log, -args.log_size, -1)
   redis.call('EXPIRE', a.log, args.ttl)
-  local cur = redis.call('HMGET', a.key, 'state', 'lease')
   if cur[1] ~= 'running' or cur[2] ~= a.lease then return 0 end
   count(a)
   if a.outcome == 'delivered' then
