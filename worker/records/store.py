@@ -329,12 +329,12 @@ class Store:
 
     def sweep(self, *, batch: int, dispatch_lost_after_s: float) -> Swept:
         """Atomically take what is due or lapsed (see ``lua/sweep.lua``)."""
-        k = self.keys
+        k, lost_ms = self.keys, int(dispatch_lost_after_s * 1000)
         triggers, dispatch, moved, late = cast(
             list[Any],
             self._sweep(
-                keys=[k.due, k.pending, k.dispatch_armed, k.active_subscribers],
-                args=[k.prefix, self._trigger_ms, batch, int(dispatch_lost_after_s * 1000)],
+                keys=[k.due, k.pending, k.dispatch_armed, k.active_subscribers, k.dead],
+                args=[k.prefix, self._trigger_ms, batch, lost_ms, self._dead_ttl * 1000],
             ),
         )
         return Swept(_triggers(triggers), bool(dispatch), int(moved), [int(x) for x in late])
