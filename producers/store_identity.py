@@ -3,12 +3,15 @@
 The store carries an identity, ``id`` in ``{prefix}:store`` (written once, by whichever process
 first finds none), and the count of events ever published, ``published`` in ``{prefix}:tally``
 (kept by the publish and the transitions). A process remembers, in memory, the id it first saw
-and the highest count it has read. Finding no id (Redis came back empty: no AOF, a
-``FLUSHALL``), another id (a different store), or a count below the highest seen (a failover to
-a replica that missed writes, a restore from an old snapshot) means deliveries and events may
-have been lost: the process refuses to carry on silently until an operator accepts the reset
-(``reseller-webhooks store accept-reset``), which gives the store a new id and names the one it
-replaces, so every process that knew the old one adopts the new one and resumes.
+and the highest count it had read before its last look (so the writes of the last second, which
+a failover may lose before a replica has them, never count as a step back: a publish that waits
+for its replica, ``WEBHOOKS_PUBLISH_REPLICAS``, has returned none of them). Finding no id (Redis
+came back empty: no AOF, a ``FLUSHALL``), another id (a different store), or a count below the
+highest seen (a failover to a replica that missed writes, a restore from an old snapshot) means
+deliveries and events may have been lost: the process refuses to carry on silently until an
+operator accepts the reset (``reseller-webhooks store accept-reset``), which gives the store a
+new id and names the one it replaces, so every process that knew the old one adopts the new one
+and resumes.
 
 A process that notices writes ``stale:{the id it knew}`` (what it found, as text) into the store
 hash, so the operator's command can say what it accepts; accepting rotates the id and lists the
@@ -81,7 +84,9 @@ class StoreWatch:
         self._clock = clock
         self._lock = threading.Lock()
         self.known_id: str | None = None
+        #: The highest count read before the last check: what a step back is measured against.
         self.seen = 0
+        self._last = 0
         self.change: StoreChange | None = None
         self._checked_at: float | None = None
 
@@ -103,7 +108,7 @@ class StoreWatch:
         self._checked_at = self._clock()
         if self.change is not None and self.known_id in accepted:
             self.change = None  # an operator accepted it: adopt the new store
-            self.known_id, self.seen = found_id, found
+            self.known_id, self.seen, self._last = found_id, found, found
             return None
         if self.change is not None:
             return self.change
@@ -111,7 +116,8 @@ class StoreWatch:
             found_id = self._create_id()
         kind = assess(self.known_id, self.seen, found_id, found)
         if kind is None:
-            self.known_id, self.seen = found_id, max(self.seen, found)
+            # The count read now may hold writes not yet on a replica; one check later they are.
+            self.known_id, self.seen, self._last = found_id, max(self.seen, self._last), found
             return None
         self.change = StoreChange(kind, self.known_id or "", found_id or "", self.seen, found)
         self._redis.hset(k.store_identity, f"stale:{self.known_id}", self.change.describe())

@@ -13,7 +13,14 @@ import redis
 from reseller_webhooks.producers.errors import StoreResetError
 from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.settings import ProducerSettings
-from reseller_webhooks.producers.store_identity import BEHIND, EMPTY, REPLACED, assess
+from reseller_webhooks.producers.store_identity import (
+    BEHIND,
+    EMPTY,
+    REPLACED,
+    StoreWatch,
+    accept_reset,
+    assess,
+)
 from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.devserver.receiver import Receiver
 from reseller_webhooks.worker.devserver.redis_server import RedisServer
@@ -98,3 +105,24 @@ def test_redis_restarted_without_persistence_stops_the_work_until_accepted(
         dep.kill_all()
         client.close()
         server.stop(kill=True)
+
+
+def test_a_step_back_is_measured_against_what_was_seen_a_look_earlier(
+    rdb: redis.Redis, keys: Keys
+) -> None:
+    """The writes of the last look may not be on a replica yet (a failover may lose them):
+    losing those is no reset; losing what was there a look earlier is."""
+    watch = StoreWatch(rdb, keys)
+    rdb.hset(keys.global_tally, "published", 5)
+    assert watch.check() is None
+    rdb.hset(keys.global_tally, "published", 4)
+    assert watch.check() is None
+    rdb.hset(keys.global_tally, "published", 3)
+    change = watch.check()
+    assert change is not None
+    assert (change.kind, change.seen, change.found) == (BEHIND, 5, 3)
+    assert watch.check() is change  # kept until accepted
+    assert b"stale:" in b" ".join(rdb.hkeys(keys.store_identity))
+    accept_reset(rdb, keys)
+    assert watch.check() is None
+    assert watch.known_id == rdb.hget(keys.store_identity, "id").decode()

@@ -43,7 +43,11 @@ class StoreGuard:
     def check(self) -> bool:
         """Look at the store (at most once per interval); True while work must stop."""
         was = self.watch.change
-        change = self.watch.check_every(CHECK_INTERVAL_S)
+        try:
+            change = self.watch.check_every(CHECK_INTERVAL_S)
+        except redis.RedisError as exc:  # the work itself meets the outage and says so
+            log.debug("store check failed (%s)", type(exc).__name__)
+            return was is not None
         STORE_RESET.set(int(change is not None))
         if change is None:
             if was is not None:
@@ -60,10 +64,7 @@ class StoreGuard:
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            try:
-                self.check()
-            except redis.RedisError as exc:
-                log.debug("store check failed (%s)", type(exc).__name__)
+            self.check()
             stop.wait(CHECK_INTERVAL_S)
 
     def thread(self) -> BackgroundThread:
