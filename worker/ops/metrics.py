@@ -84,6 +84,11 @@ STORE_RESET = Gauge(
     " (`reseller-webhooks store accept-reset`).",
     registry=REGISTRY,
 )
+STORE_SEEN = Gauge(
+    "webhooks_store_published_seen",
+    "The events-published count this process holds as the store's high-water mark.",
+    registry=REGISTRY,
+)
 
 
 # The labelled children, looked up once: ``labels()`` costs more than the update itself.

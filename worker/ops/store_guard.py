@@ -20,7 +20,7 @@ import redis
 from reseller_webhooks.producers.store_identity import StoreChange, StoreWatch
 from reseller_webhooks.worker.background import BackgroundThread
 from reseller_webhooks.worker.operational_events import OperationalEvent
-from reseller_webhooks.worker.ops.metrics import STORE_RESET
+from reseller_webhooks.worker.ops.metrics import STORE_RESET, STORE_SEEN
 from reseller_webhooks.worker.records.store import Store, iso_ms
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ class StoreGuard:
             log.debug("store check failed (%s)", type(exc).__name__)
             return was is not None
         STORE_RESET.set(int(change is not None))
+        STORE_SEEN.set(self.watch.seen)
         if change is None:
             if was is not None:
                 log.warning("store reset accepted: work resumes on store %s", self.watch.known_id)
