@@ -102,7 +102,7 @@ class Processes:
                 child.wait()
 
     def flush(self) -> None:
-        self.client.flushall()
+        flush_keeping_identity(self.client)
         self.receiver.reset()
 
     def close(self) -> None:
@@ -111,6 +111,17 @@ class Processes:
         self.receiver.stop()
         self.client.close()
         self.redis.stop()
+
+
+def flush_keeping_identity(client: redis.Redis, prefix: str = "rw") -> None:
+    """Empty Redis between scenarios, but keep the store's identity and its published count:
+    publishers and workers that live across scenarios would otherwise (rightly) take the empty
+    store for one that lost its data and stop."""
+    kept = {key: client.hgetall(key) for key in (f"{prefix}:store", f"{prefix}:tally")}
+    client.flushall()
+    for key, fields in kept.items():
+        if fields:
+            client.hset(key, mapping=fields)
 
 
 def cpu_seconds(pid: int) -> float:

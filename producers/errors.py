@@ -5,6 +5,9 @@
     |   +-- InvalidEventError         the event or its data breaks the contract (422)
     |   +-- UnavailableError          Redis unreachable or refusing commands; nothing recorded (503)
     |   +-- IdempotencyKeyReusedError an idempotency key sent again with another event (422)
+
+
+    |   +-- StoreResetError           Redis came back empty or behind, not yet accepted (503)
     |   +-- DialectError              an API dialect refused its request (dialects.errors)
     |       +-- InvalidRequestError   a body breaks the dialect's constraints (400)
     |       +-- InvalidValueError     "The value '<x>' is not valid." (400)
@@ -110,6 +113,14 @@ class IdempotencyKeyReusedError(ProducerError):
             " its retention (WEBHOOKS_IDEMPOTENCY_RETENTION_S); nothing was recorded: send a new"
             " event under a new key"
         )
+
+
+class StoreResetError(ProducerError):
+    """Redis came back empty, as another store or behind where this publisher saw it
+    (``store_identity``): nothing is recorded until an operator accepts the reset
+    (``reseller-webhooks store accept-reset``); publishing again afterwards is safe."""
+
+    status = 503
 
 
 def describe_validation_error(

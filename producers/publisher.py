@@ -30,6 +30,7 @@ from reseller_webhooks.producers.connection import (
 from reseller_webhooks.producers.errors import (
     IdempotencyKeyReusedError,
     InvalidEventError,
+    StoreResetError,
     UnavailableError,
 )
 from reseller_webhooks.producers.events import (
@@ -40,6 +41,7 @@ from reseller_webhooks.producers.events import (
     new_event_id,
 )
 from reseller_webhooks.producers.settings import ProducerSettings
+from reseller_webhooks.producers.store_identity import StoreWatch
 from reseller_webhooks.producers.user import ResellerUser
 from reseller_webhooks.producers.wire import DISPATCH_TASK, Keys
 
@@ -48,6 +50,9 @@ log = logging.getLogger(__name__)
 EventItem = tuple[str | EventType, ResellerUser | Mapping[str, Any]] | Mapping[str, Any]
 
 #: What an idempotency key may be: printable ASCII without spaces, 1 to 200 characters.
+#: How often a publish looks at the store's identity and count (one round trip, at most once per
+#: interval): a Redis that came back empty or behind is refused with ``StoreResetError``.
+STORE_CHECK_INTERVAL_S = 1.0
 IDEMPOTENCY_KEY = re.compile(r"^[!-~]{1,200}$")
 
 # KEYS: pending, dispatch-armed, dispatch-waiting. ARGV: prefix, retention (s), idempotency
@@ -160,6 +165,7 @@ class Publisher:
             self.settings.publish_replicas_timeout_ms,
         )
         self._celery = celery_app or celery_client(self.settings)
+        self._store_watch = StoreWatch(self._redis, self.keys)
 
     def user_created(
         self, user: ResellerUser | Mapping[str, Any], *, idempotency_key: str | None = None
@@ -217,6 +223,9 @@ class Publisher:
             args += [new_event_id(), event.event.value, event.body(), event.data.id]
             args += [key, fingerprint]
         try:
+            change = self._store_watch.check_every(STORE_CHECK_INTERVAL_S)
+            if change is not None:
+                raise StoreResetError(change.describe())
             arm, raw_ids = cast(
                 list[Any],
                 self._replication.run(

@@ -178,3 +178,20 @@ class Keys:
     def bad_messages(self) -> str:
         """LIST of JSON records of queue messages that were not valid triggers (newest first)."""
         return f"{self.prefix}:bad-messages"
+
+    def tally(self, subscriber_id: str) -> str:
+        """HASH: the audit's counts for one subscriber (``fanned_out``, ``delivered``, ``dead``,
+        ``superseded``, ``removed``, ``erased``), kept by the transitions; never expires."""
+        return f"{self.prefix}:tally:{subscriber_id}"
+
+    @property
+    def global_tally(self) -> str:
+        """HASH: the audit's deployment-wide counts (``published``, ``drained``, ``unmatched``),
+        kept by the publish and the transitions; never expires."""
+        return f"{self.prefix}:tally"
+
+    @property
+    def store_identity(self) -> str:
+        """HASH ``id`` (written once), ``created_ms``: which store this is, so a process can
+        tell that Redis came back empty or as another one."""
+        return f"{self.prefix}:store"

@@ -26,7 +26,8 @@ from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.devserver.receiver import Received, Reply
 from reseller_webhooks.worker.devserver.samples import sample_user
-from reseller_webhooks.worker.records.store import Route
+from reseller_webhooks.worker.ops.audit import AuditReport, audit
+from reseller_webhooks.worker.records.store import Route, Store
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 ROOT = Path(__file__).resolve().parent.parent
@@ -296,3 +297,19 @@ class Script:
 
 def attempt_log(client: redis.Redis, keys: Keys, delivery_id: str) -> list[dict[str, Any]]:
     return [json.loads(r) for r in client.lrange(keys.attempts(delivery_id), 0, -1)]
+
+
+def audit_of(client: redis.Redis, keys: Keys) -> AuditReport:
+    """``reseller-webhooks audit`` of the deployment in ``client``, in process."""
+    store = Store(
+        client, keys, record_retention_s=3600, dead_letter_retention_s=3600, attempt_log_size=10
+    )
+    return audit(store, dead_ttl_s=3600)
+
+
+def assert_audit_balances(client: redis.Redis, keys: Keys) -> AuditReport:
+    """Every event published is drained or pending, every delivery ended or open: what a
+    chaos or failover test ends by asserting."""
+    report = audit_of(client, keys)
+    assert report.balanced, "\n".join(report.lines())
+    return report

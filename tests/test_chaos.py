@@ -23,7 +23,15 @@ from reseller_webhooks.worker.devserver.samples import sample_user
 from reseller_webhooks.worker.queue.triggers import send_deliver
 from reseller_webhooks.worker.records.deadletters import DeadLetters
 from reseller_webhooks.worker.records.store import Store
-from tests.helpers import Deployment, Script, publish_burst, report, settled, wait_until
+from tests.helpers import (
+    Deployment,
+    Script,
+    assert_audit_balances,
+    publish_burst,
+    report,
+    settled,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -52,6 +60,7 @@ def test_sigkill_during_a_burst_loses_nothing(
     )
     recovery_s = time.monotonic() - restarted
     wait_until(lambda: settled(rdb, keys), timeout_s=30, what="nothing left pending")
+    assert_audit_balances(rdb, keys)
     counts = Counter(r.headers["webhook-id"] for r in receiver.received)
     duplicates = sum(c - 1 for c in counts.values())
     assert set(counts) == set(ids)
@@ -105,6 +114,7 @@ def test_redis_restart_with_retries_pending_loses_nothing(
             what="every retry delivered after the Redis restart",
         )
         wait_until(lambda: settled(client, keys), timeout_s=30, what="nothing left pending")
+        assert_audit_balances(client, keys)
         counts = Counter(r.headers["webhook-id"] for r in receiver.received)
         assert set(counts) == set(ids)
         report(
@@ -141,6 +151,7 @@ def test_two_schedulers_never_send_a_retry_twice(
     ids = publish_burst(publisher, total)
     receiver.wait_for(2 * total, timeout_s=60)
     wait_until(lambda: settled(rdb, keys), what="nothing left pending")
+    assert_audit_balances(rdb, keys)
     counts = Counter(r.headers["webhook-id"] for r in receiver.received)
     assert set(counts) == set(ids)
     assert set(counts.values()) == {2}  # one failure, one retry: never a retry sent twice
@@ -148,7 +159,12 @@ def test_two_schedulers_never_send_a_retry_twice(
 
 
 def test_retries_do_not_starve_first_attempts(
-    deployment: Deployment, receiver: Receiver, script: Script, publisher: Publisher
+    deployment: Deployment,
+    receiver: Receiver,
+    script: Script,
+    publisher: Publisher,
+    rdb: redis.Redis,
+    keys: Keys,
 ) -> None:
     """A dead subscriber's retry backlog does not hold up a fresh delivery to a healthy one.
 
@@ -186,6 +202,7 @@ def test_retries_do_not_starve_first_attempts(
         backlog_s=round(backlog * 5 * 0.3 / 2),
         healthy_latency_s=round(time.monotonic() - started, 2),
     )
+    assert_audit_balances(rdb, keys)  # with retries under way: it balances at any moment
 
 
 def test_per_user_order_holds_through_a_sigkill_and_a_failing_first_event(
@@ -229,6 +246,7 @@ def test_per_user_order_holds_through_a_sigkill_and_a_failing_first_event(
         what="every change delivered after the restart",
     )
     wait_until(lambda: settled(rdb, keys), timeout_s=30, what="nothing left pending")
+    assert_audit_balances(rdb, keys)
     arrived: dict[str, list[str]] = {}
     for r in receiver.received:
         seen = arrived.setdefault(r.json["data"]["id"], [])

@@ -19,6 +19,7 @@ from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.devserver.samples import sample_user
 from reseller_webhooks.worker.records import scripts
+from reseller_webhooks.worker.records.erasure import Erasure
 from reseller_webhooks.worker.records.store import Claim, Finish, Store
 from tests.helpers import IN_CI, ROUTES
 
@@ -132,7 +133,7 @@ def result(outcome: str, claim: Claim, **more: Any) -> Finish:
 
 def every_transition_once(store: Store, publisher: Publisher) -> None:
     """Publish one event and take its delivery through every transition: drain, claim,
-    heartbeat, extend, finish (a retry), expedite, sweep, claim, finish (dead), replay."""
+    heartbeat, extend, finish (a retry), expedite, sweep, claim, finish (dead), replay, erase."""
     publisher.user_created(sample_user())
     drained = store.drain(ROUTES, batch=100, now_iso="2026-01-01T00:00:00.000Z")
     token = drained.triggers[0].token
@@ -149,6 +150,7 @@ def every_transition_once(store: Store, publisher: Publisher) -> None:
     assert len(batch.claims) == 1
     assert store.finish([(c, result("dead", c)) for c in batch.claims]) == [True]
     assert store.replay(batch.claims[0].delivery_id, event_ttl_s=60) is not None
+    assert Erasure(store).forget(sample_user()["id"], ["s"]).cancelled == 1
 
 
 def test_each_header_names_the_keys_and_argv_the_store_passes(

@@ -8,13 +8,15 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.settings import ProducerSettings
+from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.devserver.receiver import Received, Receiver, Reply
 from reseller_webhooks.worker.devserver.redis_server import RedisServer
 from reseller_webhooks.worker.devserver.samples import sample_user
-from tests.helpers import IN_CI, Deployment, wait_until
+from tests.helpers import IN_CI, Deployment, assert_audit_balances, settled, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -92,6 +94,10 @@ def test_worker_and_scheduler_outlive_a_long_redis_outage(
             f"fresh_delivered={len(fresh)}, worker_alive={worker.process.poll() is None}"
         )
         assert worker.process.poll() is None
+        client = redis.Redis.from_url(server.url)
+        wait_until(lambda: settled(client, Keys("rw")), what="nothing left pending")
+        assert_audit_balances(client, Keys("rw"))
+        client.close()
     finally:
         dep.kill_all()
         server.stop(kill=True)

@@ -21,9 +21,18 @@ import redis
 from reseller_webhooks.producers.errors import NotReplicatedError
 from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.settings import ProducerSettings
+from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.devserver.receiver import Receiver
 from reseller_webhooks.worker.devserver.samples import sample_user
-from tests.helpers import Deployment, report, wait_until
+from tests.helpers import (
+    Deployment,
+    assert_audit_balances,
+    publish_burst,
+    report,
+    settled,
+    wait_until,
+)
+from tests.test_metrics import metrics_worker, samples, scrape_text
 from tests.topology import MASTER, SentinelGroup, missing
 
 pytestmark = pytest.mark.slow
@@ -186,9 +195,55 @@ def test_master_killed_mid_delivery_loses_no_published_event(
         )
         assert published <= set(counts)
         assert group.password not in worker.log()
+        client = redis.Redis(port=new.port, password=group.password or None)
+        wait_until(lambda: settled(client, Keys("rw")), what="nothing left pending")
+        assert_audit_balances(client, Keys("rw"))
+        client.close()
         # Only events whose publish raised may arrive without a returned id.
         assert len(set(counts) - published) <= len(publishing.failures) * publishing.batch
     finally:
+        dep.kill_all()
+
+
+@pytest.mark.timeout(300)
+def test_a_failover_to_a_replica_that_missed_writes_stops_the_worker(
+    tmp_path: Path, own_group: SentinelGroup, receiver: Receiver
+) -> None:
+    """The replica is frozen and cut off while 20 events are published (no replica waited for)
+    and the worker has seen them counted; the master dies, the replica resumes and is promoted
+    without them: the worker finds the store behind and stops, saying so."""
+    group = own_group
+    dep = Deployment(tmp_path=tmp_path, redis_url=group.url, settings=group.client_env())
+    dep.subscriber("s", f"{receiver.url}/s")
+    old, replica = group.nodes["master"], group.nodes["replica"]
+    try:
+        port = metrics_worker(dep)
+        worker = dep.workers[0]
+
+        def seen() -> float:
+            return samples(scrape_text(port))[("webhooks_store_published_seen", frozenset())]
+
+        with Publisher(producer_settings(group, publish_replicas=0)) as publisher:
+            publish_burst(publisher, 5)
+            wait_until(lambda: seen() >= 5, what="the worker holding the first count")
+            replica.process.send_signal(signal.SIGSTOP)
+            master = redis.Redis(port=old.port)
+            master.client_kill_filter(_type="replica")  # what it sends now never reaches it
+            master.close()
+            publish_burst(publisher, 20)
+            wait_until(lambda: seen() >= 25, what="the worker holding what the replica missed")
+        old.stop(kill=True)
+        replica.process.send_signal(signal.SIGCONT)
+        wait_until(lambda: group.master_port() == replica.port, timeout_s=60, what="promotion")
+        wait_until(
+            lambda: "STORE RESET: work stopped" in worker.log(),
+            timeout_s=30,
+            what="the worker noticing the step back",
+        )
+        assert "Redis stepped back: " in worker.log()
+        assert samples(scrape_text(port))[("webhooks_store_reset", frozenset())] == 1
+    finally:
+        replica.process.send_signal(signal.SIGCONT)
         dep.kill_all()
 
 

@@ -8,6 +8,8 @@ workers record attempts at the same time. The script records the event exactly a
 records one (an event record and its id at the end of the pending list), so the same drain,
 fan-out, signing and retries deliver it: to every subscriber whose patterns match it, never to
 the subscriber it is about. A dead operational event is not itself announced (no loop).
+``webhooks.store.reset`` (Redis came back empty or behind, ``ops.store_guard``) is recorded the
+same way by the first process to notice, and delivered once an operator accepts the reset.
 
 Producers never publish these types: they exist on the worker side only.
 """
@@ -29,6 +31,7 @@ class OperationalEvent(StrEnum):
     SUBSCRIBER_DISABLED = "webhooks.subscriber.disabled"
     SUBSCRIBER_RECOVERED = "webhooks.subscriber.recovered"
     DELIVERY_DEAD = "webhooks.delivery.dead"
+    STORE_RESET = "webhooks.store.reset"
 
 
 OPERATIONAL_EVENT_TYPES: tuple[str, ...] = tuple(e.value for e in OperationalEvent)

@@ -89,6 +89,9 @@ for i = 4, #ARGV, FIELDS do
   ids[#ids + 1] = eid
 end
 
+-- The audit's count of events published (``{prefix}:tally``), in the same call.
+if added > 0 then redis.call('HINCRBY', prefix .. ':tally', 'published', added) end
+
 local arm = 0
 if added > 0 then
   if redis.call('SET', KEYS[2], now, 'NX') then

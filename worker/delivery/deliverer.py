@@ -18,6 +18,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_expo
 from reseller_webhooks.worker.config.settings import WorkerSettings
 from reseller_webhooks.worker.config.subscribers import Subscriber, SubscribersConfig
 from reseller_webhooks.worker.delivery.attempt_record import attempt_record, iso
+from reseller_webhooks.worker.delivery.burst_log import BurstLog
 from reseller_webhooks.worker.delivery.lane import Lane, Setup
 from reseller_webhooks.worker.delivery.outcome import Decision, Outcome, decide
 from reseller_webhooks.worker.delivery.wake import Wakeups, seats, slot_name
@@ -55,6 +56,12 @@ _RECORDING = retry(
     reraise=True,
 )
 
+
+#: Logged once per burst of events no subscriber takes (counted in the tally, and a metric).
+UNMATCHED_MESSAGE = (
+    "%d event(s) matched no subscriber and were dropped (webhooks_unmatched_events_total);"
+    " check the subscribers' events: lists"
+)
 
 #: Why a delivery to a subscriber no longer in the file dies without an attempt.
 REMOVED_REASON = "subscriber removed from the subscribers file"
@@ -94,6 +101,7 @@ class Deliverer:
         self._users: dict[Setup, int] = {}  # tasks using each setup (under _held_lock)
         self._held_lock = threading.Lock()
         self.threads_per_subscriber = max(1, settings.concurrency // 2)
+        self._unmatched = BurstLog(log, UNMATCHED_MESSAGE)
 
     @property
     def config(self) -> SubscribersConfig:
@@ -125,6 +133,7 @@ class Deliverer:
         )
         if drained.missing:
             log.warning("%d event(s) had no stored record (expired?)", drained.missing)
+        self._unmatched.add(drained.unmatched)
         return drained
 
     def serve(

@@ -14,6 +14,7 @@ from reseller_webhooks.worker.config.settings import WorkerSettings
 from reseller_webhooks.worker.config.subscribers import SubscribersConfig, load_config
 from reseller_webhooks.worker.delivery.deliverer import Deliverer
 from reseller_webhooks.worker.http.sender import Sender
+from reseller_webhooks.worker.ops.store_guard import StoreGuard
 from reseller_webhooks.worker.records.store import Store
 
 
@@ -46,6 +47,8 @@ class Runtime:
     settings: WorkerSettings
     store: Store
     deliverer: Deliverer
+    #: Stops the work while Redis came back empty or behind (``ops.store_guard``).
+    guard: StoreGuard
 
     @property
     def keys(self) -> Keys:
@@ -63,7 +66,7 @@ class Runtime:
         deliverer = Deliverer(
             config=config, store=store, sender=make_sender(settings, config), settings=settings
         )
-        return cls(settings=settings, store=store, deliverer=deliverer)
+        return cls(settings=settings, store=store, deliverer=deliverer, guard=StoreGuard(store))
 
 
 _runtime: Runtime | None = None

@@ -4,7 +4,8 @@ Two kinds, so that no failure goes unseen:
 
 - **The deployment's state, read from Redis at each scrape** (``RedisCollector``): backlog and
   oldest unfinished delivery per subscriber, dead letters held and made, disabled and failing
-  subscribers, undispatched events, due retries and how late the scheduler is. The Lua scripts
+  subscribers, undispatched events, due retries and how late the scheduler is, and deliveries
+  and events unaccounted for (``records.tally``). The Lua scripts
   that move the records keep small indexes in step (``records.scripts``), so a scrape is one
   script call that never scans, and every worker reports the same numbers.
 - **What this process did** (``Counter``/``Histogram``): attempts by outcome and their
@@ -14,6 +15,7 @@ Two kinds, so that no failure goes unseen:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -31,6 +33,12 @@ from prometheus_client.registry import Collector
 from reseller_webhooks.worker.config.settings import WorkerSettings
 from reseller_webhooks.worker.records import scripts
 from reseller_webhooks.worker.records.store import Store
+from reseller_webhooks.worker.records.tally import (
+    GlobalTally,
+    Tally,
+    events_unaccounted,
+    unaccounted,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +78,18 @@ RETRY_LATENESS = Histogram(
     registry=REGISTRY,
 )
 
+STORE_RESET = Gauge(
+    "webhooks_store_reset",
+    "1 while this process refuses to work: Redis came back empty, as another store or behind"
+    " (`reseller-webhooks store accept-reset`).",
+    registry=REGISTRY,
+)
+STORE_SEEN = Gauge(
+    "webhooks_store_published_seen",
+    "The events-published count this process holds as the store's high-water mark.",
+    registry=REGISTRY,
+)
+
 
 # The labelled children, looked up once: ``labels()`` costs more than the update itself.
 @functools.cache
@@ -106,6 +126,11 @@ class SubscriberStats:
     dead_lettered_total: int
     disabled: bool
     failing_s: float
+    tally: Tally = dataclasses.field(default_factory=Tally)
+
+    @property
+    def unaccounted(self) -> int:
+        return unaccounted(self.tally, self.backlog)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +142,11 @@ class Snapshot:
     oldest_undispatched_s: float
     due: int
     overdue_s: float
+    tally: GlobalTally = dataclasses.field(default_factory=GlobalTally)
+
+    @property
+    def events_unaccounted(self) -> int:
+        return events_unaccounted(self.tally, self.undispatched)
 
 
 class StatsReader:
@@ -138,7 +168,7 @@ class StatsReader:
 
 
 def _snapshot(raw: list[Any]) -> Snapshot:
-    rows, undispatched, oldest_undispatched, due, overdue = raw
+    rows, undispatched, oldest_undispatched, due, overdue, totals = raw
     return Snapshot(
         subscribers=[
             SubscriberStats(
@@ -149,13 +179,15 @@ def _snapshot(raw: list[Any]) -> Snapshot:
                 dead_lettered_total=int(ever),
                 disabled=bool(disabled),
                 failing_s=int(failing) / 1000,
+                tally=Tally.of(counts),
             )
-            for sub, backlog, oldest, held, ever, disabled, failing in rows
+            for sub, backlog, oldest, held, ever, disabled, failing, counts in rows
         ],
         undispatched=int(undispatched),
         oldest_undispatched_s=int(oldest_undispatched) / 1000,
         due=int(due),
         overdue_s=int(overdue) / 1000,
+        tally=GlobalTally.of(totals),
     )
 
 
@@ -237,6 +269,12 @@ def _per_subscriber(subs: Sequence[SubscriberStats]) -> Iterable[Metric]:
         "How long every attempt to the subscriber has failed (0: its last one succeeded).",
         ((s.subscriber_id, s.failing_s) for s in subs),
     )
+    yield _gauge(
+        "webhooks_unaccounted_deliveries",
+        "Deliveries fanned out that neither ended nor are open (0 when the audit balances;"
+        " see `reseller-webhooks audit`).",
+        ((s.subscriber_id, s.unaccounted) for s in subs),
+    )
 
 
 def _deployment_wide(snap: Snapshot) -> Iterable[Metric]:
@@ -260,6 +298,16 @@ def _deployment_wide(snap: Snapshot) -> Iterable[Metric]:
         "webhooks_scheduler_lateness_seconds",
         "How long the most overdue of those has waited (0: the scheduler is keeping up).",
         value=snap.overdue_s,
+    )
+    yield GaugeMetricFamily(
+        "webhooks_unaccounted_events",
+        "Events published that were neither fanned out nor are pending (0 when it balances).",
+        value=snap.events_unaccounted,
+    )
+    yield CounterMetricFamily(
+        "webhooks_unmatched_events",
+        "Events no subscriber takes, ever (kept in Redis: the same on every worker).",
+        value=snap.tally.unmatched,
     )
 
 

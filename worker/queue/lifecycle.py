@@ -56,7 +56,8 @@ def components(rt: Runtime, celery: Celery) -> list[Component]:
         heartbeat(rt.deliverer),
         rt.deliverer.wakeups,
         watch(rt),
-        Scheduler(store=rt.store, celery=celery, settings=settings).thread()
+        rt.guard.thread(),
+        Scheduler(store=rt.store, celery=celery, settings=settings, guard=rt.guard).thread()
         if settings.embedded_scheduler
         else None,
     ]

@@ -17,6 +17,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_expo
 from reseller_webhooks.worker.background import BackgroundThread
 from reseller_webhooks.worker.config.settings import WorkerSettings
 from reseller_webhooks.worker.ops import metrics
+from reseller_webhooks.worker.ops.store_guard import StoreGuard
 from reseller_webhooks.worker.queue.triggers import send_deliver, send_dispatch
 from reseller_webhooks.worker.records.store import Store
 
@@ -30,8 +31,10 @@ class Scheduler:
         store: Store,
         celery: Celery,
         settings: WorkerSettings,
+        guard: StoreGuard | None = None,
     ) -> None:
         self.store = store
+        self.guard = guard or StoreGuard(store)
         self.celery = celery
         self.settings = settings
 
@@ -45,6 +48,8 @@ class Scheduler:
     def tick(self) -> tuple[int, int]:
         """One sweep; returns (deliveries made ready again, triggers sent)."""
         keys = self.store.keys
+        if self.guard.check():
+            return 0, 0  # Redis came back empty or behind: no sweep until it is accepted
         swept = self.store.sweep(
             batch=self.settings.scheduler_batch,
             dispatch_lost_after_s=self.settings.visibility_timeout_s,

@@ -51,6 +51,8 @@ def dispatch() -> dict[str, Any]:
     empty, so an event recorded just after still arms a new trigger.
     """
     rt = runtime()
+    if rt.guard.check():
+        return {"refused": "store reset not accepted"}  # the events stay pending
     send = _send(rt)
     started = time.monotonic()
     events = missing = 0
@@ -89,6 +91,9 @@ def deliver(self: Any, subscriber_id: Any, token: Any) -> dict[str, Any]:
             {"args": [subscriber_id, token]},
         )
         return {"malformed": 1}
+    if rt.guard.check():
+        rt.store.release(subscriber_id, token)  # its deliveries stay as Redis has them
+        return {"refused": "store reset not accepted"}
     served = rt.deliverer.serve(subscriber_id, token, _send(rt))
     if served.resend:
         queue = (self.request.delivery_info or {}).get("routing_key") or rt.keys.queue

@@ -1,13 +1,13 @@
 """The Lua transitions: every state change of a delivery record is one atomic script.
 
 Each transition is a file in ``lua/`` (``drain``, ``claim``, ``extend``, ``heartbeat``,
-``finish``, ``sweep``, ``replay``, ``expedite``) whose header names its ``KEYS`` and ``ARGV``;
-``records.store`` is the only caller. This module only loads them: the text Redis runs for a
-transition is ``lua/prelude.lua`` followed by the transition's file. The prelude holds, as
-locals, what several transitions share (the server clock, arming and waking slots); nothing
-else is ever put into a script's text: values come in as ``ARGV`` (the constants below
-included), so a script's SHA never changes at run time. A line number in a Redis error counts
-the prelude's lines first.
+``finish``, ``sweep``, ``replay``, ``expedite``, ``erase``) whose header names its ``KEYS`` and
+``ARGV``; ``records.store`` is the only caller (``records.erasure`` for ``erase``). This module
+only loads them: the text Redis runs for a transition is ``lua/prelude.lua`` followed by the
+transition's file. The prelude holds, as locals, what several transitions share (the server
+clock, arming and waking slots); nothing else is ever put into a script's text: values come in
+as ``ARGV`` (the constants below included), so a script's SHA never changes at run time. A line
+number in a Redis error counts the prelude's lines first.
 
 Times are the Redis server's (``TIME``), never a worker's clock: a worker whose clock is off
 cannot send a retry early or cut a lease short. Callers pass durations, not instants; only the
@@ -48,7 +48,17 @@ RECENT_KEPT = 100
 RATE_TTL_S = 3660
 
 #: The transitions, each ``lua/{name}.lua``.
-TRANSITIONS = ("drain", "claim", "extend", "heartbeat", "finish", "sweep", "replay", "expedite")
+TRANSITIONS = (
+    "drain",
+    "claim",
+    "extend",
+    "heartbeat",
+    "finish",
+    "sweep",
+    "replay",
+    "expedite",
+    "erase",
+)
 #: Read-only scripts, loaded the same way (``stats``: what a metrics scrape reads).
 READS = ("stats",)
 #: Put in front of every transition (see the module doc).

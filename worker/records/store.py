@@ -12,6 +12,7 @@ event to one subscriber) per matching subscriber: a HASH
                                               |   expired (worker died)            |
                                               +-------- sweep: due ----------------+
     blocked | ready | waiting --(a newer update, coalescing)--> superseded
+    blocked | ready | running | waiting --(the user's data erased)--> erased
 
 Ready deliveries wait in their subscriber's ``ready`` list; running and waiting ones are in the
 ``due`` ZSET, scored by lease end or next due time. Every transition is one Lua script
@@ -103,6 +104,8 @@ class Drained:
     missing: int
     triggers: list[Trigger]
     more: bool
+    #: Events no subscriber takes (counted ``unmatched`` in the tally).
+    unmatched: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +168,10 @@ class Store:
         self.replay_script = scripts.register(client, "replay")
         self._expedite = scripts.register(client, "expedite")
 
+    @property
+    def record_retention_s(self) -> int:
+        return self._record_ttl
+
     def drain(
         self,
         routes: Mapping[str, Sequence[Route]],
@@ -184,11 +191,11 @@ class Store:
             args += [event_type, len(subs)]
             for r in subs:
                 args += [r.subscriber_id, int(r.ordered), int(r.coalesce)]
-        events, missing, triggers, more = cast(
+        events, missing, triggers, more, unmatched = cast(
             list[Any],
             self._drain(keys=[k.pending, k.dispatch_armed, k.due, k.active_subscribers], args=args),
         )
-        return Drained(int(events), int(missing), triggers_of(triggers), bool(more))
+        return Drained(int(events), int(missing), triggers_of(triggers), bool(more), int(unmatched))
 
     def claim(
         self,
@@ -325,12 +332,12 @@ class Store:
 
     def sweep(self, *, batch: int, dispatch_lost_after_s: float) -> Swept:
         """Atomically take what is due or lapsed (see ``lua/sweep.lua``)."""
-        k = self.keys
+        k, lost_ms = self.keys, int(dispatch_lost_after_s * 1000)
         triggers, dispatch, moved, late = cast(
             list[Any],
             self._sweep(
-                keys=[k.due, k.pending, k.dispatch_armed, k.active_subscribers],
-                args=[k.prefix, self._trigger_ms, batch, int(dispatch_lost_after_s * 1000)],
+                keys=[k.due, k.pending, k.dispatch_armed, k.active_subscribers, k.dead],
+                args=[k.prefix, self._trigger_ms, batch, lost_ms, self._dead_ttl * 1000],
             ),
         )
         return Swept(triggers_of(triggers), bool(dispatch), int(moved), [int(x) for x in late])

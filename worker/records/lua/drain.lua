@@ -7,7 +7,9 @@
 -- the list is empty, else refreshes it; with keep armed, an empty list keeps it and sets
 -- ``{prefix}:dispatch-waiting`` (a publish then wakes the caller, see delivery.wake). Lists each
 -- user's latest events for the console (``{prefix}:user-events:{user}``, trimmed only once it
--- holds twice what is kept).
+-- holds twice what is kept). Counts for the audit, per subscriber (``{prefix}:tally:{sub}``:
+-- ``fanned_out``, ``superseded``) and overall (``{prefix}:tally``: ``drained``, ``unmatched``, an
+-- event no subscriber takes).
 --
 -- KEYS[1] pending: LIST of event ids, publish order
 -- KEYS[2] dispatch-armed: STRING, server ms the dispatch trigger was last armed
@@ -24,10 +26,11 @@
 -- ARGV[9] route count: how many event types follow
 -- ARGV[10...] routes: per event type: type, n, then n x (subscriber, ordered 0/1, coalesce 0/1)
 --
--- Returns {events taken, events whose record expired, triggers, 1 if more are pending}.
+-- Returns {events taken, events whose record expired, triggers, 1 if more are pending, events
+-- that matched no subscriber}.
 -- luacheck: std lua51
 -- luacheck: globals ARGV KEYS redis cjson
--- luacheck: read globals server_now ensure_slot WAITING_MS (prelude.lua)
+-- luacheck: read globals server_now ensure_slot WAITING_MS tally flush_tally (prelude.lua)
 
 local UPDATED = 'reseller.user.updated'
 local SUPERSEDABLE = {blocked = true, ready = true, waiting = true}
@@ -61,6 +64,7 @@ local args = {
 local prefix = args.prefix
 local now = server_now()
 local touched, order = {}, {}  -- the subscribers given ready work, in the order they got it
+local counts = {}  -- the audit's (prelude.lua: tally)
 
 local function delivery_key(did)
   return prefix .. ':delivery:' .. did
@@ -77,6 +81,7 @@ end
 local function supersede(sub, did, by)
   local key = delivery_key(did)
   redis.call('ZREM', prefix .. ':open:' .. sub, did)
+  tally(counts, sub, 'superseded')
   redis.call('HSET', key, 'state', 'superseded', 'done', now, 'reason', 'superseded by ' .. by)
   redis.call('EXPIRE', key, args.ttl)
   local log = prefix .. ':attempts:' .. did
@@ -140,6 +145,7 @@ local function create_delivery(route, ev, eid)
              'attempts', inherit and inherit[2] or 0, 'trigger', 'scheduled',
              'created', now, 'chain', chain)
   redis.call('ZADD', prefix .. ':open:' .. route.sub, ev.published_at or now, did)
+  tally(counts, route.sub, 'fanned_out')
   if state == 'ready' then
     queue_ready(route.sub, did)
   elseif state == 'waiting' then
@@ -176,7 +182,9 @@ local function fan_out(eid)
   if not rec[1] then return false end
   local ev = {type = rec[1], user = rec[2] or '', about = rec[3], published_at = rec[4]}
   index_user_event(eid, ev.user)
-  for _, route in ipairs(targets_of(ev)) do create_delivery(route, ev, eid) end
+  local targets = targets_of(ev)
+  if #targets == 0 then tally(counts, '', 'unmatched') end
+  for _, route in ipairs(targets) do create_delivery(route, ev, eid) end
   return true
 end
 
@@ -202,9 +210,11 @@ for _, eid in ipairs(ids) do
   if not fan_out(eid) then missing = missing + 1 end
 end
 local more = settle_dispatch()
+tally(counts, '', 'drained', #ids)
+flush_tally(prefix, counts)
 local triggers = {}
 for _, sub in ipairs(order) do
   redis.call('SADD', KEYS[4], sub)
   ensure_slot(prefix, sub, now, now + args.expiry_ms, triggers)
 end
-return {#ids, missing, triggers, more}
+return {#ids, missing, triggers, more, (counts[''] or {}).unmatched or 0}

@@ -1,6 +1,7 @@
--- FINISH: records attempts. Logs every attempt; counts it and moves the delivery on only while
--- the lease is held (a worker that overran its lease never records over the new owner). A
--- finished delivery hands its user's chain to the next in line.
+-- FINISH: records attempts. Logs every attempt (but those of a delivery erased meanwhile);
+-- counts it and moves the delivery on only while the lease is held (a worker that overran its
+-- lease never records over the new owner). A finished delivery hands its user's chain to the
+-- next in line.
 --
 -- Keeps the subscriber's health: a failure streak (``failing_since``, server ms, and
 -- ``failing_since_iso``, its text for the announcement), a disable after a 410 or after failing
@@ -8,7 +9,9 @@
 -- publish records an event (no user, so no ordering chain), with ``about`` naming the subscriber
 -- the drain must leave out; the scheduler sends the dispatch trigger. Counts the subscriber's
 -- attempts per minute (``{prefix}:rate:{sub}:{minute}``) and lists the deliveries of its latest
--- attempts (``{prefix}:recent:{sub}``) for the console.
+-- attempts (``{prefix}:recent:{sub}``) for the console. Counts for the audit: a delivery that
+-- ends ``delivered`` or ``dead`` (``{prefix}:tally:{sub}``), an operational event recorded
+-- (``published`` in ``{prefix}:tally``, as a publish counts it).
 --
 -- KEYS[1] due: ZSET of delivery ids by lease end or next due time, server ms
 -- KEYS[2] dead: ZSET of dead delivery ids by time of death, server ms
@@ -28,7 +31,7 @@
 -- id} for the caller to log.
 -- luacheck: std lua51
 -- luacheck: globals ARGV KEYS redis cjson
--- luacheck: read globals server_now (prelude.lua)
+-- luacheck: read globals server_now tally flush_tally (prelude.lua)
 
 local FIELDS = 9
 local args = {
@@ -57,6 +60,7 @@ end
 local now = server_now()
 local notices = {}
 local seen = {}  -- per subscriber, for the console: {ids, ok, failed}; seen[n] = nth subscriber
+local counts = {}  -- the audit's (prelude.lua: tally)
 
 local function delivery_key(did) return prefix .. ':delivery:' .. did end
 
@@ -71,6 +75,7 @@ local function notify(kind, about, data, delivery)
              'published_at', now)
   redis.call('EXPIRE', key, args.ttl)
   redis.call('RPUSH', prefix .. ':pending', eid)
+  tally(counts, '', 'published')
   notices[#notices + 1] = {kind, eid, about, delivery or ''}
 end
 
@@ -140,6 +145,7 @@ end
 
 local function delivered(a)
   redis.call('HSET', a.key, 'state', 'delivered', 'done', now)
+  tally(counts, a.sub, 'delivered')
   redis.call('ZREM', KEYS[1], a.id)
   redis.call('ZREM', prefix .. ':open:' .. a.sub, a.id)
   advance(a)
@@ -164,6 +170,7 @@ end
 
 local function dead(a, reason)
   redis.call('HSET', a.key, 'state', 'dead', 'done', now, 'reason', reason)
+  tally(counts, a.sub, 'dead')
   redis.call('ZREM', KEYS[1], a.id)
   advance(a)
   redis.call('EXPIRE', a.key, args.dead_ttl)
@@ -197,10 +204,11 @@ end
 
 -- Records one attempt; 1 if this worker still owned the delivery, else 0.
 local function finish_one(a)
+  local cur = redis.call('HMGET', a.key, 'state', 'lease')
+  if cur[1] == 'erased' then return 0 end  -- the user's data was erased meanwhile: no log
   redis.call('RPUSH', a.log, a.entry)
   redis.call('LTRIM', a.log, -args.log_size, -1)
   redis.call('EXPIRE', a.log, args.ttl)
-  local cur = redis.call('HMGET', a.key, 'state', 'lease')
   if cur[1] ~= 'running' or cur[2] ~= a.lease then return 0 end
   count(a)
   if a.outcome == 'delivered' then
@@ -241,4 +249,5 @@ local owned = {}
 for k, a in ipairs(args.attempts) do owned[k] = finish_one(a) end
 local minute = math.floor(now / 60000)
 for _, sub in ipairs(seen) do note_for_console(sub, seen[sub], minute) end
+flush_tally(prefix, counts)
 return {owned, notices}

@@ -8,6 +8,8 @@
 -- wake_slot(prefix, sub, now)               wakes the subscriber's lingering slot, if one waits
 -- ensure_slot(prefix, sub, now, expiry, out)  work is ready: wake a slot, or arm one if none lives
 -- WAITING_MS                                how long a waiting marker outlives the wait that set it
+-- tally(counts, sub, field, n)              adds to a count for the audit ('' for the global one)
+-- flush_tally(prefix, counts)               writes those counts, one HINCRBY per field
 --
 -- ``out`` collects {subscriber, token, failing (0/1)} for the caller to send as deliver triggers.
 -- luacheck: std lua51
@@ -58,6 +60,27 @@ local function ensure_slot(prefix, sub, now, expiry, out)
     arm(prefix, sub, expiry, out)
   else
     wake_slot(prefix, sub, now)
+  end
+end
+
+-- The audit's counts (``{prefix}:tally:{sub}``, and ``{prefix}:tally`` for sub ''), gathered
+-- during a call and written at its end: a transition counts only the state changes it makes.
+local function tally(counts, sub, field, n)
+  local row = counts[sub]
+  if not row then
+    row = {}
+    counts[sub] = row
+  end
+  row[field] = (row[field] or 0) + (n or 1)
+end
+
+local function flush_tally(prefix, counts)
+  for sub, row in pairs(counts) do
+    local key = prefix .. ':tally'
+    if sub ~= '' then key = key .. ':' .. sub end
+    for field, n in pairs(row) do
+      if n ~= 0 then redis.call('HINCRBY', key, field, n) end
+    end
   end
 end
 

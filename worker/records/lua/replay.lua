@@ -2,6 +2,7 @@
 -- 'manual'), outside any ordering chain; recreates an event record from its letter if that
 -- expired (with its number in its user's sequence, when the letter has one). One call takes a
 -- chunk of ids; each subscriber's slot is seen to once, at the end.
+-- The deliveries are open again: no longer counted ``dead`` for the audit.
 --
 -- KEYS[1] dead: ZSET of dead delivery ids by time of death, server ms
 -- KEYS[2] active subscribers: SET of subscriber ids
@@ -44,19 +45,21 @@ local function replay_one(did)
   return sub
 end
 
-local replayed, subs, seen = {}, {}, {}
+local replayed, subs, count = {}, {}, {}
 for i = 4, #ARGV do
   local sub = replay_one(ARGV[i])
   if sub then
     replayed[#replayed + 1] = ARGV[i]
-    if not seen[sub] then
-      seen[sub] = true
+    if not count[sub] then
+      count[sub] = 0
       subs[#subs + 1] = sub
     end
+    count[sub] = count[sub] + 1
   end
 end
 local triggers = {}
 for _, sub in ipairs(subs) do
+  redis.call('HINCRBY', prefix .. ':tally:' .. sub, 'dead', -count[sub])
   redis.call('SADD', KEYS[2], sub)
   ensure_slot(prefix, sub, now, now + expiry_ms, triggers)
 end

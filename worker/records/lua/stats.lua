@@ -9,14 +9,18 @@
 -- ARGV[2] dead-letter ttl: how long a dead letter is kept, ms
 -- ARGV[3...] configured subscriber ids, 1 field each
 --
--- Returns {rows, undispatched events, oldest undispatched age ms, due entries, most overdue ms};
--- a row is {subscriber id, backlog, oldest age ms, dead letters held, dead letters ever,
--- disabled 0/1, failing for ms}, one per configured or active subscriber.
+-- Returns {rows, undispatched events, oldest undispatched age ms, due entries, most overdue ms,
+-- global tally}; a row is {subscriber id, backlog, oldest age ms, dead letters held, dead letters
+-- ever, disabled 0/1, failing for ms, tally}, one per configured or active subscriber. A tally is
+-- the audit's counts (``{prefix}:tally:{sub}``: TALLY_FIELDS; ``{prefix}:tally``: GLOBAL_FIELDS),
+-- read in the same call as the open deliveries they must balance against.
 -- luacheck: std lua51
 -- luacheck: globals ARGV KEYS redis
 -- luacheck: read globals server_now (prelude.lua)
 
 local prefix, dead_ttl = ARGV[1], tonumber(ARGV[2])
+local TALLY_FIELDS = {'fanned_out', 'delivered', 'dead', 'superseded', 'removed', 'erased'}
+local GLOBAL_FIELDS = {'published', 'drained', 'unmatched'}
 local now = server_now()
 
 local function subscriber_ids()
@@ -39,6 +43,12 @@ local function oldest_age(key)
   return math.max(0, now - tonumber(first))
 end
 
+local function counts(key, fields)
+  local raw = redis.call('HMGET', key, unpack(fields))
+  for i = 1, #fields do raw[i] = tonumber(raw[i] or 0) end
+  return raw
+end
+
 local function row(sub)
   local open = prefix .. ':open:' .. sub
   local backlog = redis.call('ZCARD', open)
@@ -47,7 +57,8 @@ local function row(sub)
   local h = redis.call('HMGET', prefix .. ':subscriber:' .. sub, 'disabled', 'failing_since')
   local failing = 0
   if h[2] then failing = math.max(0, now - tonumber(h[2])) end
-  return {sub, backlog, oldest_age(open), held, tonumber(ever), h[1] == '1' and 1 or 0, failing}
+  return {sub, backlog, oldest_age(open), held, tonumber(ever), h[1] == '1' and 1 or 0, failing,
+          counts(prefix .. ':tally:' .. sub, TALLY_FIELDS)}
 end
 
 local function oldest_undispatched()
@@ -62,4 +73,5 @@ local rows = {}
 for _, sub in ipairs(subscriber_ids()) do rows[#rows + 1] = row(sub) end
 local due, overdue = redis.call('ZCOUNT', KEYS[2], '-inf', now), 0
 if due > 0 then overdue = oldest_age(KEYS[2]) end
-return {rows, redis.call('LLEN', KEYS[1]), oldest_undispatched(), due, overdue}
+return {rows, redis.call('LLEN', KEYS[1]), oldest_undispatched(), due, overdue,
+        counts(prefix .. ':tally', GLOBAL_FIELDS)}
