@@ -17,7 +17,7 @@ from reseller_webhooks.producers.errors import UnavailableError, WebhooksError
 from reseller_webhooks.worker.cli.common import fail
 from reseller_webhooks.worker.cli.dlq import dlq
 from reseller_webhooks.worker.cli.publish import publish
-from reseller_webhooks.worker.cli.run import console, dev, scheduler, worker
+from reseller_webhooks.worker.cli.run import api, console, dev, scheduler, worker
 from reseller_webhooks.worker.cli.subscribers import subscribers
 
 
@@ -46,5 +46,5 @@ def main(verbose: bool) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-for _command in (worker, scheduler, publish, subscribers, dev, console, dlq):
+for _command in (worker, scheduler, publish, subscribers, dev, console, api, dlq):
     main.add_command(_command)
