@@ -51,7 +51,8 @@ class Ingest:
     openapi: bytes
 
     async def run(self, call: Callable[[], Any]) -> Any:
-        """``call`` on the pool: Redis round trips never block the event loop."""
+        """``call`` on the pool: a slow or unreachable Redis never blocks the event loop (the
+        health check and the refusals keep answering)."""
         return await asyncio.get_running_loop().run_in_executor(self.pool, call)
 
 
