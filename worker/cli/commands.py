@@ -1,7 +1,7 @@
 """``reseller-webhooks``: run workers and the scheduler, publish events, inspect and operate.
 
 The group lives here; its commands live in one module per concern: ``run`` (worker, scheduler,
-dev, console), ``publish``, ``subscribers`` and ``dlq``; what they share in ``common``.
+dev, console, api), ``publish``, ``subscribers`` and ``dlq``; what they share in ``common``.
 """
 
 from __future__ import annotations
