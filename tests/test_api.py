@@ -6,7 +6,6 @@ process on the session's Redis serves the module; the rules are table-tested bes
 from __future__ import annotations
 
 import json
-import secrets
 import socket
 import threading
 from collections.abc import Iterator
@@ -36,7 +35,8 @@ from reseller_webhooks.worker.devserver.samples import sample_user
 from tests.helpers import Deployment, WorkerProcess
 from tests.openapi_check import SPEC, SPEC_PATH, check_response, validator
 
-TOKENS = {"shop": "shop-" + secrets.token_hex(16), "billing": "bill-" + secrets.token_hex(16)}
+#: Constant, so that every xdist worker collects the same test ids (they name the headers).
+TOKENS = {"shop": "shop-" + "5h0p" * 8, "billing": "bill-" + "b1ll" * 8}
 TOKENS_SETTING = ",".join(f"{name}:{token}" for name, token in TOKENS.items())
 SHOP = {"Authorization": f"Bearer {TOKENS['shop']}"}
 #: Small limits, so that going over them costs the suite nothing.
@@ -385,6 +385,7 @@ def test_health_the_served_document_and_metrics_by_producer(api: Api) -> None:
     served = api.call("GET", "/openapi.yaml")
     assert served.content == SPEC_PATH.read_bytes()
     assert api.post("/v1/events", event(), headers=OTHER).status_code == 202
+    assert api.post("/v1/events", {"event": "x"}, headers=OTHER).status_code == 422
     assert (
         api.post("/v1/events", event(), headers={"Authorization": "Bearer no"}).status_code == 401
     )
@@ -394,7 +395,7 @@ def test_health_the_served_document_and_metrics_by_producer(api: Api) -> None:
     assert 'webhooks_api_requests_total{producer="(none)",status="401"}' in metrics
     assert 'webhooks_api_ingest_seconds_count{producer="billing"}' in metrics
     log = api.process.log()
-    assert "producer=billing" in log
+    assert "422 POST /v1/events producer=billing" in log  # refusals are logged, by producer
     for token in TOKENS.values():
         assert token not in metrics
         assert token not in log

@@ -738,6 +738,7 @@ def test_the_api_runs_with_the_compose_settings(deployment: Deployment) -> None:
         assert client.post("/v1/events", json=event).status_code == 401
         headers = {"Authorization": f"Bearer {API_TOKEN}"}
         assert client.post("/v1/events", json=event, headers=headers).status_code == 202
+        assert client.post("/v1/events", json={}, headers=headers).status_code == 422
     api.stop()
-    assert "producer=shop" in api.log()
+    assert "422 POST /v1/events producer=shop" in api.log()
     assert API_TOKEN not in api.log()
