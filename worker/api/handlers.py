@@ -177,7 +177,10 @@ class Publish(Base):
                 lambda: self.ingest.publisher.publish_events(events, idempotency_keys=keys)
             )
         except WebhooksError as exc:
-            raise Refused(from_error(exc)) from None
+            refusal = from_error(exc)
+            if refusal.kind == "internal":  # an operator's fault, e.g. a wrong Redis password
+                log.error("api: producer=%s: publishing failed: %s", self.producer, exc)
+            raise Refused(refusal) from None
         except redis.RedisError as exc:  # what the publisher does not translate itself
             raise Refused(from_error(UnavailableError.from_exception(exc))) from None
         return ids
