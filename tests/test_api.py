@@ -6,6 +6,7 @@ process on the session's Redis serves the module; the rules are table-tested bes
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -389,7 +390,11 @@ def test_health_the_served_document_and_metrics_by_producer(api: Api) -> None:
     assert (
         api.post("/v1/events", event(), headers={"Authorization": "Bearer no"}).status_code == 401
     )
-    assert api.client.get("/nowhere").status_code == 404
+    # A 404 keeps the connection: the request after it, on the same socket, is answered too.
+    answers = raw_request(
+        api, "GET /nowhere HTTP/1.1\nHost: x\n\nGET /healthz HTTP/1.1\nHost: x\nConnection: close\n"
+    )
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answers) == [b"404", b"200"]
     metrics = api.client.get("/metrics").text
     assert 'webhooks_api_requests_total{producer="billing",status="202"}' in metrics
     assert 'webhooks_api_requests_total{producer="(none)",status="401"}' in metrics

@@ -104,8 +104,13 @@ class Base(tornado.web.RequestHandler):
 
 
 class NotFound(Base):
-    def prepare(self) -> None:
+    """Any other path, whatever the method. The 404 is raised once the request has been read:
+    one answered while it was still being read would close a kept-alive connection."""
+
+    def _not_found(self, *args: Any) -> None:
         raise tornado.web.HTTPError(404)
+
+    get = head = post = put = patch = delete = options = _not_found
 
 
 class Publish(Base):
