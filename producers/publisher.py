@@ -94,19 +94,29 @@ def celery_client(settings: ProducerSettings) -> Celery:
     return app
 
 
-def _coerce_item(index: int, item: EventItem) -> tuple[Any, Any]:
+def _coerce_item(item: EventItem, where: str = "") -> tuple[Any, Any]:
+    """``(event, data)`` of one item; problems are prefixed with ``where`` (``[3]`` in a batch)."""
+    prefix = f"{where}." if where else ""
     if isinstance(item, Mapping):
         unknown = sorted(set(item) - {"event", "data"})
         missing = [k for k in ("event", "data") if k not in item]
-        problems = [f"[{index}].{k}: unknown field; an item is {{event, data}}" for k in unknown]
-        problems += [f"[{index}].{k}: field required" for k in missing]
+        problems = [f"{prefix}{k}: unknown field; an item is {{event, data}}" for k in unknown]
+        problems += [f"{prefix}{k}: field required" for k in missing]
         if problems:
             raise InvalidEventError(problems)
         return item["event"], item["data"]
     if not isinstance(item, tuple | list) or len(item) != 2:
-        raise InvalidEventError([f"[{index}]: must be an object {{event, data}}"])
+        raise InvalidEventError([f"{where or 'body'}: must be an object {{event, data}}"])
     event, data = item
     return event, data
+
+
+def validate_item(item: Any, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> WebhookEvent:
+    """One ``{event, data}`` object (as an HTTP body carries it), validated as ``publish`` does."""
+    if not isinstance(item, Mapping):
+        raise InvalidEventError(["body: must be an object {event, data}"])
+    event, data = _coerce_item(item)
+    return build_event(event, data, max_body_bytes=max_body_bytes)
 
 
 def validate_batch(
@@ -119,7 +129,7 @@ def validate_batch(
     problems: list[str] = []
     for index, item in enumerate(items):
         try:
-            event, data = _coerce_item(index, item)
+            event, data = _coerce_item(item, f"[{index}]")
             events.append(build_event(event, data, max_body_bytes=max_body_bytes))
         except InvalidEventError as exc:
             problems += [p if p.startswith("[") else f"[{index}].{p}" for p in exc.problems]
@@ -271,10 +281,7 @@ class Publisher:
         """Connect to Redis and the broker now, or raise; and build what Celery builds on the
         first message it sends (about 20 ms of CPU), so that the first publish costs what the
         others do. Call it when the service starts."""
-        try:
-            self._redis.ping()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise UnavailableError(type(exc).__name__) from None
+        self.ping_redis()
         self._celery.connection_for_write().ensure_connection(max_retries=1)
         amqp = self._celery.amqp
         amqp.send_task_message  # noqa: B018 (the sender, with its task-sent event dispatcher)
@@ -282,6 +289,13 @@ class Publisher:
         self._celery.backend  # noqa: B018
         with self._celery.producer_or_acquire() as producer:
             producer.maybe_declare(amqp.queues[self.keys.queue])
+
+    def ping_redis(self) -> None:
+        """Raise ``UnavailableError`` unless Redis answers now (a health check)."""
+        try:
+            self._redis.ping()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise UnavailableError(type(exc).__name__) from None
 
     def close(self) -> None:
         self._redis.close()

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 
 DISPATCH_TASK = "webhooks.dispatch"
 DELIVER_TASK = "webhooks.deliver"
+#: What a producer in another language sends through Celery's protocol to publish one event:
+#: kwargs ``event``, ``data`` and optionally ``idempotency_key`` (docs/publishing.md).
+PUBLISH_TASK = "webhooks.publish"
 
 
 @dataclass(frozen=True, slots=True)

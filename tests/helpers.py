@@ -212,6 +212,16 @@ class Deployment:
         line = next(line for line in console.log().splitlines() if line.startswith(ready))
         return console, line.split()[2]
 
+    def start_api(self, *extra: str, **settings: str) -> tuple[WorkerProcess, str]:
+        """``reseller-webhooks api`` on a free loopback port, without the subscribers' secrets
+        (it never needs them); returns it and its base URL."""
+        ready = "api on http://"
+        api = self.start_process(
+            "api", "--port", "0", *extra, ready=ready, settings=settings, with_secrets=False
+        )
+        line = next(line for line in api.log().splitlines() if line.startswith(ready))
+        return api, line.split()[2]
+
     def start_process(
         self,
         command: str,

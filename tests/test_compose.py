@@ -30,13 +30,17 @@ import pytest
 import redis
 import yaml
 from dotenv import dotenv_values
+from pydantic import SecretStr
 
 from reseller_webhooks.producers.connection import redis_target
 from reseller_webhooks.producers.settings import ProducerSettings
+from reseller_webhooks.worker.api.app import refusal as api_refusal
+from reseller_webhooks.worker.api.tokens import parse_tokens
 from reseller_webhooks.worker.cli.commands import main
 from reseller_webhooks.worker.config.settings import WorkerSettings
 from reseller_webhooks.worker.console.auth import Credentials, credentials, refusal
 from reseller_webhooks.worker.devserver.redis_server import find_redis_server, free_port
+from reseller_webhooks.worker.devserver.samples import sample_user
 from tests.helpers import ROOT, Deployment, wait_until
 
 COMPOSE_FILE = ROOT / "compose.yaml"
@@ -105,17 +109,19 @@ def subscriber_secret_names() -> set[str]:
 PASSWORD = "pw-" + secrets.token_hex(12)
 FLOWER_LOGIN = "ops:fl-" + secrets.token_hex(12)
 CONSOLE_PASSWORD = "co-" + secrets.token_hex(12)
+API_TOKEN = "api-" + secrets.token_hex(16)
 ENV = {
     **documented_env(),
     "REDIS_PASSWORD": PASSWORD,
     "FLOWER_BASIC_AUTH": FLOWER_LOGIN,
     "WEBHOOKS_CONSOLE_USER": "oncall",
     "WEBHOOKS_CONSOLE_PASSWORD": CONSOLE_PASSWORD,
+    "WEBHOOKS_API_TOKENS": f"shop:{API_TOKEN}",
 }
 COMPOSE = render(ENV)
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 #: The services that talk to Redis (through the Sentinels with the Sentinel lines).
-REDIS_CLIENTS = ("worker", "flower", "console")
+REDIS_CLIENTS = ("worker", "flower", "console", "api")
 
 
 def command(service: str) -> list[str]:
@@ -154,7 +160,13 @@ def test_interpolate(text: str, env: dict[str, str], expected: str) -> None:
 
 @pytest.mark.parametrize(
     "missing",
-    ["REDIS_PASSWORD", "FLOWER_BASIC_AUTH", "WEBHOOKS_CONSOLE_USER", "WEBHOOKS_CONSOLE_PASSWORD"],
+    [
+        "REDIS_PASSWORD",
+        "FLOWER_BASIC_AUTH",
+        "WEBHOOKS_CONSOLE_USER",
+        "WEBHOOKS_CONSOLE_PASSWORD",
+        "WEBHOOKS_API_TOKENS",
+    ],
 )
 def test_required_settings_stop_the_rendering_by_name(missing: str) -> None:
     with pytest.raises(InterpolationError, match=f"^{missing}: set {missing}"):
@@ -184,6 +196,7 @@ def test_redis_password_is_never_on_a_command_line() -> None:
             assert PASSWORD not in shown, f"{name} {part}"
             assert FLOWER_LOGIN not in shown, f"{name} {part}"
             assert CONSOLE_PASSWORD not in shown, f"{name} {part}"
+            assert API_TOKEN not in shown, f"{name} {part}"
     auth = COMPOSE["configs"]["redis-auth"]["content"]
     assert auth.split("\n") == [f"requirepass {PASSWORD}", f"masterauth {PASSWORD}", ""]
     for name in ("redis", "redis-replica"):
@@ -250,6 +263,25 @@ def test_the_console_gets_no_subscriber_secrets_and_needs_its_login() -> None:
     assert not settings.console_read_only
 
 
+def test_the_api_gets_no_subscriber_secrets_and_needs_its_tokens() -> None:
+    api = SERVICES["api"]
+    assert "env_file" not in api
+    assert "volumes" not in api  # not even the subscribers file
+    assert set(api["environment"]) == {
+        "REDIS_URL",
+        "WEBHOOKS_SENTINEL_MASTER",
+        "WEBHOOKS_API_TOKENS",
+    }
+    assert api["ports"] == ["127.0.0.1:8088:8088"]
+    cmd = command("api")
+    assert cmd[:2] == ["reseller-webhooks", "api"]
+    host = cmd[cmd.index("--host") + 1]
+    tokens = parse_tokens(SecretStr(api["environment"]["WEBHOOKS_API_TOKENS"]))
+    assert tokens.identify(f"Bearer {API_TOKEN}") == "shop"
+    assert api_refusal(host, tokens) is None  # the tokens it gets are enough
+    assert api_refusal(host, parse_tokens(None)) is not None  # and without them it would not start
+
+
 def test_flower_gets_no_subscriber_secrets() -> None:
     flower = SERVICES["flower"]
     assert "env_file" not in flower
@@ -282,7 +314,7 @@ def sentinel_config(compose: dict[str, Any]) -> list[list[str]]:
 
 def test_the_sentinel_profile_starts_only_when_asked_for() -> None:
     by_default = {name for name, service in SERVICES.items() if not service.get("profiles")}
-    assert by_default == {"redis", "worker", "flower", "console"}
+    assert by_default == {"redis", "worker", "flower", "console", "api"}
     assert {n for n, s in SERVICES.items() if s.get("profiles") == ["sentinel"]} == SENTINEL_PROFILE
     assert set(SERVICES) - by_default == SENTINEL_PROFILE | {"prometheus"}
     for name in SENTINEL_PROFILE:
@@ -687,3 +719,28 @@ def test_the_console_runs_with_the_compose_settings(deployment: Deployment) -> N
         assert "acme-crm" in page.text
     console.stop()
     assert CONSOLE_PASSWORD not in console.log()
+
+
+@pytest.mark.slow
+def test_the_api_runs_with_the_compose_settings(deployment: Deployment) -> None:
+    """The compose command and environment on a local process (the address and port replaced
+    by loopback ones): its healthcheck passes, publishing needs a token of .env, and the token
+    is never logged."""
+    probe = SERVICES["api"]["healthcheck"]["test"]
+    assert probe[:3] == ["CMD", "python", "-c"]
+    args = command("api")[2:]
+    args[args.index("--host") + 1] = "127.0.0.1"
+    del args[args.index("--port") : args.index("--port") + 2]
+    settings = {"WEBHOOKS_API_TOKENS": SERVICES["api"]["environment"]["WEBHOOKS_API_TOKENS"]}
+    api, url = deployment.start_api(*args, **settings)
+    check = probe[3].replace("http://127.0.0.1:8088/", f"{url}/")
+    assert subprocess.run([sys.executable, "-c", check], capture_output=True).returncode == 0
+    event = {"event": "reseller.user.created", "data": sample_user()}
+    with httpx.Client(base_url=url, timeout=10) as client:
+        assert client.post("/v1/events", json=event).status_code == 401
+        headers = {"Authorization": f"Bearer {API_TOKEN}"}
+        assert client.post("/v1/events", json=event, headers=headers).status_code == 202
+        assert client.post("/v1/events", json={}, headers=headers).status_code == 422
+    api.stop()
+    assert "422 POST /v1/events producer=shop" in api.log()
+    assert API_TOKEN not in api.log()

@@ -1,8 +1,8 @@
 """``reseller-webhooks``: run workers and the scheduler, publish events, inspect and operate.
 
 The group lives here; its commands live in one module per concern: ``run`` (worker, scheduler,
-dev, console), ``publish``, ``subscribers``, ``dlq``, ``keys``, ``audit``, ``store`` and
-``users``; what they share in ``common``.
+dev, console, api), ``publish``, ``subscribers``, ``dlq``, ``keys``, ``audit``, ``store``
+and ``users``; what they share in ``common``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from reseller_webhooks.worker.cli.common import fail
 from reseller_webhooks.worker.cli.dlq import dlq
 from reseller_webhooks.worker.cli.keys import keys
 from reseller_webhooks.worker.cli.publish import publish
-from reseller_webhooks.worker.cli.run import console, dev, scheduler, worker
+from reseller_webhooks.worker.cli.run import api, console, dev, scheduler, worker
 from reseller_webhooks.worker.cli.store import store
 from reseller_webhooks.worker.cli.subscribers import subscribers
 from reseller_webhooks.worker.cli.users import users
@@ -58,6 +58,7 @@ for _command in (
     subscribers,
     dev,
     console,
+    api,
     dlq,
     keys,
     audit,

@@ -142,3 +142,20 @@ def console(host: str, port: int, read_only: bool) -> None:
         serve(settings, host=host, port=port, read_only=read_only)
     except ConfigError as exc:
         fail(exc)
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", default=8088, show_default=True, type=click.IntRange(0, 65535), help="0: any free."
+)
+def api(host: str, port: int) -> None:
+    """Serve the HTTP ingest API: POST /v1/events and /v1/events/batch publish as Publisher
+    does. Needs WEBHOOKS_API_TOKENS (name:token[,name:token...]) except on a loopback address."""
+    from reseller_webhooks.worker.api.app import serve
+
+    settings = worker_settings()
+    try:
+        serve(settings, host=host, port=port)
+    except ConfigError as exc:
+        fail(exc)

@@ -134,11 +134,29 @@ class WorkerSettings(ProducerSettings):
         " doubles it (at most 5 minutes).",
     )
 
+    api_tokens: SecretStr | None = Field(
+        default=None,
+        description="The HTTP ingest API's producers: `name:token[,name:token...]`; each sends"
+        " `Authorization: Bearer TOKEN`. Unset: no token needed, loopback only.",
+    )
+    api_body_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long the ingest API waits for a request body to arrive in full.",
+    )
+    api_max_request_bytes: int = Field(
+        default=1024 * 1024,
+        gt=0,
+        description="Largest request body of `POST /v1/events/batch`, in bytes; a single"
+        " event's request is bounded by WEBHOOKS_MAX_BODY_BYTES.",
+    )
+
     @field_validator(
         "console_user",
         "console_password",
         "console_token",
         "console_cookie_secret",
+        "api_tokens",
         mode="before",
     )
     @classmethod

@@ -22,7 +22,10 @@ from reseller_webhooks.worker.queue import kombu_overrides
 
 #: Imported by a worker as it starts, not by this module (Flower and ``celery inspect`` import it
 #: too, and need neither the tasks nor what runs beside them).
-TASK_MODULES = ["reseller_webhooks.worker.queue.tasks"]
+TASK_MODULES = [
+    "reseller_webhooks.worker.queue.tasks",
+    "reseller_webhooks.worker.queue.publishing",
+]
 LIFECYCLE_STEP = "reseller_webhooks.worker.queue.lifecycle:Lifecycle"
 
 

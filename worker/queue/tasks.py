@@ -15,7 +15,7 @@ from typing import Any
 
 from celery.signals import task_failure
 
-from reseller_webhooks.producers.wire import DELIVER_TASK, DISPATCH_TASK
+from reseller_webhooks.producers.wire import DELIVER_TASK, DISPATCH_TASK, PUBLISH_TASK
 from reseller_webhooks.worker.delivery.deliverer import TIME_SLICE_S
 from reseller_webhooks.worker.delivery.runtime import Runtime
 from reseller_webhooks.worker.delivery.wake import DISPATCH
@@ -110,4 +110,7 @@ def _failed(sender: Any = None, exception: BaseException | None = None, **kw: An
     """
     name = getattr(sender, "name", "?")
     reason = f"task raised {type(exception).__name__}: {exception}"
+    if name == PUBLISH_TASK:  # its arguments are personal data
+        runtime().store.bad_message(name, f"task raised {type(exception).__name__}", "")
+        return
     runtime().store.bad_message(name, reason, {"args": kw.get("args"), "kwargs": kw.get("kwargs")})
