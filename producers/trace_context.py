@@ -1,28 +1,21 @@
 """The caller's trace context, recorded with each event it publishes (docs/tracing.md).
 
-OpenTelemetry is optional: it is looked at only when the application has imported it already (no
-span can be active otherwise), so a producer without it pays one dictionary look-up per publish.
-The context is taken as W3C ``traceparent`` text whatever propagators the application set.
+OpenTelemetry is optional: it is looked at only once something in the process has loaded its
+trace API (no span can be active otherwise), and nothing is imported here. The context is written
+as W3C ``traceparent`` text, whatever propagators the application set.
 """
 
 from __future__ import annotations
 
-import re
 import sys
-
-#: W3C ``traceparent``, version 00: what an event may carry (anything else is dropped).
-TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
 def current_traceparent() -> str:
     """The ``traceparent`` of the span active in the caller; ``""`` without one."""
-    if "opentelemetry.context" not in sys.modules:
+    trace = sys.modules.get("opentelemetry.trace")
+    if trace is None:
         return ""
-    try:
-        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-    except ImportError:  # a partial install: nothing to record
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
         return ""
-    carrier: dict[str, str] = {}
-    TraceContextTextMapPropagator().inject(carrier)
-    value = carrier.get("traceparent", "")
-    return value if TRACEPARENT.match(value) else ""
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"

@@ -39,19 +39,18 @@ def exporter_names(env: Mapping[str, str]) -> tuple[str, ...]:
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return ()
     raw = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
-    if not raw:
-        endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
-            "OTEL_EXPORTER_OTLP_ENDPOINT"
-        )
-        return ("otlp",) if endpoint else ()
-    names = tuple(dict.fromkeys(n.strip() for n in raw.split(",") if n.strip()))
+    if raw:
+        names = tuple(dict.fromkeys(n.strip() for n in raw.split(",") if n.strip()))
+    elif env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        names = ("otlp",)
+    else:
+        return ()
     unknown = [n for n in names if n not in (*EXPORTERS, "none")]
     if unknown:
         raise ConfigError(
             f"OTEL_TRACES_EXPORTER: {', '.join(unknown)} is not supported; use"
             f" {', '.join(EXPORTERS)} or none"
         )
-    names = tuple(n for n in names if n != "none")
     protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get(
         "OTEL_EXPORTER_OTLP_PROTOCOL", OTLP_PROTOCOL
     )
@@ -59,7 +58,7 @@ def exporter_names(env: Mapping[str, str]) -> tuple[str, ...]:
         raise ConfigError(
             f"OTEL_EXPORTER_OTLP_PROTOCOL: only {OTLP_PROTOCOL} is supported by the worker"
         )
-    return names
+    return tuple(n for n in names if n != "none")
 
 
 def attempt_attributes(
