@@ -186,7 +186,7 @@ def test_attempt_spans_join_the_publishers_trace_and_opted_in_subscribers_get_tr
     assert all(common.items() <= a.items() for _, a in by_sub)
 
     to_t = [r for r in received if r.path == "/t"]
-    assert [r for r in received if r.path.startswith("/q")][0].headers.get("traceparent") is None
+    assert next(r for r in received if r.path.startswith("/q")).headers.get("traceparent") is None
     t_spans = [s for s in spans if attributes(s)["webhook.subscriber.id"] == "t"]
     assert [r.headers["traceparent"] for r in to_t] == [
         f"00-{trace_id:032x}-{s.span_id.hex()}-{api_span.get_span_context().trace_flags:02x}"
