@@ -14,10 +14,11 @@
 -- ARGV[4...] events, 6 fields each: event id, event type, body (JSON text), user id,
 --   idempotency key ('' for none), fingerprint of the type and data ('' without a key)
 --
--- Each recorded event is numbered in its user's sequence (``{prefix}:seq:{user id}``, a counter
--- that never expires): 1 for a user's first event, then one more per event in publish order. The
--- number is stored with the event (field ``seq``) and sent with every delivery of it. An event an
--- idempotency key already answered (or refused) takes no number.
+-- Each recorded event is numbered in its user's sequence (``{prefix}:seq:{sha1 of user id}``, a
+-- counter that never expires, named so that no key names the user after an erasure): 1 for a
+-- user's first event, then one more per event in publish order. The number is stored with the
+-- event (field ``seq``) and sent with every delivery of it. An event an idempotency key already
+-- answered (or refused) takes no number.
 --
 -- Returns {arm (1 when the caller must send the dispatch trigger, else 0), ids in input order},
 -- or {-1, position (from 0) of the first event whose key is held by another event}.
@@ -62,7 +63,7 @@ end
 
 local function record(eid, kind, body, user)
   local key = prefix .. ':event:' .. eid
-  local seq = redis.call('INCR', prefix .. ':seq:' .. user)
+  local seq = redis.call('INCR', prefix .. ':seq:' .. redis.sha1hex(user))
   redis.call('HSET', key, 'type', kind, 'body', body, 'user', user, 'published_at', now,
              'seq', seq)
   redis.call('EXPIRE', key, ttl)
