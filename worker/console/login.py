@@ -8,6 +8,7 @@ import tornado.web
 
 from reseller_webhooks.worker.console import views
 from reseller_webhooks.worker.console.handlers import SESSION_COOKIE, SESSION_DAYS, Base, log
+from reseller_webhooks.worker.ops import outage
 
 #: A failed login answers this much later (slows guessing without blocking other requests).
 FAILED_LOGIN_DELAY_S = 0.5
@@ -38,9 +39,11 @@ class Login(Base):
             self.set_status(403)
             self.render("login.html", error="Wrong user name or password.", next=target)
             return
+        session = self.console.sessions.open(name)  # Redis refusing writes: a 503 page
+        outage.REDIS.accepted()
         self.set_signed_cookie(
             SESSION_COOKIE,
-            self.console.sessions.open(name),
+            session,
             expires_days=None,
             httponly=True,
             samesite="Strict",

@@ -75,7 +75,6 @@ class _Route:
     url: httpx.URL
     headers: dict[str, str]
     timeout: dict[str, float | None]
-    transport: GuardedTransport
     signer: Signer
 
 
@@ -92,7 +91,13 @@ def _fixed_headers(sub: Subscriber, url: httpx.URL) -> dict[str, str]:
 
 
 class Sender:
-    """One pooled, guarded transport and one signer per subscriber. Thread-safe.
+    """One pooled, guarded transport for every subscriber, and one signer per subscriber.
+    Thread-safe.
+
+    The pool is keyed by origin and bounded as a whole (``max_connections``, the worker's
+    threads: no more requests are ever in flight), so an idle subscriber holds no connection and
+    no TLS context: a request to another origin closes an idle connection when the pool is full,
+    and kept-alive connections expire after ``keepalive_expiry`` (docs/sizing.md).
 
     Requests go to the transport directly: ``httpx.Client`` would merge headers, cookies, auth
     and redirect settings on every call, none of which a webhook uses, and costs about as much
@@ -113,6 +118,9 @@ class Sender:
         limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
+        self.transport = GuardedTransport(
+            allow_private=config.allow_private_networks, limits=limits, resolve=resolve
+        )
         self._routes: dict[str, _Route] = {}
         for sub in config.subscribers:
             url = httpx.URL(str(sub.url))
@@ -120,15 +128,11 @@ class Sender:
                 url=url,
                 headers=_fixed_headers(sub, url),
                 timeout=httpx.Timeout(sub.timeout_s).as_dict(),
-                transport=GuardedTransport(
-                    allow_private=config.allow_private_networks, limits=limits, resolve=resolve
-                ),
                 signer=Signer(sub.signing_keys),
             )
 
     def close(self) -> None:
-        for route in self._routes.values():
-            route.transport.close()
+        self.transport.close()
 
     def attempt(self, sub: Subscriber, webhook_id: str, body: bytes) -> AttemptResult:
         """Make one attempt, over by ``attempt_bound_s(sub.timeout_s)``; never raises for delivery
@@ -166,7 +170,7 @@ class Sender:
             content=body,
             extensions={"timeout": route.timeout, DEADLINE: deadline},
         )
-        response = route.transport.handle_request(request)
+        response = self.transport.handle_request(request)
         try:
             received = bytearray()
             # The raw stream: no accept-encoding is sent, so the body comes as it is. Reads past
