@@ -7,6 +7,10 @@ the worker's RSS is read ("idle": every other subscriber configured, none sent t
 ``reseller.user.updated`` goes to every subscriber, and the RSS is read again ("all sent to":
 each has been attempted once). ``--baseline`` runs the same with another interpreter (one with
 an earlier version of the package installed) in the same run, side by side.
+
+``--throughput ROUNDS`` then measures delivery throughput (``ours``, 1 and 5 subscribers, 3,000
+events, one ``publish`` call each) with both interpreters in interleaved rounds, with the
+ratio this/baseline per round: the HTTP client setup is on the hot path.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 import yaml
 
 from bench.harness import Processes, rss_mb, wait_for
-from bench.scenarios import SECRET, users
+from bench.scenarios import SECRET, Sizes, ours_throughput, users
 from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.settings import ProducerSettings
 
@@ -71,7 +75,7 @@ def measure(p: Processes, python: str, count: int) -> dict[str, Any]:
         user = users(1)[0]
         with Publisher(ProducerSettings(redis_url=p.redis.url)) as publisher:
             publisher.user_created(user)
-            wait_for(lambda: p.receiver.count() >= 1, 120, "the first delivery")
+            wait_for(lambda: p.receiver.count() >= 1, 600, "the first delivery")
             idle = settled_rss(worker.pid)
             publisher.user_updated(user)
         wait_for(lambda: p.receiver.count() >= count, 60 + count / 10, f"{count} deliveries")
@@ -84,15 +88,32 @@ def per_subscriber_kb(low: dict[str, Any], high: dict[str, Any], extra: int, key
     return round((high[key] - low[key]) * 1024 / extra, 1)
 
 
+def throughput_round(p: Processes, pythons: list[tuple[str, str]], events: int) -> str:
+    sizes = Sizes(events=events, pending=1, lateness_events=1)
+    parts = []
+    for subscribers in (1, 5):
+        rates = {
+            label: ours_throughput(p, sizes, subscribers, python=python)["per_s"]
+            for label, python in pythons
+        }
+        shown = ", ".join(f"{label} {rate:.0f}/s" for label, rate in rates.items())
+        ratio = rates["this checkout"] / rates["baseline"] if "baseline" in rates else 1.0
+        parts.append(f"{subscribers} subscriber(s): {shown} (this/baseline {ratio:.2f})")
+    return "; ".join(parts)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.subscribers")
     parser.add_argument("--counts", default="3,1000", help="two subscriber counts, low,high")
     parser.add_argument("--baseline", help="another interpreter to measure beside this one")
+    parser.add_argument("--throughput", type=int, default=0, metavar="ROUNDS")
+    parser.add_argument("--events", type=int, default=3000, help="events per throughput run")
+    parser.add_argument("--logs", help="a folder to hold the run (deleted after; default: temp)")
     args = parser.parse_args(argv)
     low, high = (int(c) for c in args.counts.split(","))
     pythons = [("baseline", args.baseline)] if args.baseline else []
     pythons.append(("this checkout", sys.executable))
-    with tempfile.TemporaryDirectory(prefix="rw-subscribers-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="rw-subscribers-", dir=args.logs) as tmp:
         p = Processes(Path(tmp))
         try:
             for label, python in pythons:
@@ -108,6 +129,8 @@ def main(argv: list[str] | None = None) -> None:
                     f" {figures[high]['all_sent_to_mb']} MB ({kb['all_sent_to_mb']} kB each)",
                     flush=True,
                 )
+            for number in range(1, args.throughput + 1):
+                print(f"throughput round {number}: {throughput_round(p, pythons, args.events)}")
         finally:
             p.close()
 

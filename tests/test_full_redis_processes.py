@@ -9,6 +9,7 @@ Each test fills this module's own redis-server until it really refuses a write, 
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -167,3 +168,44 @@ def test_a_console_login_while_redis_is_full_is_a_clear_503_and_works_after(
     log = console.log()
     assert log.count(REFUSING) == 1
     assert "Traceback" not in log
+
+
+def test_a_redis_busy_running_a_script_refuses_a_publish_as_unavailable(
+    server: RedisServer, client: redis.Redis, publisher: Publisher
+) -> None:
+    """Another refusal than a full Redis: ``BUSY`` while a script overruns; nothing recorded."""
+    client.config_set("busy-reply-threshold", "50")
+    looping = redis.Redis.from_url(server.url)
+
+    def overrun() -> None:
+        with pytest.raises(redis.ResponseError, match="killed"):
+            looping.eval("while true do end", 0)
+
+    stuck = threading.Thread(target=overrun)
+    stuck.start()
+    try:
+
+        def refused() -> str | None:
+            try:
+                publisher.user_created({**sample_user(), "id": "usr_busy"})
+            except UnavailableError as exc:
+                return str(exc)
+            return None
+
+        assert "(BUSY;" in wait_until(refused, what="a publish refused as BUSY")
+    finally:
+        wait_until(lambda: _kill_script(client), what="the script killed")
+        stuck.join(timeout=10)
+        looping.close()
+    assert client.llen(Keys("rw").pending) == 0
+    publisher.user_created({**sample_user(), "id": "usr_after_busy"})
+    assert client.llen(Keys("rw").pending) == 1
+
+
+def _kill_script(rdb: redis.Redis) -> bool:
+    """Stop the overrunning script; True once none runs."""
+    try:
+        rdb.script_kill()
+    except redis.ResponseError as exc:
+        return "NOTBUSY" in str(exc)
+    return True

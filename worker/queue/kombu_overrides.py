@@ -28,26 +28,25 @@ private method it replaces. When kombu moves, this is the file to read again.
    master failovers in ``tests/test_sentinel.py``; no upstream issue tracks it. A channel here
    remembers the connection it was opened for, so the late acknowledgement reaches the current
    master instead.
-5. ``ScreeningQoS.restore_visible`` and ``ScreeningQoS.append``: Redis refuses writes when it
-   is full (``maxmemory`` with ``noeviction``), read-only, or cannot persist. kombu takes a lock
-   with ``SET`` before it restores the ``unacked`` hash (when the consumer starts and every few
-   seconds after), and records each message it pops in that hash (``ZADD``, ``HSET``); a refusal
-   there is neither a connection error nor a channel error to Celery, so it stops the worker
-   ("Unrecoverable error: server:OutOfMemoryError"), at start and while consuming. No upstream
-   issue tracks it. Here a refused restore is left to the next one, and a popped message whose
-   ``unacked`` record was refused is still handed to its task: the entry is already off the
-   queue, and the task either does its work or meets the refusal itself and leaves its records
-   for the scheduler to take up again (a message is only a trigger). A full Redis also refuses
-   every command queued in a transaction, reads included: kombu counts a queue's messages with
-   ``LLEN`` in one (``Channel._size``, when Celery declares its queues at start), and acks by
-   removing from the ``unacked`` index and hash in one (``QoS.ack``); refused, both are done
-   again outside a transaction (reads and deletes are allowed). A refused declaration of a
-   queue's binding (``Channel._queue_bind``, two ``SADD`` as Celery declares the queues it
-   consumes at start) is left out: consuming reads the queue itself, never the binding, and
-   whoever sends to a queue declares it first (kombu's ``maybe_declare``). Keeping the bindings of expiring queues alive (``Channel.maybe_refresh_binding_
-   expiry``, a script every second) refused is left to the next second instead of a warning
-   with a traceback each time. All of these are reported to
-   :data:`ops.outage.REDIS` (one log line per outage, a metric).
+5. ``ScreeningQoS.restore_visible``, ``ScreeningQoS.append``, ``ScreeningQoS.ack``,
+   ``Channel._size``, ``Channel._queue_bind`` and ``Channel.maybe_refresh_binding_expiry``:
+   Redis refuses writes when it is full (``maxmemory`` with ``noeviction``), read-only or
+   unable to persist, and when full it refuses every command queued in a transaction, reads
+   included. kombu takes a lock with ``SET`` before it restores the ``unacked`` hash (when the
+   consumer starts and every few seconds after), records each message it pops in that hash
+   (``ZADD``, ``HSET``), counts a queue with ``LLEN`` in a transaction when Celery declares its
+   queues at start, declares their bindings (``SADD``) and acks in a transaction; a refusal in
+   any of these is neither a connection error nor a channel error to Celery, so it stops the
+   worker ("Unrecoverable error: server:OutOfMemoryError"), at start and while consuming. No
+   upstream issue tracks it. Here a refused restore is left to the next one; a popped message
+   whose ``unacked`` record was refused is still handed to its task (the entry is already off
+   the queue: the task does its work or meets the refusal itself, and the scheduler takes up
+   what it left, a message being only a trigger); the count and the ack are done again outside
+   a transaction (reads and deletes are allowed); a refused binding is left out (consuming
+   reads the queue itself, never the binding, and whoever sends to a queue declares it first,
+   kombu's ``maybe_declare``); a refused refresh of an expiring queue's binding (a script every
+   second) waits for the next second instead of logging a traceback each time. Every refusal
+   is reported to :data:`ops.outage.REDIS` (one log line per outage, a metric).
 6. :func:`install` points the ``redis``, ``rediss`` and ``sentinel`` URL schemes at these
    classes in kombu's transport table (``kombu.transport.TRANSPORT_ALIASES``). That table rather
    than Celery's ``broker_transport``, because kombu derives the transport from the URL scheme
