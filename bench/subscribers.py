@@ -75,7 +75,7 @@ def measure(p: Processes, python: str, count: int) -> dict[str, Any]:
         user = users(1)[0]
         with Publisher(ProducerSettings(redis_url=p.redis.url)) as publisher:
             publisher.user_created(user)
-            wait_for(lambda: p.receiver.count() >= 1, 600, "the first delivery")
+            wait_for(lambda: p.receiver.count() >= 1, 1800, "the first delivery")
             idle = settled_rss(worker.pid)
             publisher.user_updated(user)
         wait_for(lambda: p.receiver.count() >= count, 60 + count / 10, f"{count} deliveries")
