@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import redis
 from celery.signals import task_failure
 
 from reseller_webhooks.producers.wire import DELIVER_TASK, DISPATCH_TASK
@@ -51,7 +50,7 @@ def _outage(doing: str, result: dict[str, Any]) -> Iterator[None]:
     it up again once Redis accepts writes (a lapsed slot or dispatch trigger is re-armed)."""
     try:
         yield
-    except redis.ResponseError as exc:
+    except Exception as exc:  # a refusal, or what kombu raised because of one
         if not outage.REDIS.refused(exc, doing):
             raise
         result["refused"] = outage.REDIS.refusing or "refused"
