@@ -85,6 +85,7 @@ def raise_memory(rdb: redis.Redis) -> None:
     rdb.config_set("maxmemory", "0")
 
 
+@pytest.mark.slow
 def test_a_worker_started_while_redis_is_full_stays_up_and_delivers_once_memory_is_raised(
     deployment: Deployment, client: redis.Redis, publisher: Publisher, receiver: Receiver
 ) -> None:
@@ -92,16 +93,18 @@ def test_a_worker_started_while_redis_is_full_stays_up_and_delivers_once_memory_
     before = publisher.user_created({**sample_user(), "id": "usr_before"})
     fill(client)
     worker = deployment.start_worker()  # today: "Unrecoverable error", exit 1, before "ready"
-    wait_until(lambda: REFUSING in worker.log(), what="the outage logged")
+    wait_until(lambda: REFUSING in worker.log(), timeout_s=60, what="the outage logged")
     with pytest.raises(UnavailableError):
         publisher.user_created({**sample_user(), "id": "usr_refused"})
     assert worker.process.poll() is None
 
     raise_memory(client)
-    wait_until(lambda: "Redis accepts writes again" in worker.log(), what="the end logged")
+    wait_until(
+        lambda: "Redis accepts writes again" in worker.log(), timeout_s=60, what="the end logged"
+    )
     after = publisher.user_created({**sample_user(), "id": "usr_after"})
-    wait_until(lambda: len(receiver.received) >= 2, timeout_s=30, what="both deliveries")
-    wait_until(lambda: settled(client, Keys("rw")), what="nothing left")
+    wait_until(lambda: len(receiver.received) >= 2, timeout_s=60, what="both deliveries")
+    wait_until(lambda: settled(client, Keys("rw")), timeout_s=60, what="nothing left")
     assert Counter(r.headers["webhook-id"] for r in receiver.received) == {before: 1, after: 1}
     assert worker.process.poll() is None
     log = worker.log()
@@ -123,13 +126,15 @@ def test_a_worker_delivering_when_memory_runs_out_delivers_every_event_once_afte
     deployment.subscriber("s", f"{receiver.url}/s")
     worker = deployment.start_worker()
     ids = publish_burst(publisher, 60)
-    wait_until(lambda: len(receiver.received) >= 5, what="deliveries under way")
+    wait_until(lambda: len(receiver.received) >= 5, timeout_s=60, what="deliveries under way")
     fill(client)
-    wait_until(lambda: REFUSING in worker.log(), what="the worker meeting the refusal")
+    wait_until(
+        lambda: REFUSING in worker.log(), timeout_s=60, what="the worker meeting the refusal"
+    )
     assert worker.process.poll() is None
     raise_memory(client)
     wait_until(lambda: len(receiver.received) >= len(ids), timeout_s=60, what="every delivery")
-    wait_until(lambda: settled(client, Keys("rw")), timeout_s=30, what="nothing left")
+    wait_until(lambda: settled(client, Keys("rw")), timeout_s=60, what="nothing left")
     received = Counter(r.headers["webhook-id"] for r in receiver.received)
     assert received == dict.fromkeys(ids, 1)  # every event, each once
     assert client.zcard(Keys("rw").dead) == 0
@@ -140,6 +145,7 @@ def test_a_worker_delivering_when_memory_runs_out_delivers_every_event_once_afte
     assert "Unrecoverable error" not in log
 
 
+@pytest.mark.slow
 def test_a_console_login_while_redis_is_full_is_a_clear_503_and_works_after(
     deployment: Deployment, client: redis.Redis
 ) -> None:
@@ -194,7 +200,7 @@ def test_a_redis_busy_running_a_script_refuses_a_publish_as_unavailable(
 
         assert "(BUSY;" in wait_until(refused, what="a publish refused as BUSY")
     finally:
-        wait_until(lambda: _kill_script(client), what="the script killed")
+        wait_until(lambda: _kill_script(client), timeout_s=60, what="the script killed")
         stuck.join(timeout=10)
         looping.close()
     assert client.llen(Keys("rw").pending) == 0

@@ -88,6 +88,7 @@ def connections_to(pid: int, port: int) -> int:
     return count
 
 
+@pytest.mark.slow
 def test_a_worker_keeps_no_more_connections_open_than_it_has_threads(
     deployment: Deployment, publisher: Publisher, receiver: Receiver
 ) -> None:
@@ -98,6 +99,6 @@ def test_a_worker_keeps_no_more_connections_open_than_it_has_threads(
     deployment.settings["WEBHOOKS_CONCURRENCY"] = "2"
     worker = deployment.start_worker()
     publisher.user_created(sample_user())
-    wait_until(lambda: len(receiver.received) >= 20, what="20 deliveries")
+    wait_until(lambda: len(receiver.received) >= 20, timeout_s=60, what="20 deliveries")
     port = int(receiver.url.rsplit(":", 1)[1])
     assert connections_to(worker.process.pid, port) <= 2
