@@ -94,10 +94,11 @@ class Sender:
     """One pooled, guarded transport for every subscriber, and one signer per subscriber.
     Thread-safe.
 
-    The pool is keyed by origin and bounded as a whole (``max_connections``, the worker's
-    threads: no more requests are ever in flight), so an idle subscriber holds no connection and
-    no TLS context: a request to another origin closes an idle connection when the pool is full,
-    and kept-alive connections expire after ``keepalive_expiry`` (docs/sizing.md).
+    The pool is keyed by origin. Connections in use are bounded by the worker's threads (no
+    request ever waits for a connection); idle ones by ``keep_alive`` in all, whatever the
+    number of subscribers (a surplus idle connection is closed), each for at most the pool's
+    ``keepalive_expiry``. An idle subscriber holds no connection and no TLS context
+    (docs/sizing.md).
 
     Requests go to the transport directly: ``httpx.Client`` would merge headers, cookies, auth
     and redirect settings on every call, none of which a webhook uses, and costs about as much
@@ -109,15 +110,13 @@ class Sender:
         config: SubscribersConfig,
         *,
         body_limit: int = 4096,
-        max_connections: int = 16,
+        keep_alive: int = 16,
         clock: Callable[[], float] = time.time,
         resolve: Resolve = system_resolve,
     ) -> None:
         self._body_limit = body_limit
         self._clock = clock
-        limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        )
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=keep_alive)
         self.transport = GuardedTransport(
             allow_private=config.allow_private_networks, limits=limits, resolve=resolve
         )
