@@ -92,11 +92,15 @@ def throughput_round(p: Processes, pythons: list[tuple[str, str]], events: int) 
     sizes = Sizes(events=events, pending=1, lateness_events=1)
     parts = []
     for subscribers in (1, 5):
-        rates = {
-            label: ours_throughput(p, sizes, subscribers, python=python)["per_s"]
+        runs = {
+            label: ours_throughput(p, sizes, subscribers, python=python)
             for label, python in pythons
         }
-        shown = ", ".join(f"{label} {rate:.0f}/s" for label, rate in rates.items())
+        rates = {label: run["per_s"] for label, run in runs.items()}
+        shown = ", ".join(
+            f"{label} {run['per_s']:.0f}/s ({run['worker_cpu_ms_each']:.2f} ms CPU each)"
+            for label, run in runs.items()
+        )
         ratio = rates["this checkout"] / rates["baseline"] if "baseline" in rates else 1.0
         parts.append(f"{subscribers} subscriber(s): {shown} (this/baseline {ratio:.2f})")
     return "; ".join(parts)
