@@ -89,6 +89,8 @@ def per_subscriber_kb(low: dict[str, Any], high: dict[str, Any], extra: int, key
 
 
 def throughput_round(p: Processes, pythons: list[tuple[str, str]], events: int) -> str:
+    """One run of each interpreter for 1 and 5 subscribers; callers alternate the order of
+    ``pythons`` between rounds, so that neither always runs first."""
     sizes = Sizes(events=events, pending=1, lateness_events=1)
     parts = []
     for subscribers in (1, 5):
@@ -134,7 +136,11 @@ def main(argv: list[str] | None = None) -> None:
                     flush=True,
                 )
             for number in range(1, args.throughput + 1):
-                print(f"throughput round {number}: {throughput_round(p, pythons, args.events)}")
+                order = pythons if number % 2 else pythons[::-1]
+                print(
+                    f"throughput round {number}: {throughput_round(p, order, args.events)}",
+                    flush=True,
+                )
         finally:
             p.close()
 
