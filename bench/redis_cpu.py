@@ -150,9 +150,15 @@ def extract(rev: str, into: Path) -> Path:
 
 
 class Side:
-    """One driver process and its redis-server."""
+    """One driver process (``python -m MODULE --serve URL``) and its redis-server."""
 
-    def __init__(self, directory: Path, pythonpath: Path | None, stack: ExitStack) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        pythonpath: Path | None,
+        stack: ExitStack,
+        module: str = "bench.redis_cpu",
+    ) -> None:
         from reseller_webhooks.worker.devserver.redis_server import RedisServer
 
         server = stack.enter_context(RedisServer(directory))
@@ -163,20 +169,24 @@ class Side:
             )
         self.process = stack.enter_context(
             subprocess.Popen(
-                [sys.executable, "-m", "bench.redis_cpu", "--serve", server.url],
+                [sys.executable, "-m", module, "--serve", server.url],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
             )
         )  # fmt: skip
         stack.callback(self.process.stdin.close)  # type: ignore[union-attr]
 
     def round(self, deliveries: int) -> dict[str, Any]:
-        stdin: IO[str] = self.process.stdin  # type: ignore[assignment]
-        stdout: IO[str] = self.process.stdout  # type: ignore[assignment]
-        stdin.write(f"{deliveries}\n")
-        stdin.flush()
-        result = dict(json.loads(stdout.readline()))
+        result = self.ask(deliveries)
         assert result["deliveries"] == deliveries, result
         return result
+
+    def ask(self, size: int) -> dict[str, Any]:
+        """One round of ``size`` in the driver: its JSON answer."""
+        stdin: IO[str] = self.process.stdin  # type: ignore[assignment]
+        stdout: IO[str] = self.process.stdout  # type: ignore[assignment]
+        stdin.write(f"{size}\n")
+        stdin.flush()
+        return dict(json.loads(stdout.readline()))
 
 
 def measure(

@@ -28,8 +28,14 @@ class Keys:
         return f"{self.prefix}.retries"
 
     def event(self, event_id: str) -> str:
-        """HASH: ``type``, ``body`` (the exact bytes sent), ``published_at`` (ms)."""
+        """HASH: ``type``, ``body`` (the exact bytes sent), ``published_at`` (ms), ``user``,
+        ``seq`` (its number in :meth:`sequence`; absent on events recorded before)."""
         return f"{self.prefix}:event:{event_id}"
+
+    def sequence(self, user_id: str) -> str:
+        """STRING counter: the last number given to an event about ``user_id`` (the
+        ``webhook-sequence`` header). Never expires: a number is never given twice."""
+        return f"{self.prefix}:seq:{user_id}"
 
     @property
     def pending(self) -> str:

@@ -13,13 +13,16 @@ from pathlib import Path
 import pytest
 import redis
 
-from reseller_webhooks.producers.publisher import Publisher
+from reseller_webhooks.producers.publisher import Publisher, celery_client
 from reseller_webhooks.producers.settings import ProducerSettings
 from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.config.settings import WorkerSettings
 from reseller_webhooks.worker.devserver.receiver import Received, Receiver, Reply
 from reseller_webhooks.worker.devserver.redis_server import RedisServer
 from reseller_webhooks.worker.devserver.samples import sample_user
+from reseller_webhooks.worker.queue.triggers import send_deliver
+from reseller_webhooks.worker.records.deadletters import DeadLetters
+from reseller_webhooks.worker.records.store import Store
 from tests.helpers import Deployment, Script, publish_burst, report, settled, wait_until
 
 pytestmark = pytest.mark.slow
@@ -235,3 +238,79 @@ def test_per_user_order_holds_through_a_sigkill_and_a_failing_first_event(
     assert arrived == order
     duplicates = len(receiver.received) - len(everything) - len(refused)
     report("ordering-sigkill", users=users, changes=users * changes, duplicates=duplicates)
+
+
+def test_a_receiver_applying_only_higher_sequence_numbers_ends_with_every_latest_state(
+    tmp_path: Path, own_redis: RedisServer, receiver: Receiver, keys: Keys
+) -> None:
+    """The receiver's rule (``webhook-sequence``): apply a state only when its number is higher
+    than the last one applied for that user. Through a worker SIGKILLed mid-delivery (repeats),
+    a Redis crash and restart from its append-only file, and a dead letter replayed after the
+    user's later changes (an old state, late), it ends with every user's latest state."""
+    users, changes = 100, 5
+    applied: dict[str, tuple[int, str]] = {}
+    lock = threading.Lock()
+    doomed = {"usr_3": "v1"}  # this change is refused for good, then replayed at the end
+
+    def apply_if_newer(item: Received) -> Reply:
+        data, number = item.json["data"], int(item.headers["webhook-sequence"])
+        with lock:
+            if doomed.get(data["id"]) == data["company"]:
+                del doomed[data["id"]]
+                return Reply(500)
+            if number > applied.get(data["id"], (0, ""))[0]:
+                applied[data["id"]] = (number, data["company"])
+        return Reply(200)
+
+    receiver.respond = apply_if_newer
+    client = redis.Redis.from_url(own_redis.url)
+    client.config_set("appendfsync", "always")  # every write on disk before the crash
+    deployment = Deployment(tmp_path=tmp_path, redis_url=own_redis.url)
+    deployment.subscriber("s", f"{receiver.url}/s", timeout_s=1, retry={"schedule_s": [0]})
+    first = deployment.start_worker()
+    user = sample_user()
+    try:
+        with Publisher(ProducerSettings(redis_url=own_redis.url, visibility_timeout_s=3)) as pub:
+            for n in range(changes):
+                event = "reseller.user.created" if n == 0 else "reseller.user.updated"
+                pub.publish_batch(
+                    [(event, {**user, "id": f"usr_{u}", "company": f"v{n}"}) for u in range(users)]
+                )
+        receiver.wait_for(users * changes // 3, timeout_s=60)
+        first.kill()
+        own_redis.stop(kill=True)
+        own_redis.start()
+        deployment.start_worker()
+        wait_until(
+            lambda: client.zcard(keys.dead) == 1 and settled(client, keys),
+            timeout_s=120,
+            what="every change delivered or dead after the restarts",
+        )
+        latest = {f"usr_{u}": (changes, f"v{changes - 1}") for u in range(users)}
+        assert applied == latest
+        store = Store(
+            client, keys, record_retention_s=60, dead_letter_retention_s=60, attempt_log_size=5
+        )
+        dead = DeadLetters(store, event_ttl_s=60)
+        replayed, triggers = dead.replay([d.delivery_id for d in dead.find()])
+        assert len(replayed) == 1
+        send_deliver(celery_client(ProducerSettings(redis_url=own_redis.url)), keys, triggers)
+        wait_until(
+            lambda: client.zcard(keys.dead) == 0 and settled(client, keys),
+            timeout_s=30,
+            what="the replay delivered",
+        )
+        last = [r for r in receiver.received if r.json["data"]["id"] == "usr_3"][-1]
+        assert (last.json["data"]["company"], last.headers["webhook-sequence"]) == ("v1", "2")
+        assert applied == latest  # the late old state was not applied
+        numbers: dict[str, set[str]] = {}
+        for r in receiver.received:  # repeats and the replay carry their event's number
+            numbers.setdefault(r.headers["webhook-id"], set()).add(r.headers["webhook-sequence"])
+        assert len(numbers) == users * changes
+        assert all(len(n) == 1 for n in numbers.values())
+        report(
+            "sequence-chaos", users=users, changes=users * changes, received=len(receiver.received)
+        )
+    finally:
+        deployment.kill_all()
+        client.close()

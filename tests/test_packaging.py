@@ -169,6 +169,7 @@ def test_producer_install_publishes_from_the_command_line(
         ["scheduler"],
         ["dev", "--no-flower"],
         ["dlq", "list"],
+        ["keys", "new"],
         ["-v", "worker"],
         ["console"],
     ],

@@ -183,6 +183,7 @@ CRLF_REFUSED = (
         ({"": "v-7k2q"}, "name '' is not an HTTP token"),
         ({"X-T\r\n": "v-7k2q"}, "name 'X-T\\r\\n' is not an HTTP token"),
         ({"User-Agent": "v-7k2q"}, "may not set User-Agent: the worker sets it itself"),
+        ({"Webhook-Sequence": "v-7k2q"}, "may not set Webhook-Sequence: the worker sets it"),
         ({"X-Tenant": "v-1aa", "x-tenant": "v-2bb"}, "X-Tenant and x-tenant are the same header"),
     ],
 )

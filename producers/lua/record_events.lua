@@ -12,6 +12,11 @@
 -- ARGV[4...] events, 5 fields each: event id, event type, body (JSON text), user id,
 --   idempotency key ('' for none)
 --
+-- Each recorded event is numbered in its user's sequence (``{prefix}:seq:{user id}``, a counter
+-- that never expires): 1 for a user's first event, then one more per event in publish order. The
+-- number is stored with the event (field ``seq``) and sent with every delivery of it. An event an
+-- idempotency key already answered takes no number.
+--
 -- Returns {arm (1 when the caller must send the dispatch trigger, else 0), ids in input order}.
 -- luacheck: std lua51
 -- luacheck: globals ARGV KEYS redis
@@ -37,7 +42,9 @@ end
 
 local function record(eid, kind, body, user)
   local key = prefix .. ':event:' .. eid
-  redis.call('HSET', key, 'type', kind, 'body', body, 'user', user, 'published_at', now)
+  local seq = redis.call('INCR', prefix .. ':seq:' .. user)
+  redis.call('HSET', key, 'type', kind, 'body', body, 'user', user, 'published_at', now,
+             'seq', seq)
   redis.call('EXPIRE', key, ttl)
   redis.call('RPUSH', KEYS[1], eid)
 end

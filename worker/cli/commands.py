@@ -1,7 +1,8 @@
 """``reseller-webhooks``: run workers and the scheduler, publish events, inspect and operate.
 
 The group lives here; its commands live in one module per concern: ``run`` (worker, scheduler,
-dev, console), ``publish``, ``subscribers`` and ``dlq``; what they share in ``common``.
+dev, console), ``publish``, ``subscribers``, ``dlq`` and ``keys``; what they share in
+``common``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from kombu.exceptions import OperationalError
 from reseller_webhooks.producers.errors import UnavailableError, WebhooksError
 from reseller_webhooks.worker.cli.common import fail
 from reseller_webhooks.worker.cli.dlq import dlq
+from reseller_webhooks.worker.cli.keys import keys
 from reseller_webhooks.worker.cli.publish import publish
 from reseller_webhooks.worker.cli.run import console, dev, scheduler, worker
 from reseller_webhooks.worker.cli.subscribers import subscribers
@@ -46,5 +48,5 @@ def main(verbose: bool) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-for _command in (worker, scheduler, publish, subscribers, dev, console, dlq):
+for _command in (worker, scheduler, publish, subscribers, dev, console, dlq, keys):
     main.add_command(_command)

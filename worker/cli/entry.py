@@ -18,6 +18,7 @@ EXTRA_OF_MODULE = {
             "httpcore",
             "tenacity",
             "standardwebhooks",
+            "cryptography",
             "yaml",
             "flower",
             "tornado",

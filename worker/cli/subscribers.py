@@ -36,6 +36,8 @@ def subscribers_check(path: Path | None, without_secrets: bool) -> None:
         secret = f"env {s.secret_env}" if s.secret_env else "inline"
         if s.previous_secret or s.previous_secret_env:
             secret += " (+previous)"
+        if s.signing != "hmac":
+            secret += f", {s.signing}"
         rows.append(
             (
                 s.id,

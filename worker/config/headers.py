@@ -12,6 +12,7 @@ RESERVED_HEADERS = frozenset(
         "webhook-id",
         "webhook-timestamp",
         "webhook-signature",
+        "webhook-sequence",
         "content-type",
         "content-length",
         "host",

@@ -38,7 +38,7 @@ from pydantic import (
 
 from reseller_webhooks.producers.errors import ConfigError
 from reseller_webhooks.worker.config.headers import check_headers
-from reseller_webhooks.worker.config.signing_secrets import ENV_NAME, resolve_secret
+from reseller_webhooks.worker.config.signing_secrets import ENV_NAME, Scheme, resolve_secret
 from reseller_webhooks.worker.config.urls import redact_url
 from reseller_webhooks.worker.operational_events import WORKER_EVENT_TYPES
 
@@ -119,6 +119,9 @@ class Subscriber(_Strict):
     #: Signs with this too during a rotation window, so receivers can switch at leisure.
     previous_secret: SecretStr | None = None
     previous_secret_env: str | None = None
+    #: ``hmac``: ``whsec_`` secrets, ``v1`` signatures; ``ed25519``: ``whsk_`` secret keys,
+    #: ``v1a`` signatures the receiver verifies with the ``whpk_`` public key.
+    signing: Scheme = "hmac"
     headers: Mapping[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(default=15.0, gt=0, le=120)
     enabled: bool = True
@@ -156,7 +159,7 @@ class Subscriber(_Strict):
     @field_validator("secret_env", "previous_secret_env")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
-        if value is not None and value.startswith("whsec_"):
+        if value is not None and value.startswith(("whsec_", "whsk_")):
             raise ValueError(
                 "must be the name of an environment variable, not the secret itself"
                 " (move the secret into that variable)"
@@ -179,7 +182,12 @@ class Subscriber(_Strict):
             )
         resolve = bool((info.context or {}).get(RESOLVE_SECRETS, True))
         current = resolve_secret(
-            self.secret, self.secret_env, "secret", required=True, resolve=resolve
+            self.secret,
+            self.secret_env,
+            "secret",
+            required=True,
+            resolve=resolve,
+            scheme=self.signing,
         )
         previous = resolve_secret(
             self.previous_secret,
@@ -187,13 +195,15 @@ class Subscriber(_Strict):
             "previous_secret",
             required=False,
             resolve=resolve,
+            scheme=self.signing,
         )
         self._keys = tuple(k for k in (current, previous) if k is not None)
         return self
 
     @property
     def signing_keys(self) -> tuple[bytes, ...]:
-        """HMAC keys, current first (empty when loaded without resolving secrets). Never logged:
+        """Keys for :attr:`signing` (HMAC keys or ed25519 seeds), current first (empty when
+        loaded without resolving secrets). Never logged:
         this is the only accessor."""
         return self._keys
 

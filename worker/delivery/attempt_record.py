@@ -64,6 +64,8 @@ def attempt_record(
             "dead_at": iso(now_ms),
             "body": claim.body.decode(errors="replace"),
         }
+        if claim.sequence:  # kept so that a replay after the event expired sends it again
+            letter["sequence"] = claim.sequence
     return Finish(
         decision.outcome.value if attempted else "skipped",
         attempt,

@@ -293,7 +293,9 @@ class Deliverer:
             return self._unattempted(claim, subscriber, disabled)
         if not claim.body:
             return self._unattempted(claim, subscriber, "event record expired before delivery")
-        result = setup.sender.attempt(subscriber, claim.event_id, claim.body)
+        result = setup.sender.attempt(
+            subscriber, claim.event_id, claim.body, sequence=claim.sequence
+        )
         now = self.clock()
         policy = setup.config.policy(subscriber)
         decision = decide(

@@ -27,6 +27,9 @@ from reseller_webhooks.worker.http.transport import (
 )
 
 USER_AGENT = "reseller-webhooks/0.1"
+#: The event's number among its user's events: receivers apply a state only when it is higher
+#: than the last one they applied for that user.
+SEQUENCE_HEADER = "webhook-sequence"
 
 #: Beyond its deadline, the most an attempt may take to notice and unwind: a blocked socket call
 #: wakes at the deadline (measured: within tens of milliseconds, tests/test_hostile_peers.py);
@@ -127,19 +130,22 @@ class Sender:
                 url=url,
                 headers=_fixed_headers(sub, url),
                 timeout=httpx.Timeout(sub.timeout_s).as_dict(),
-                signer=Signer(sub.signing_keys),
+                signer=Signer(sub.signing_keys, sub.signing),
             )
 
     def close(self) -> None:
         self.transport.close()
 
-    def attempt(self, sub: Subscriber, webhook_id: str, body: bytes) -> AttemptResult:
+    def attempt(
+        self, sub: Subscriber, webhook_id: str, body: bytes, *, sequence: int = 0
+    ) -> AttemptResult:
         """Make one attempt, over by ``attempt_bound_s(sub.timeout_s)``; never raises for delivery
-        problems (they are in the result)."""
+        problems (they are in the result). A ``sequence`` (the event's number among its user's
+        events; 0: none) is sent as ``webhook-sequence``."""
         started = time.perf_counter()
         deadline = time.monotonic() + sub.timeout_s
         try:
-            status, excerpt, retry_after = self._post(sub, webhook_id, body, deadline)
+            status, excerpt, retry_after = self._post(sub, webhook_id, body, deadline, sequence)
         except Exception as exc:  # translated, recorded, decided on by the caller
             return AttemptResult(
                 status=None,
@@ -158,10 +164,12 @@ class Sender:
     # is a race of a round trip, and a second try would have to share this attempt's deadline
     # and could reach a subscriber that did get the first. The schedule retries instead.
     def _post(
-        self, sub: Subscriber, webhook_id: str, body: bytes, deadline: float
+        self, sub: Subscriber, webhook_id: str, body: bytes, deadline: float, sequence: int
     ) -> tuple[int, str, str | None]:
         route = self._routes[sub.id]
         headers = {**route.headers, **route.signer.headers(webhook_id, int(self._clock()), body)}
+        if sequence:
+            headers[SEQUENCE_HEADER] = str(sequence)
         request = httpx.Request(
             "POST",
             route.url,

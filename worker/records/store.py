@@ -81,6 +81,8 @@ class Claim:
     expires_at: float
     #: When the event was published (server ms; 0 when unknown).
     published_at: int = 0
+    #: The event's number in its user's sequence (``webhook-sequence``; 0: none).
+    sequence: int = 0
 
     def server_ms(self, monotonic: float) -> float:
         """The Redis server's clock (ms) at local monotonic time ``monotonic``, give or take the
@@ -228,8 +230,9 @@ class Store:
                 lease=int(lease),
                 expires_at=expires_at,
                 published_at=int(published_at or 0),
+                sequence=int(sequence or 0),
             )
-            for did, event_id, attempt, trigger, body, published_at in raw
+            for did, event_id, attempt, trigger, body, published_at, sequence in raw
         ]
         return ClaimBatch(claims, _triggers(more), disabled.decode())
 

@@ -1,6 +1,6 @@
 -- REPLAY: puts a dead delivery back as ready (fresh schedule, same webhook-id, trigger
 -- 'manual'), outside any ordering chain; recreates its event record from the letter if that
--- expired.
+-- expired (with its number in its user's sequence, when the letter has one).
 --
 -- KEYS[1] dead: ZSET of dead delivery ids by time of death, server ms
 -- KEYS[2] active subscribers: SET of subscriber ids
@@ -25,6 +25,7 @@ local key = prefix .. ':delivery:' .. did
 local ekey = prefix .. ':event:' .. data['event_id']
 if redis.call('EXISTS', ekey) == 0 then
   redis.call('HSET', ekey, 'type', data['event_type'], 'body', data['body'])
+  if data['sequence'] then redis.call('HSET', ekey, 'seq', data['sequence']) end
   redis.call('EXPIRE', ekey, args.event_ttl)
 end
 redis.call('HSET', key, 'event', data['event_id'], 'sub', sub, 'type', data['event_type'],
