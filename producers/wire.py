@@ -169,6 +169,12 @@ class Keys:
         return f"{self.prefix}:subscriber:{subscriber_id}"
 
     @property
+    def write_probe(self) -> str:
+        """Never created: ``SET ... XX`` on it asks Redis whether it accepts writes again after
+        refusing them (``worker.ops.outage``), without writing anything."""
+        return f"{self.prefix}:write-probe"
+
+    @property
     def subscribers_reload(self) -> str:
         """STRING: a counter ``reseller-webhooks subscribers reload`` increments once it has
         checked the subscribers file; workers seeing it change read the file at once."""
