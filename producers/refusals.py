@@ -24,6 +24,19 @@ REFUSAL_CLASSES: tuple[type[redis.RedisError], ...] = (
 
 #: Error codes of refusals redis-py raises as a plain ``ResponseError`` (the code leads the text).
 REFUSAL_CODES = ("MISCONF", "BUSY")
+#: What redis-py puts before the server's error inside a pipeline or a transaction.
+PIPELINE_MARKERS = ("of pipeline caused error: ", "Transaction discarded because of: ")
+
+
+def error_code(exc: redis.ResponseError) -> str:
+    """The server's error code of ``exc``, also when redis-py wrapped it for a pipeline."""
+    text = str(exc)
+    for marker in PIPELINE_MARKERS:
+        _, found, rest = text.partition(marker)
+        if found:
+            text = rest
+            break
+    return text.split(" ", 1)[0]
 
 
 def refusal(exc: BaseException) -> str | None:
@@ -35,8 +48,8 @@ def refusal(exc: BaseException) -> str | None:
     while cause is not None and seen < 5:
         if isinstance(cause, REFUSAL_CLASSES):
             return type(cause).__name__
-        if type(cause) is redis.ResponseError:
-            code = str(cause).split(" ", 1)[0]
+        if isinstance(cause, redis.ResponseError):
+            code = error_code(cause)
             if code in REFUSAL_CODES:
                 return code
         cause, seen = cause.__cause__ or cause.__context__, seen + 1

@@ -39,6 +39,14 @@ def wrapped(inner: BaseException) -> OperationalError:
             "MISCONF",
         ),
         (redis.ResponseError("BUSY Redis is busy running a script. You can only call ..."), "BUSY"),
+        (
+            redis.ResponseError(
+                "Command # 1 (HMGET rw:store id) of pipeline caused error: BUSY Redis is busy"
+            ),
+            "BUSY",
+        ),
+        (exceptions.ExecAbortError("Transaction discarded because of: MISCONF ..."), "MISCONF"),
+        (redis.ResponseError("Command # 2 (GET k) of pipeline caused error: WRONGTYPE"), None),
         (wrapped(exceptions.OutOfMemoryError("command not allowed")), "OutOfMemoryError"),
         # Not refusals: a fault of the command, or of the connection (handled as before).
         (redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind"), None),
