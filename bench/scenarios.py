@@ -63,10 +63,12 @@ def _subscribers(p: Processes, paths: list[str], retry: dict[str, Any] | None = 
     return path
 
 
-def _start_ours(p: Processes, subscribers: Path, sizes: Sizes, name: str) -> Any:
+def _start_ours(
+    p: Processes, subscribers: Path, sizes: Sizes, name: str, python: str = sys.executable
+) -> Any:
     return p.start(
         [
-            sys.executable,
+            python,
             "-m",
             "reseller_webhooks.worker",
             "worker",
@@ -111,9 +113,11 @@ def ours_throughput(
     *,
     batched: bool = False,
     distinct_users: int | None = None,
+    python: str = sys.executable,
 ) -> dict[str, Any]:
     """N events preloaded (one ``publish`` call each, as API services do, or in batches of
-    500), then drained with per-user ordering on (the default)."""
+    500), then drained with per-user ordering on (the default). ``python`` runs the worker (an
+    interpreter with another version installed, to compare two versions side by side)."""
     p.flush()
     config = _subscribers(p, [f"/ours/{i}" for i in range(subscribers)])
     data = users(sizes.events, distinct_users)
@@ -126,7 +130,7 @@ def ours_throughput(
                 publisher.publish(EVENT, u)
     total = sizes.events * subscribers
     name = f"ours-{subscribers}-{'batched' if batched else 'single'}-{distinct_users or 'all'}"
-    worker = _start_ours(p, config, sizes, name)
+    worker = _start_ours(p, config, sizes, name, python)
     try:
         figures = _drain(p.receiver.count, total, 60 + total / 50, worker.pid)
     finally:

@@ -40,6 +40,7 @@ from reseller_webhooks.producers.events import (
     build_event,
     new_event_id,
 )
+from reseller_webhooks.producers.refusals import refusal
 from reseller_webhooks.producers.settings import ProducerSettings
 from reseller_webhooks.producers.store_identity import StoreWatch
 from reseller_webhooks.producers.trace_context import current_traceparent
@@ -59,9 +60,9 @@ IDEMPOTENCY_KEY = re.compile(r"^[!-~]{1,200}$")
 # KEYS: pending, dispatch-armed, dispatch-waiting. ARGV: prefix, retention (s), idempotency
 # retention (s), then per event: id, type, body, user id, idempotency key ('' for none), the
 # event's fingerprint ('' without a key), the caller's traceparent ('' for none). One command
-# for a whole batch. An idempotency key seen
-# within its retention with the same fingerprint returns the event id first published under it
-# and records nothing; with another fingerprint the whole call records nothing and answers -1.
+# for a whole batch. An idempotency key seen within its retention with the same fingerprint
+# returns the event id first published under it and records nothing; with another fingerprint
+# the whole call records nothing and answers -1.
 # When the trigger is armed already and its task waits for events (it lingers), wakes it.
 # Returns {1 if the caller must send the dispatch trigger, ids}.
 #: The commit point of a publish (``lua/record_events.lua``, whose header names its KEYS and ARGV).
@@ -73,15 +74,15 @@ RECORD_EVENTS = (
 
 
 #: What makes a publish an outage for the caller (``UnavailableError``, 503): a Redis out of
-#: reach, and one that is up but refuses writes for now, full (``maxmemory`` with
-#: ``noeviction``) or a replica (a client still on the old master after a failover). A refusal
-#: comes at the commit script's first write, so nothing is recorded.
-UNAVAILABLE: tuple[type[redis.RedisError], ...] = (
-    redis.ConnectionError,
-    redis.TimeoutError,
-    redis.exceptions.OutOfMemoryError,
-    redis.exceptions.ReadOnlyError,
-)
+#: reach, and one that is up but refuses the commit script for now (``refusals.refusal``: full,
+#: a replica, unable to persist, busy). Redis refuses a script before it runs, so nothing is
+#: recorded.
+UNAVAILABLE: tuple[type[redis.RedisError], ...] = (redis.ConnectionError, redis.TimeoutError)
+
+
+def _unavailable(exc: redis.RedisError) -> str | None:
+    """The kind of outage ``exc`` is, or None when it is not one."""
+    return type(exc).__name__ if isinstance(exc, UNAVAILABLE) else refusal(exc)
 
 
 def celery_client(settings: ProducerSettings) -> Celery:
@@ -247,12 +248,15 @@ class Publisher:
                     args=args,
                 ),
             )
-        except UNAVAILABLE as exc:
+        except redis.RedisError as exc:
+            kind = _unavailable(exc)
+            if kind is None:
+                raise
             fault = operator_fault(exc) if isinstance(exc, redis.ConnectionError) else None
             if fault is not None:
                 raise fault from None
             raise UnavailableError(
-                f"{type(exc).__name__}; the event(s) may not be recorded: publish again with the"
+                f"{kind}; the event(s) may not be recorded: publish again with the"
                 " same idempotency key to be sure"
             ) from None
         if arm == -1:  # nothing recorded

@@ -5,6 +5,7 @@ Producers enqueue by task name and never import worker code; this module is the 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 DISPATCH_TASK = "webhooks.dispatch"
@@ -38,8 +39,11 @@ class Keys:
 
     def sequence(self, user_id: str) -> str:
         """STRING counter: the last number given to an event about ``user_id`` (the
-        ``webhook-sequence`` header). Never expires: a number is never given twice."""
-        return f"{self.prefix}:seq:{user_id}"
+        ``webhook-sequence`` header). Never expires: a number is never given twice. Named by
+        the SHA-1 of the user id (``redis.sha1hex`` in the publish script), so that a user's
+        erasure leaves no key naming them while their numbering goes on."""
+        digest = hashlib.sha1(user_id.encode(), usedforsecurity=False).hexdigest()
+        return f"{self.prefix}:seq:{digest}"
 
     @property
     def pending(self) -> str:
@@ -164,6 +168,12 @@ class Keys:
     def subscriber_state(self, subscriber_id: str) -> str:
         """HASH: runtime state of a subscriber (disabled, reason, failing_since)."""
         return f"{self.prefix}:subscriber:{subscriber_id}"
+
+    @property
+    def write_probe(self) -> str:
+        """Never created: ``SET ... XX`` on it asks Redis whether it accepts writes again after
+        refusing them (``worker.ops.outage``), without writing anything."""
+        return f"{self.prefix}:write-probe"
 
     @property
     def subscribers_reload(self) -> str:

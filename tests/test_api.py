@@ -21,8 +21,10 @@ from pydantic import SecretStr
 
 from reseller_webhooks.producers.errors import (
     ConfigError,
+    IdempotencyKeyReusedError,
     InvalidEventError,
     NotReplicatedError,
+    StoreResetError,
     UnavailableError,
 )
 from reseller_webhooks.producers.publisher import IDEMPOTENCY_KEY, validate_item
@@ -135,6 +137,8 @@ def test_a_problem_line_names_field_and_rule(line: str, expected: dict[str, str]
         (InvalidEventError(["data.email: Field required"]), 422),
         (UnavailableError("ConnectionError"), 503),
         (NotReplicatedError(0, 1, 1000), 503),
+        (StoreResetError("the store came back empty"), 503),
+        (IdempotencyKeyReusedError(), 422),
         (ConfigError("x"), 500),
     ],
 )
@@ -179,6 +183,29 @@ class Api:
         return self.call("POST", path, body, **kwargs)
 
 
+KEYS = Keys("rw")
+#: What the API's publisher keeps whatever it is asked: which store this is, and its counts.
+IDENTITY = {KEYS.store_identity, KEYS.global_tally}
+
+
+@pytest.fixture
+def rdb(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """The session's Redis emptied of every record but the store's identity and counts: the
+    module's API process remembers the store, and a flushed one is a store reset to it (it would
+    refuse to publish, as it should)."""
+    client = redis.Redis.from_url(redis_server.url)
+    stale = [k for k in client.scan_iter(count=1000) if k.decode() not in IDENTITY]
+    if stale:
+        client.delete(*stale)
+    yield client
+    client.close()
+
+
+def recorded(client: redis.Redis) -> list[bytes]:
+    """Every key a request left behind (the store's identity and counts are no record)."""
+    return [k for k in client.scan_iter(count=1000) if k.decode() not in IDENTITY]
+
+
 @pytest.fixture(scope="module")
 def api(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     deployment = Deployment(tmp_path=tmp_path_factory.mktemp("api"), redis_url=redis_server.url)
@@ -205,6 +232,23 @@ def test_one_event_is_recorded_and_a_retry_with_its_key_records_nothing(
     recorded = json.loads(rdb.hget(keys.event(event_id), "body") or b"")
     assert recorded["event"] == "reseller.user.created"
     assert recorded["data"] == sample_user()
+
+
+def test_a_key_sent_again_with_another_event_is_refused_and_records_nothing(
+    api: Api, rdb: redis.Redis, keys: Keys
+) -> None:
+    headers = {**SHOP, "Idempotency-Key": "order-2"}
+    first = api.post("/v1/events", event(), headers=headers)
+    assert first.status_code == 202
+    before = sorted(recorded(rdb))
+    other = api.post("/v1/events", event(id="usr_other"), headers=headers)
+    assert other.status_code == 422
+    problem = other.json()
+    assert problem["type"].endswith(":idempotency-key-reused")
+    assert problem["errors"][0]["field"] == "Idempotency-Key"
+    assert "usr_other" not in other.text
+    assert sorted(recorded(rdb)) == before
+    assert rdb.lrange(keys.pending, 0, -1) == [first.json()["id"].encode()]
 
 
 def test_a_batch_is_recorded_in_order_and_under_one_key_once(
@@ -279,7 +323,7 @@ def test_a_refused_request_names_field_and_rule_and_records_nothing(
         assert any(e["field"] == field and rule in e["rule"] for e in problem["errors"]), problem
     if status == 401:
         assert answer.headers["www-authenticate"].startswith("Bearer")
-    assert rdb.dbsize() == 0
+    assert recorded(rdb) == []
 
 
 def test_a_contract_violation_reads_as_the_publisher_says_it(api: Api, rdb: redis.Redis) -> None:
@@ -290,7 +334,7 @@ def test_a_contract_violation_reads_as_the_publisher_says_it(api: Api, rdb: redi
     assert answer.status_code == 422
     assert answer.json()["errors"] == [field_rule(line) for line in python.value.problems]
     assert {e["field"] for e in answer.json()["errors"]} == {"data.email", "data.role"}
-    assert rdb.dbsize() == 0
+    assert recorded(rdb) == []
 
 
 def raw_request(api: Api, head: str, body: bytes = b"") -> bytes:
@@ -329,7 +373,7 @@ def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_sent(
     )
     check_response("POST", path, status, headers, body)
     assert limit in json.loads(body)["detail"]
-    assert rdb.dbsize() == 0
+    assert recorded(rdb) == []
 
 
 def test_a_chunked_body_over_the_limit_is_refused(api: Api, rdb: redis.Redis) -> None:
@@ -344,7 +388,7 @@ def test_a_chunked_body_over_the_limit_is_refused(api: Api, rdb: redis.Redis) ->
     answer = api.client.post("/v1/events/batch", content=chunks(), headers=SHOP)
     check_response("POST", "/v1/events/batch", answer.status_code, answer.headers, answer.content)
     assert answer.status_code == 413
-    assert rdb.dbsize() == 0
+    assert recorded(rdb) == []
 
 
 def test_a_trickled_body_times_out_and_records_nothing(api: Api, rdb: redis.Redis) -> None:
@@ -377,7 +421,7 @@ def test_a_trickled_body_times_out_and_records_nothing(api: Api, rdb: redis.Redi
         stop.set()
         sender.join(timeout=10)
         sock.close()
-    assert rdb.dbsize() == 0
+    assert recorded(rdb) == []
     assert api.post("/v1/events", event()).status_code == 202
 
 

@@ -223,10 +223,10 @@ def test_a_task_in_flight_finishes_with_the_setup_it_started_with(
     old = deliverer.reconfigure(after, make_sender(settings, after))  # ... when "a" is removed
     assert old.sender is old_sender
     assert deliverer.config is after
-    assert old_sender._routes["a"].transport._pool.connections  # still in use: not closed
+    assert old_sender.transport._pool.connections  # still in use: not closed
     task.join(timeout=30)
     assert served[0].counts == {"delivered": 1}  # finished with the old setup
-    assert not old_sender._routes["a"].transport._pool.connections  # closed once it ended
+    assert not old_sender.transport._pool.connections  # closed once it ended
 
 
 @pytest.mark.parametrize(

@@ -15,10 +15,11 @@
 --   idempotency key ('' for none), fingerprint of the type and data ('' without a key),
 --   the publisher's W3C traceparent ('' for none)
 --
--- Each recorded event is numbered in its user's sequence (``{prefix}:seq:{user id}``, a counter
--- that never expires): 1 for a user's first event, then one more per event in publish order. The
--- number is stored with the event (field ``seq``) and sent with every delivery of it. An event an
--- idempotency key already answered (or refused) takes no number.
+-- Each recorded event is numbered in its user's sequence (``{prefix}:seq:{sha1 of user id}``, a
+-- counter that never expires, named so that no key names the user after an erasure): 1 for a
+-- user's first event, then one more per event in publish order. The number is stored with the
+-- event (field ``seq``) and sent with every delivery of it. An event an idempotency key already
+-- answered (or refused) takes no number.
 --
 -- A traceparent is stored with the event (field ``traceparent``) for the worker's attempt spans.
 --
@@ -65,7 +66,7 @@ end
 
 local function record(eid, kind, body, user, traceparent)
   local key = prefix .. ':event:' .. eid
-  local seq = redis.call('INCR', prefix .. ':seq:' .. user)
+  local seq = redis.call('INCR', prefix .. ':seq:' .. redis.sha1hex(user))
   redis.call('HSET', key, 'type', kind, 'body', body, 'user', user, 'published_at', now,
              'seq', seq)
   if traceparent ~= '' then

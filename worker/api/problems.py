@@ -11,13 +11,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reseller_webhooks.producers.errors import (
+    IdempotencyKeyReusedError,
     InvalidEventError,
     NotReplicatedError,
+    StoreResetError,
     UnavailableError,
     WebhooksError,
 )
 
 MEDIA_TYPE = "application/problem+json"
+#: The request header a reused key is named by.
+HEADER = "Idempotency-Key"
 #: Seconds a client is asked to wait after a 503.
 RETRY_AFTER_S = 1
 
@@ -30,8 +34,10 @@ KINDS: dict[str, tuple[int, str]] = {
     "method-not-allowed": (405, "Method not allowed on this resource"),
     "too-large": (413, "The request body is over the size limit"),
     "invalid-event": (422, "The event breaks the contract"),
+    "idempotency-key-reused": (422, "The Idempotency-Key was used for a different event"),
     "unavailable": (503, "Redis is unavailable; nothing was recorded"),
     "not-replicated": (503, "Recorded, but not confirmed by enough Redis replicas"),
+    "store-reset": (503, "Redis came back empty or behind; nothing is recorded until accepted"),
     "internal": (500, "The request could not be carried out"),
 }
 
@@ -79,4 +85,9 @@ def from_error(exc: WebhooksError) -> Problem:
         )
     if isinstance(exc, NotReplicatedError):
         return Problem("not-replicated", str(exc))
+    if isinstance(exc, StoreResetError):
+        return Problem("store-reset", str(exc))
+    if isinstance(exc, IdempotencyKeyReusedError):
+        rule = field_rule(str(exc))["rule"]
+        return Problem("idempotency-key-reused", str(exc), [{"field": HEADER, "rule": rule}])
     return Problem("internal", type(exc).__name__)

@@ -25,6 +25,7 @@ import tornado.web
 from kombu.exceptions import OperationalError
 
 from reseller_webhooks.producers.errors import ConfigError, UnavailableError
+from reseller_webhooks.producers.refusals import refusal
 from reseller_webhooks.worker.console import views
 from reseller_webhooks.worker.console.auth import LOCAL_OPERATOR, TOKEN_OPERATOR, Credentials
 from reseller_webhooks.worker.console.guard import Guard
@@ -32,6 +33,7 @@ from reseller_webhooks.worker.console.jobs import Jobs
 from reseller_webhooks.worker.console.sessions import Sessions
 from reseller_webhooks.worker.console.throttle import Throttle
 from reseller_webhooks.worker.errors import OperatorError, UnknownSubscriberError
+from reseller_webhooks.worker.ops import outage
 from reseller_webhooks.worker.ops.actions import Operations
 from reseller_webhooks.worker.records.store import Trigger
 
@@ -206,7 +208,14 @@ class Base(tornado.web.RequestHandler):
         except (redis.RedisError, OperationalError):
             self._current_user = None
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, redis.RedisError | OperationalError):
+        kind = outage.REDIS.refusing if exc is not None and refusal(exc) else None
+        if kind:
+            self.set_status(503)
+            message = (
+                f"Redis refuses writes ({kind}): it is full or read-only, so nothing can be"
+                " recorded, logins included; try again once an operator has freed it"
+            )
+        elif isinstance(exc, redis.RedisError | OperationalError):
             self.set_status(503)
             message = str(UnavailableError.from_exception(exc)) + "; try again shortly"
         elif isinstance(exc, UnknownSubscriberError):
@@ -222,6 +231,8 @@ class Base(tornado.web.RequestHandler):
         self.render("error.html", status=self.get_status(), message=message)
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if outage.REDIS.refused(value, f"serving {self.request.method} {self.request.path}"):
+            return  # logged once per outage
         if isinstance(value, redis.RedisError | OperationalError):
             log.warning("console: %s", UnavailableError.from_exception(value))
         elif isinstance(value, OperatorError | ConfigError):
@@ -242,8 +253,21 @@ class NotFound(Base):
 
 
 class Health(tornado.web.RequestHandler):
-    """For a container healthcheck: the console answers (it reads nothing)."""
+    """For a container healthcheck: the console answers. ``ok``, or ``degraded: ...`` (still
+    200: restarting the console would not help) while Redis refuses writes (logins cannot be
+    recorded). It asks Redis only during such an outage, and writes nothing."""
+
+    def initialize(self, console: Console) -> None:
+        self.console = console
 
     def get(self) -> None:
         self.set_header("Content-Type", "text/plain")
-        self.write("ok\n")
+        if outage.REDIS.refusing:
+            store = self.console.ops.store
+            try:
+                outage.REDIS.probe(store.redis, store.keys)
+            except redis.RedisError as exc:
+                if not outage.REDIS.refused(exc, "probing Redis"):
+                    raise
+        kind = outage.REDIS.refusing
+        self.write(f"degraded: Redis refuses writes ({kind})\n" if kind else "ok\n")

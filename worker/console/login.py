@@ -13,6 +13,7 @@ import tornado.web
 from reseller_webhooks.worker.console import views
 from reseller_webhooks.worker.console.handlers import SESSION_COOKIE, SESSION_DAYS, Base, log
 from reseller_webhooks.worker.console.throttle import Subject
+from reseller_webhooks.worker.ops import outage
 
 #: Signed: the user this browser logged in as before (not a credential: it logs no one in).
 DEVICE_COOKIE = "rw_console_device"
@@ -66,7 +67,8 @@ class Login(Base):
             self.render("login.html", error="Wrong user name or password.", next=target)
             return
         self.console.throttle.forget(subjects[0])
-        session = self.console.sessions.open(name)
+        session = self.console.sessions.open(name)  # Redis refusing writes: a 503 page
+        outage.REDIS.accepted()
         self.set_signed_cookie(
             SESSION_COOKIE, session, expires_days=None, httponly=True, samesite="Strict"
         )

@@ -23,7 +23,7 @@ from reseller_webhooks.worker.console.subscribers import (
 def routes(console: Console) -> list[tuple[str, type[tornado.web.RequestHandler], dict[str, Any]]]:
     shared = {"console": console}
     return [
-        (r"/healthz", Health, {}),
+        (r"/healthz", Health, shared),
         (r"/", Home, shared),
         (r"/login", Login, shared),
         (r"/logout", Logout, shared),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
@@ -13,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
 from reseller_webhooks.worker.config.settings import WorkerSettings
 from reseller_webhooks.worker.config.subscribers import Subscriber, SubscribersConfig
@@ -24,7 +25,7 @@ from reseller_webhooks.worker.delivery.outcome import Decision, Outcome, decide
 from reseller_webhooks.worker.delivery.wake import Wakeups, seats, slot_name
 from reseller_webhooks.worker.errors import PermanentDeliveryError
 from reseller_webhooks.worker.http.sender import AttemptResult, Sender
-from reseller_webhooks.worker.ops import metrics
+from reseller_webhooks.worker.ops import metrics, outage
 from reseller_webhooks.worker.ops.tracing import AttemptTracing
 from reseller_webhooks.worker.records.store import (
     Claim,
@@ -48,10 +49,28 @@ TIME_SLICE_S = 2.0
 
 SendTriggers = Callable[[Sequence[Trigger]], None]
 
-# Attempts that happened: recording them must survive a Redis hiccup. A retry after a lost
-# reply may log an attempt twice, but the state moves once (the lease check in the script).
+
+def _waited_out(exc: BaseException) -> bool:
+    """A Redis out of reach for a moment, or one refusing writes (an outage, reported)."""
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        return True
+    return outage.REDIS.refused(exc, "recording deliveries")
+
+
+# Attempts that happened: recording them must survive a Redis hiccup, and a Redis that refuses
+# writes for a while (full): the results wait here, while their leases last, rather than be
+# attempted again. A retry after a lost reply may log an attempt twice, but the state moves once
+# (the lease check in the script).
 _RECORDING = retry(
-    retry=retry_if_exception_type((redis.ConnectionError, redis.TimeoutError)),
+    retry=retry_if_exception(_waited_out),
+    wait=wait_exponential(multiplier=0.05, max=2),
+    stop=stop_after_delay(30),
+    reraise=True,
+)
+
+#: A drain refused (nothing done) is tried again the same way, while the outage lasts.
+_REFUSED = retry(
+    retry=retry_if_exception(lambda exc: outage.REDIS.refused(exc, "fanning out events")),
     wait=wait_exponential(multiplier=0.05, max=2),
     stop=stop_after_delay(30),
     reraise=True,
@@ -129,6 +148,7 @@ class Deliverer:
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
 
+    @_REFUSED
     def drain(self, *, keep_armed: bool = False) -> Drained:
         """Fan out the next batch of pending events (publish order) in one script call."""
         routes = self.setup.routes
@@ -287,13 +307,10 @@ class Deliverer:
             return self._unattempted(claim, subscriber, disabled)
         if not claim.body:
             return self._unattempted(claim, subscriber, "event record expired before delivery")
-        if self.tracing is not None:
-            return self.tracing.traced(
-                claim,
-                subscriber.send_traceparent,
-                lambda traceparent: self._send(claim, setup, subscriber, traceparent),
-            )
-        return self._send(claim, setup, subscriber, "")
+        if self.tracing is None:
+            return self._send(claim, setup, subscriber, "")
+        send = functools.partial(self._send, claim, setup, subscriber)
+        return self.tracing.traced(claim, subscriber.send_traceparent, send)
 
     def _send(self, claim: Claim, setup: Setup, subscriber: Subscriber, traceparent: str) -> Finish:
         """Send, classify, observe, and say what to record."""
@@ -352,6 +369,7 @@ class Deliverer:
     def _record(self, done: Sequence[tuple[Claim, Finish]]) -> None:
         if done:
             self.store.finish(done)
+            outage.REDIS.accepted()
 
     def _claim(
         self, lane: Lane, finished: list[tuple[Claim, Finish]], *, keep: bool
@@ -372,7 +390,9 @@ class Deliverer:
     def _record_and_claim(
         self, subscriber_id: str, token: str, finished: list[tuple[Claim, Finish]], **kw: Any
     ) -> ClaimBatch | None:
-        return self.store.claim(subscriber_id, token, finished=finished, **kw)
+        batch = self.store.claim(subscriber_id, token, finished=finished, **kw)
+        outage.REDIS.accepted()
+        return batch
 
     def _unattempted(self, claim: Claim, subscriber: Subscriber | None, reason: str) -> Finish:
         """Dead-letter without an HTTP attempt (and without counting against the subscriber)."""

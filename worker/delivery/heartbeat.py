@@ -13,6 +13,7 @@ import redis
 
 from reseller_webhooks.worker.background import BackgroundThread
 from reseller_webhooks.worker.delivery.deliverer import Deliverer
+from reseller_webhooks.worker.ops import outage
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ def heartbeat(deliverer: Deliverer) -> BackgroundThread:
             try:
                 deliverer.heartbeat()
             except redis.RedisError as exc:
-                if not failing:
+                if not failing and not outage.REDIS.refused(exc, "renewing slots"):
                     log.warning("slot heartbeat failed (%s); retrying", type(exc).__name__)
                 failing = True
             else:

@@ -39,9 +39,7 @@ def make_store(settings: WorkerSettings, client: redis.Redis | None = None) -> S
 
 
 def make_sender(settings: WorkerSettings, config: SubscribersConfig) -> Sender:
-    return Sender(
-        config, body_limit=settings.response_body_bytes, max_connections=settings.concurrency
-    )
+    return Sender(config, body_limit=settings.response_body_bytes, keep_alive=settings.concurrency)
 
 
 @dataclass(frozen=True)

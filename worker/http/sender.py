@@ -78,7 +78,6 @@ class _Route:
     url: httpx.URL
     headers: dict[str, str]
     timeout: dict[str, float | None]
-    transport: GuardedTransport
     signer: Signer
 
 
@@ -95,7 +94,14 @@ def _fixed_headers(sub: Subscriber, url: httpx.URL) -> dict[str, str]:
 
 
 class Sender:
-    """One pooled, guarded transport and one signer per subscriber. Thread-safe.
+    """One pooled, guarded transport for every subscriber, and one signer per subscriber.
+    Thread-safe.
+
+    The pool is keyed by origin. Connections in use are bounded by the worker's threads (no
+    request ever waits for a connection); idle ones by ``keep_alive`` in all, whatever the
+    number of subscribers (a surplus idle connection is closed), each for at most the pool's
+    ``keepalive_expiry``. An idle subscriber holds no connection and no TLS context
+    (docs/sizing.md).
 
     Requests go to the transport directly: ``httpx.Client`` would merge headers, cookies, auth
     and redirect settings on every call, none of which a webhook uses, and costs about as much
@@ -107,14 +113,15 @@ class Sender:
         config: SubscribersConfig,
         *,
         body_limit: int = 4096,
-        max_connections: int = 16,
+        keep_alive: int = 16,
         clock: Callable[[], float] = time.time,
         resolve: Resolve = system_resolve,
     ) -> None:
         self._body_limit = body_limit
         self._clock = clock
-        limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=keep_alive)
+        self.transport = GuardedTransport(
+            allow_private=config.allow_private_networks, limits=limits, resolve=resolve
         )
         self._routes: dict[str, _Route] = {}
         for sub in config.subscribers:
@@ -123,15 +130,11 @@ class Sender:
                 url=url,
                 headers=_fixed_headers(sub, url),
                 timeout=httpx.Timeout(sub.timeout_s).as_dict(),
-                transport=GuardedTransport(
-                    allow_private=config.allow_private_networks, limits=limits, resolve=resolve
-                ),
                 signer=Signer(sub.signing_keys, sub.signing),
             )
 
     def close(self) -> None:
-        for route in self._routes.values():
-            route.transport.close()
+        self.transport.close()
 
     def attempt(
         self,
@@ -190,7 +193,7 @@ class Sender:
             content=body,
             extensions={"timeout": route.timeout, DEADLINE: deadline},
         )
-        response = route.transport.handle_request(request)
+        response = self.transport.handle_request(request)
         try:
             received = bytearray()
             # The raw stream: no accept-encoding is sent, so the body comes as it is. Reads past

@@ -15,6 +15,7 @@ and a phase that starts after the deadline fails at once with that phase's timeo
 from __future__ import annotations
 
 import contextvars
+import functools
 import ipaddress
 import os
 import select
@@ -323,16 +324,28 @@ class _DeadlineBody(httpx.SyncByteStream):
         self._inner.close()
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The one TLS client context of this process: the system's defaults with certifi's CA
+    bundle, the environment ignored. Built once and shared by every connection: loading the CA
+    bundle is what makes a context weigh hundreds of kilobytes, and subscribers have no TLS
+    settings of their own (docs/sizing.md)."""
+    return httpx.create_ssl_context(trust_env=False)
+
+
 class GuardedTransport(httpx.HTTPTransport):
     """``httpx.HTTPTransport`` whose connections go through :class:`GuardedBackend`, and whose
-    requests end by their ``"deadline"`` extension when they carry one."""
+    requests end by their ``"deadline"`` extension when they carry one. One connection pool,
+    keyed by origin, with the shared :func:`tls_context`."""
 
     def __init__(
         self, *, allow_private: bool, limits: httpx.Limits, resolve: Resolve = system_resolve
     ) -> None:
-        super().__init__(trust_env=False, limits=limits)
+        context = tls_context()
+        # Given the context, httpx builds none of its own; its pool is replaced just below.
+        super().__init__(verify=context, trust_env=False, limits=limits)
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,

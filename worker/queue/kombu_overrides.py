@@ -28,7 +28,26 @@ private method it replaces. When kombu moves, this is the file to read again.
    master failovers in ``tests/test_sentinel.py``; no upstream issue tracks it. A channel here
    remembers the connection it was opened for, so the late acknowledgement reaches the current
    master instead.
-5. :func:`install` points the ``redis``, ``rediss`` and ``sentinel`` URL schemes at these
+5. ``ScreeningQoS.restore_visible``, ``ScreeningQoS.append``, ``ScreeningQoS.ack``,
+   ``Channel._size``, ``Channel._queue_bind`` and ``Channel.maybe_refresh_binding_expiry``:
+   Redis refuses writes when it is full (``maxmemory`` with ``noeviction``), read-only or
+   unable to persist, and when full it refuses every command queued in a transaction, reads
+   included. kombu takes a lock with ``SET`` before it restores the ``unacked`` hash (when the
+   consumer starts and every few seconds after), records each message it pops in that hash
+   (``ZADD``, ``HSET``), counts a queue with ``LLEN`` in a transaction when Celery declares its
+   queues at start, declares their bindings (``SADD``) and acks in a transaction; a refusal in
+   any of these is neither a connection error nor a channel error to Celery, so it stops the
+   worker ("Unrecoverable error: server:OutOfMemoryError"), at start and while consuming. No
+   upstream issue tracks it. Here a refused restore is left to the next one; a popped message
+   whose ``unacked`` record was refused is still handed to its task (the entry is already off
+   the queue: the task does its work or meets the refusal itself, and the scheduler takes up
+   what it left, a message being only a trigger); the count and the ack are done again outside
+   a transaction (reads and deletes are allowed); a refused binding is left out (consuming
+   reads the queue itself, never the binding, and whoever sends to a queue declares it first,
+   kombu's ``maybe_declare``); a refused refresh of an expiring queue's binding (a script every
+   second) waits for the next second instead of logging a traceback each time. Every refusal
+   is reported to :data:`ops.outage.REDIS` (one log line per outage, a metric).
+6. :func:`install` points the ``redis``, ``rediss`` and ``sentinel`` URL schemes at these
    classes in kombu's transport table (``kombu.transport.TRANSPORT_ALIASES``). That table rather
    than Celery's ``broker_transport``, because kombu derives the transport from the URL scheme
    again whenever it fails over to another URL of a ``sentinel://a;sentinel://b`` list, and
@@ -45,8 +64,11 @@ from collections.abc import Callable
 from typing import Any
 
 import kombu.transport
+import redis
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 
+from reseller_webhooks.worker.ops import outage
 from reseller_webhooks.worker.queue.envelope import Stray, screen, screen_payload, screen_unacked
 
 log = logging.getLogger(__name__)
@@ -106,6 +128,32 @@ class ScreeningMixin:
         self._drop(json.dumps(message, default=repr).encode(), f"broadcast {exchange}", stray)
         return None
 
+    def _size(self, queue: str) -> int:
+        try:
+            return int(super()._size(queue))  # type: ignore[misc]
+        except redis.ResponseError as exc:
+            if not outage.REDIS.refused(exc, "counting a queue"):
+                raise
+        with self.conn_or_acquire() as client:  # type: ignore[attr-defined]
+            pipe = client.pipeline(transaction=False)
+            for priority in self.priority_steps:  # type: ignore[attr-defined]
+                pipe.llen(self._q_for_pri(queue, priority))  # type: ignore[attr-defined]
+            return sum(size for size in pipe.execute() if isinstance(size, int))
+
+    def maybe_refresh_binding_expiry(self) -> None:
+        try:
+            super().maybe_refresh_binding_expiry()  # type: ignore[misc]
+        except redis.ResponseError as exc:
+            if not outage.REDIS.refused(exc, "refreshing queue bindings"):
+                raise
+
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+        try:
+            super()._queue_bind(exchange, routing_key, pattern, queue)  # type: ignore[misc]
+        except redis.ResponseError as exc:
+            if not outage.REDIS.refused(exc, "declaring a queue"):
+                raise
+
     def _admit(self, item: bytes | str, source: str) -> bool:
         stray = screen(item, self.codecs)
         if stray is None:
@@ -127,9 +175,37 @@ class ScreeningMixin:
 
 
 class ScreeningQoS(kombu_redis.QoS):
-    """kombu's QoS, but an ``unacked`` entry it cannot restore is recorded and removed (3)."""
+    """kombu's QoS, but an ``unacked`` entry it cannot restore is recorded and removed (3), and
+    a Redis that refuses writes is an outage, not the end of the worker (5)."""
 
     channel: ScreeningMixin
+
+    def restore_visible(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().restore_visible(*args, **kwargs)  # type: ignore[no-untyped-call]
+        except redis.ResponseError as exc:
+            if not outage.REDIS.refused(exc, "restoring unacknowledged messages"):
+                raise
+
+    def ack(self, delivery_tag: Any) -> None:
+        try:
+            super().ack(delivery_tag)  # type: ignore[no-untyped-call]
+        except redis.ResponseError as exc:
+            if not outage.REDIS.refused(exc, "acknowledging a message"):
+                raise
+            with self.channel.conn_or_acquire() as client:  # type: ignore[attr-defined]
+                client.pipeline(transaction=False).hdel(self.unacked_key, delivery_tag).zrem(
+                    self.unacked_index_key, delivery_tag
+                ).execute()
+            virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
+
+    def append(self, message: Any, delivery_tag: Any) -> None:
+        try:
+            super().append(message, delivery_tag)  # type: ignore[no-untyped-call]
+        except redis.ResponseError as exc:
+            if not outage.REDIS.refused(exc, "receiving a message"):
+                raise
+            virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
 
     def restore_by_tag(self, tag: Any, client: Any = None, leftmost: bool = False) -> None:
         with self.channel.conn_or_acquire(client) as conn:  # type: ignore[attr-defined]
@@ -182,7 +258,7 @@ SCHEMES = {
 
 def install() -> None:
     """Make ``redis://``, ``rediss://`` and ``sentinel://`` URLs use the screening transports
-    (override 5). Idempotent; affects connections made after the call in this process."""
+    (override 6). Idempotent; affects connections made after the call in this process."""
     kombu.transport.TRANSPORT_ALIASES.update(SCHEMES)
     cache = getattr(kombu.transport, "_transport_cache", {})
     for scheme in SCHEMES:

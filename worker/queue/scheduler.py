@@ -16,12 +16,15 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_expo
 
 from reseller_webhooks.worker.background import BackgroundThread
 from reseller_webhooks.worker.config.settings import WorkerSettings
-from reseller_webhooks.worker.ops import metrics
+from reseller_webhooks.worker.ops import metrics, outage
 from reseller_webhooks.worker.ops.store_guard import StoreGuard
 from reseller_webhooks.worker.queue.triggers import send_deliver, send_dispatch
 from reseller_webhooks.worker.records.store import Store
 
 log = logging.getLogger(__name__)
+
+#: While Redis refuses writes, ticks back off up to this long: the most a freed Redis waits.
+REFUSED_WAIT_S = 2.0
 
 
 class Scheduler:
@@ -68,16 +71,26 @@ class Scheduler:
         return swept.moved, sent
 
     def run(self, stop: threading.Event) -> None:
-        log.info("scheduler running every %.2f s", self.settings.scheduler_interval_s)
+        interval = self.settings.scheduler_interval_s
+        log.info("scheduler running every %.2f s", interval)
+        refused = 0  # ticks refused in a row: Redis full, read-only, ...
         while not stop.is_set():
             try:
+                if outage.REDIS.refusing:
+                    outage.REDIS.probe(self.store.redis, self.store.keys)
                 moved = self.tick()
-            except Exception:
+            except Exception as exc:
+                if outage.REDIS.refused(exc, "sweeping due retries"):
+                    refused += 1
+                    stop.wait(outage.backoff_s(refused, first_s=interval, most_s=REFUSED_WAIT_S))
+                    continue
                 log.exception("scheduler tick failed; trying again")
                 moved = (0, 0)
+            else:
+                refused = 0
             # Keep draining without a pause while a tick was full.
             if moved[0] < self.settings.scheduler_batch:
-                stop.wait(self.settings.scheduler_interval_s)
+                stop.wait(interval)
 
     def thread(self) -> BackgroundThread:
         """This scheduler on a thread of its own (the embedded scheduler of a worker)."""

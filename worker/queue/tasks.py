@@ -7,10 +7,11 @@ Flower shows: how many events, or which subscriber and how many attempts of each
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from celery.signals import task_failure
@@ -19,6 +20,7 @@ from reseller_webhooks.producers.wire import DELIVER_TASK, DISPATCH_TASK, PUBLIS
 from reseller_webhooks.worker.delivery.deliverer import TIME_SLICE_S
 from reseller_webhooks.worker.delivery.runtime import Runtime
 from reseller_webhooks.worker.delivery.wake import DISPATCH
+from reseller_webhooks.worker.ops import outage
 from reseller_webhooks.worker.queue.app import app
 from reseller_webhooks.worker.queue.context import runtime_of
 from reseller_webhooks.worker.queue.triggers import send_deliver, send_dispatch
@@ -41,6 +43,19 @@ def _send(rt: Runtime) -> Any:
     return send
 
 
+@contextlib.contextmanager
+def _outage(doing: str, result: dict[str, Any]) -> Iterator[None]:
+    """A Redis that still refuses writes after the waits inside ends the task quietly (reported
+    once per outage by ``ops.outage``): what it left is in the records, and the scheduler takes
+    it up again once Redis accepts writes (a lapsed slot or dispatch trigger is re-armed)."""
+    try:
+        yield
+    except Exception as exc:  # a refusal, or what kombu raised because of one
+        if not outage.REDIS.refused(exc, doing):
+            raise
+        result["refused"] = outage.REDIS.refusing or "refused"
+
+
 @app.task(name=DISPATCH_TASK)
 def dispatch() -> dict[str, Any]:
     """Fan pending events out to their subscribers in batches and arm their deliver triggers.
@@ -53,6 +68,13 @@ def dispatch() -> dict[str, Any]:
     rt = runtime()
     if rt.guard.check():
         return {"refused": "store reset not accepted"}  # the events stay pending
+    result: dict[str, Any] = {}
+    with _outage("fanning out events", result):
+        result.update(_dispatch(rt))
+    return result
+
+
+def _dispatch(rt: Runtime) -> dict[str, Any]:
     send = _send(rt)
     started = time.monotonic()
     events = missing = 0
@@ -94,11 +116,14 @@ def deliver(self: Any, subscriber_id: Any, token: Any) -> dict[str, Any]:
     if rt.guard.check():
         rt.store.release(subscriber_id, token)  # its deliveries stay as Redis has them
         return {"refused": "store reset not accepted"}
-    served = rt.deliverer.serve(subscriber_id, token, _send(rt))
-    if served.resend:
-        queue = (self.request.delivery_info or {}).get("routing_key") or rt.keys.queue
-        self.apply_async(args=[subscriber_id, token], queue=queue)
-    return {"subscriber": subscriber_id, **served.counts}
+    result: dict[str, Any] = {"subscriber": subscriber_id}
+    with _outage("delivering", result):
+        served = rt.deliverer.serve(subscriber_id, token, _send(rt))
+        result.update(served.counts)
+        if served.resend:
+            queue = (self.request.delivery_info or {}).get("routing_key") or rt.keys.queue
+            self.apply_async(args=[subscriber_id, token], queue=queue)
+    return result
 
 
 @task_failure.connect
@@ -108,6 +133,8 @@ def _failed(sender: Any = None, exception: BaseException | None = None, **kw: An
     The durable delivery records are untouched, so the scheduler re-triggers whatever the
     failed task left unfinished.
     """
+    if exception is not None and outage.REDIS.refused(exception, "recording a failed task"):
+        return  # nothing can be recorded now; the outage is logged
     name = getattr(sender, "name", "?")
     reason = f"task raised {type(exception).__name__}: {exception}"
     if name == PUBLISH_TASK:  # its arguments are personal data
