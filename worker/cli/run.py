@@ -98,6 +98,8 @@ def scheduler() -> None:
 @click.option(
     "--metrics-port", default=9464, show_default=True, help="The worker's /metrics (0: none)."
 )
+@click.option("--api-port", default=8088, show_default=True, help="The ingest API (no token).")
+@click.option("--no-api", is_flag=True, help="Do not start the ingest API.")
 def dev(
     redis_port: int,
     receiver_port: int,
@@ -106,9 +108,12 @@ def dev(
     console_port: int,
     no_console: bool,
     metrics_port: int,
+    api_port: int,
+    no_api: bool,
 ) -> None:
     """Run everything locally, on loopback: Redis (embedded unless REDIS_URL is set), a worker
-    and its metrics, Flower, the operator console (no login) and a sample receiver with two
+    and its metrics, Flower, the operator console (no login), the ingest API (no token; it
+    publishes .dev/sample-event.json with the curl dev prints) and a sample receiver with two
     subscribers, one failing on purpose (dev's own subscribers file unless WEBHOOKS_SUBSCRIBERS
     names one). Writes .dev/env: `source .dev/env` points the CLI at it. Ctrl-C stops it all."""
     from reseller_webhooks.worker.devserver.stack import run_dev
@@ -120,6 +125,7 @@ def dev(
             flower_port=None if no_flower else flower_port,
             console_port=None if no_console else console_port,
             metrics_port=metrics_port or None,
+            api_port=None if no_api else api_port,
         )
     except ConfigError as exc:
         fail(exc)
