@@ -6,7 +6,8 @@
 -- user), its attempt log the receivers' response excerpts (which may echo the body), and a dead
 -- letter (which holds the body) is deleted with its index entries; the delivery record keeps
 -- its ids, times, state and reason. An event not yet drained leaves the pending list (counted
--- ``drained``: it will never fan out). Then the user's chains and console index go. A delivery
+-- ``drained``: it will never fan out). Then the user's chains, console index and sequence counter
+-- go (a user published again afterwards is numbered from 1). A delivery
 -- already erased is left as it is, so running the call again changes and counts nothing.
 --
 -- KEYS[1] due: ZSET of delivery ids by lease end or next due time, server ms
@@ -81,5 +82,6 @@ for _, eid in ipairs(args.events) do
 end
 for _, sub in ipairs(args.subs) do redis.call('DEL', prefix .. ':chain:' .. sub .. ':' .. args.user) end
 redis.call('DEL', prefix .. ':user-events:' .. args.user)
+redis.call('DEL', prefix .. ':seq:' .. args.user)
 flush_tally(prefix, counts)
 return {done.events, done.cancelled, done.letters, done.logs}
