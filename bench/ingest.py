@@ -1,11 +1,14 @@
 """Ingest through the HTTP API beside direct ``Publisher`` calls, and what one worker delivers.
 
-``python -m bench.ingest [EVENTS] [CLIENTS] [ROUNDS]``: per round, side by side on one Redis,
+``python -m bench.ingest [EVENTS] [CLIENTS] [ROUNDS] [--baseline REV]``: per round, side by side
+on one Redis,
 
 - **api**: CLIENTS processes each POST EVENTS/CLIENTS events to one ``reseller-webhooks api``
   process, one event per request over a kept-alive connection, with a producer token;
 - **direct**: CLIENTS processes each call ``Publisher.publish`` EVENTS/CLIENTS times;
-- **worker**: one worker delivers EVENTS preloaded events to one subscriber.
+- **worker**: one worker delivers EVENTS preloaded events to one subscriber;
+- with ``--baseline REV``, **api_baseline**: the same as **api** with the ``producers/`` and
+  ``worker/`` of git revision REV, right after it (so two versions compare under one load).
 
 Prints events/s, client-side latency p50/p99, CPU ms per event of the process doing the work
 (the API process; the publishing processes; the worker), and the ratio the issue sets a target
@@ -28,6 +31,7 @@ from typing import Any
 
 from bench import scenarios
 from bench.harness import Processes, cpu_seconds, wait_for
+from bench.redis_cpu import extract
 from reseller_webhooks.worker.devserver.redis_server import free_port
 from reseller_webhooks.worker.devserver.samples import sample_user
 
@@ -108,12 +112,16 @@ def _clients(p: Processes, mode: str, target: str, events: int, clients: int) ->
     }
 
 
-def api_round(p: Processes, events: int, clients: int) -> dict[str, Any]:
+def api_round(p: Processes, events: int, clients: int, code: Path | None = None) -> dict[str, Any]:
+    """The API of this checkout, or of the code extracted at ``code`` (``--baseline``)."""
     p.flush()
     port = free_port()
+    env = p.env(WEBHOOKS_API_TOKENS=f"bench:{TOKEN}")
+    if code is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code), env.get("PYTHONPATH")]))
     api = p.start(
         [sys.executable, "-m", "reseller_webhooks.worker", "api", "--port", str(port)],
-        p.env(WEBHOOKS_API_TOKENS=f"bench:{TOKEN}"),
+        env,
         "api",
     )
     log = p.directory / "api.log"
@@ -134,9 +142,12 @@ def direct_round(p: Processes, events: int, clients: int) -> dict[str, Any]:
     return _clients(p, "direct", p.redis.url, events, clients)
 
 
-def one_round(p: Processes, events: int, clients: int) -> dict[str, Any]:
+def one_round(
+    p: Processes, events: int, clients: int, baseline: Path | None = None
+) -> dict[str, Any]:
     row = {
         "api": api_round(p, events, clients),
+        **({"api_baseline": api_round(p, events, clients, baseline)} if baseline else {}),
         "direct": direct_round(p, events, clients),
         "worker": scenarios.ours_throughput(
             p, scenarios.Sizes(events=events, pending=1, lateness_events=1), 1
@@ -148,13 +159,31 @@ def one_round(p: Processes, events: int, clients: int) -> dict[str, Any]:
         ),
         "api/direct events per s": round(row["api"]["per_s"] / row["direct"]["per_s"], 2),
     }
+    if baseline:
+        then = row["api_baseline"]
+        row["ratios"]["baseline_api_per_core/worker_per_core"] = round(
+            row["worker"]["worker_cpu_ms_each"] / then["api_cpu_ms_each"], 2
+        )
+        row["ratios"]["api_cpu_each current/baseline"] = round(
+            row["api"]["api_cpu_ms_each"] / then["api_cpu_ms_each"], 3
+        )
+        row["ratios"]["api events per s current/baseline"] = round(
+            row["api"]["per_s"] / then["per_s"], 3
+        )
     return row
 
 
 def describe(row: dict[str, Any]) -> str:
     api, direct, worker = row["api"], row["direct"], row["worker"]
+    then = row.get("api_baseline")
     return (
-        f"api {api['per_s']:.0f}/s p50 {api['p50_ms']:.2f} ms p99 {api['p99_ms']:.2f} ms"
+        (
+            f"baseline api {then['per_s']:.0f}/s p50 {then['p50_ms']:.2f} ms p99"
+            f" {then['p99_ms']:.2f} ms ({then['api_cpu_ms_each']:.3f} ms API CPU each); "
+            if then
+            else ""
+        )
+        + f"api {api['per_s']:.0f}/s p50 {api['p50_ms']:.2f} ms p99 {api['p99_ms']:.2f} ms"
         f" ({api['api_cpu_ms_each']:.3f} ms API CPU each); direct {direct['per_s']:.0f}/s"
         f" p50 {direct['p50_ms']:.2f} ms p99 {direct['p99_ms']:.2f} ms"
         f" ({direct['client_cpu_ms_each']:.3f} ms CPU each); worker {worker['per_s']:.0f}/s"
@@ -163,13 +192,18 @@ def describe(row: dict[str, Any]) -> str:
     )
 
 
-def main(events: int = 4000, clients: int = 4, rounds: int = 3) -> None:
+def main(
+    events: int = 4000, clients: int = 4, rounds: int = 3, baseline: str | None = None
+) -> None:
+    """With ``baseline`` (a git revision), each round also runs that revision's API, between
+    this one's and the direct calls (``--baseline REV``)."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="rw-ingest-") as tmp:
         p = Processes(Path(tmp))
+        code = extract(baseline, Path(tmp) / "baseline-code") if baseline else None
         try:
             for n in range(rounds):
-                rows.append(one_round(p, events, clients))
+                rows.append(one_round(p, events, clients, code))
                 print(f"round {n + 1}: {describe(rows[-1])}", flush=True)
         finally:
             p.close()
@@ -182,4 +216,10 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["client"]:
         client(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], float(sys.argv[6]))
     else:
-        main(*map(int, sys.argv[1:4]))
+        arguments = sys.argv[1:]
+        rev = None
+        if "--baseline" in arguments:
+            at = arguments.index("--baseline")
+            rev = arguments[at + 1]
+            del arguments[at : at + 2]
+        main(*map(int, arguments[:3]), baseline=rev)

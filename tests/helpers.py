@@ -323,3 +323,39 @@ def assert_audit_balances(client: redis.Redis, keys: Keys) -> AuditReport:
     report = audit_of(client, keys)
     assert report.balanced, "\n".join(report.lines())
     return report
+
+
+def person(tag: str) -> dict[str, Any]:
+    """A user whose own values are found nowhere else."""
+    token = secrets.token_hex(6)
+    return {
+        **sample_user(),
+        "id": f"usr_{tag}{token}",
+        "name": f"Name{token}",
+        "firstName": f"First{token}",
+        "lastName": f"Last{token}",
+        "email": f"{tag}{token}@example.com",
+    }
+
+
+def own_values(user: dict[str, Any]) -> list[bytes]:
+    return [user[f].encode() for f in ("id", "name", "firstName", "lastName", "email")]
+
+
+def every_value(client: redis.Redis) -> list[bytes]:
+    """Every key's name and every value it holds, whatever its type."""
+    found: list[bytes] = []
+    for key in client.scan_iter(count=1000):
+        found.append(key)
+        kind = client.type(key)
+        if kind == b"string":
+            found.append(client.get(key) or b"")
+        elif kind == b"hash":
+            found += [b for pair in client.hgetall(key).items() for b in pair]
+        elif kind == b"list":
+            found += client.lrange(key, 0, -1)
+        elif kind == b"set":
+            found += list(client.smembers(key))
+        elif kind == b"zset":
+            found += client.zrange(key, 0, -1)
+    return found

@@ -24,12 +24,12 @@ from click.testing import CliRunner
 
 from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.settings import ProducerSettings
-from reseller_webhooks.producers.wire import DELIVER_TASK, DISPATCH_TASK, Keys
+from reseller_webhooks.producers.wire import DELIVER_TASK, DISPATCH_TASK, PUBLISH_TASK, Keys
 from reseller_webhooks.worker.cli import commands as cli
 from reseller_webhooks.worker.devserver.receiver import Receiver
 from reseller_webhooks.worker.devserver.redis_server import RedisServer
 from reseller_webhooks.worker.devserver.samples import sample_user
-from tests.helpers import Deployment, WorkerProcess, wait_until
+from tests.helpers import Deployment, WorkerProcess, every_value, wait_until
 
 
 def envelope(
@@ -213,12 +213,18 @@ def publisher(redis_server: RedisServer, rdb: redis.Redis) -> Iterator[Publisher
 def recorded(
     rdb: redis.Redis, keys: Keys, token: str, task: str | None = None, since_ms: int = 0
 ) -> dict[str, Any] | None:
-    """The record showing ``token``; else, given ``task``, the oldest one for it since then."""
+    """The record showing ``token`` (in its reason or shape: a record keeps no body); else the
+    oldest one since ``since_ms`` (for ``task`` when given). Each test here pushes one entry
+    and waits for its record before the next."""
     records = [json.loads(raw) for raw in rdb.lrange(keys.bad_messages, 0, -1)]
     for record in records:
         if token in json.dumps(record):
             return dict(record)
-    later = [r for r in records if task and r["task"] == task and r["at_ms"] >= since_ms]
+    later = [
+        r
+        for r in records
+        if since_ms and (task is None or r["task"] == task) and r["at_ms"] >= since_ms
+    ]
     return dict(later[-1]) if later else None
 
 
@@ -266,9 +272,12 @@ def test_a_stray_broadcast_is_recorded_and_the_worker_keeps_delivering(
 ) -> None:
     """Celery's remote control reaches every worker by pub/sub; kombu parses it, then we screen."""
     token = str(uuid.uuid4().int)
+    since_ms = int(time.time() * 1000)
     assert rdb.publish("/0.celery.pidbox", dumps([token, "ping"])) >= 1  # our worker listens
 
-    record = wait_until(lambda: recorded(rdb, keys, token), what="a record of the broadcast")
+    record = wait_until(
+        lambda: recorded(rdb, keys, token, since_ms=since_ms), what="a record of the broadcast"
+    )
     assert "a JSON array" in record["reason"]
     event_id = publisher.user_created(sample_user())
     wait_until(lambda: any(r.headers["webhook-id"] == event_id for r in receiver.received))
@@ -288,13 +297,20 @@ def test_a_corrupt_unacked_entry_does_not_stop_a_worker_at_start(
     tokens = [str(uuid.uuid4().int) for _ in range(2)]
     entries = {tokens[0]: f"not json {tokens[0]}", tokens[1]: dumps([[tokens[1]], "x", "y"])}
     long_ago = time.time() - 3600  # past any visibility timeout
+    since_ms = int(time.time() * 1000)
     rdb.hset("unacked", mapping=entries)
     rdb.zadd("unacked_index", dict.fromkeys(entries, long_ago))
 
+    def unacked_records() -> set[str]:
+        records = [json.loads(raw) for raw in rdb.lrange(keys.bad_messages, 0, -1)]
+        return {r["reason"].split(":")[0] for r in records if r["at_ms"] >= since_ms}
+
     second = deployment.start_worker()  # restores what is due as it starts
     try:
-        for token in tokens:
-            wait_until(lambda: recorded(rdb, keys, token), what="a record of the unacked entry")  # noqa: B023
+        wait_until(
+            lambda: {"unacked entry not JSON", "not a message envelope"} <= unacked_records(),
+            what="a record of each unacked entry",
+        )
         assert not rdb.hexists("unacked", tokens[0])
         assert not rdb.zscore("unacked_index", tokens[0])
         event_id = publisher.user_created(sample_user())
@@ -306,17 +322,45 @@ def test_a_corrupt_unacked_entry_does_not_stop_a_worker_at_start(
         deployment.workers.remove(second)
 
 
-def test_records_keep_the_first_bytes_of_the_entry_as_text(
-    worker: WorkerProcess, rdb: redis.Redis, keys: Keys
+def test_a_broken_publish_message_is_recorded_by_its_shape_never_its_personal_data(
+    worker: WorkerProcess, deployment: Deployment, rdb: redis.Redis, keys: Keys
 ) -> None:
-    token = uuid.uuid4().hex
-    raw = b"\xff\xfe" + token.encode() + b"x" * 5000
-    rdb.lpush(keys.queue, raw)
+    """A foreign Celery client publishing an event (``webhooks.publish``) with a broken
+    message: ``dlq messages`` and every Redis key hold neither the email nor the password."""
+    email = f"jane.{uuid.uuid4().hex}@example.com"
+    password = "pw-" + uuid.uuid4().hex
+    data = {"id": "usr_1", "email": email, "password": password}
+    kwargs = {"event": "reseller.user.created", "data": data}
+    broken = {
+        # does not decode as its content type
+        "not-json": envelope(b"{" + dumps(kwargs), task=PUBLISH_TASK),
+        # decodes, but is not [args, kwargs, embed]
+        "not-a-task-body": envelope(dumps(kwargs), task=PUBLISH_TASK),
+        # not even a kombu envelope: dropped by the transport screen
+        "not-an-envelope": {"task": PUBLISH_TASK, "kwargs": kwargs},
+    }
+    for kind, message in broken.items():
+        since_ms = int(time.time() * 1000)
+        rdb.lpush(keys.queue, dumps(message))
+        record = wait_until(
+            lambda: recorded(rdb, keys, uuid.uuid4().hex, since_ms=since_ms),  # noqa: B023
+            what=f"a record of {kind}",
+        )
+        assert record["shape"]["bytes"] > 0, kind
+        if kind != "not-an-envelope":
+            assert record["task"] == PUBLISH_TASK
+            assert record["shape"]["content_type"] == "application/json"
+            assert record["shape"]["task_id"] == message["headers"]["id"]
+    wait_until(lambda: not rdb.hlen("unacked"), what="no unacknowledged message")
 
-    record = wait_until(lambda: recorded(rdb, keys, token), what="the record")
-    assert record["excerpt"].startswith("\ufffd\ufffd" + token)
-    assert len(record["excerpt"]) <= 500
-    assert record["task"] == "?"
+    run = CliRunner().invoke(cli.main, ["dlq", "messages"], env={"REDIS_URL": deployment.redis_url})
+    assert run.exit_code == 0, run.output
+    assert "task body: must be [args, kwargs, embed]" in run.stdout
+    stored = every_value(rdb)
+    for secret in (email, password):
+        assert secret not in run.stdout
+        assert not any(secret.encode() in v for v in stored), secret
+    assert email not in worker.log()
     assert worker.process.poll() is None
 
 

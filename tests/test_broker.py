@@ -26,7 +26,12 @@ from reseller_webhooks.worker.devserver.redis_server import (
 )
 from reseller_webhooks.worker.queue import kombu_overrides as broker
 from reseller_webhooks.worker.queue.consumer import task_body_problem
-from reseller_webhooks.worker.queue.envelope import excerpt, screen, screen_unacked
+from reseller_webhooks.worker.queue.envelope import (
+    arguments_shape,
+    screen,
+    screen_unacked,
+    shape,
+)
 from reseller_webhooks.worker.queue.visibility import visibility_warning
 from tests.helpers import wait_until
 
@@ -149,10 +154,38 @@ def test_screen_unacked(raw: bytes | str, reason: str | None) -> None:
         assert reason in stray.reason
 
 
-def test_excerpt_keeps_the_first_bytes_as_text() -> None:
-    assert excerpt(b"ab\xffcd", limit=4) == "ab\ufffdc"
-    assert excerpt("é" * 300) == "é" * 250
-    assert excerpt(b"x" * 900) == "x" * 500
+@pytest.mark.parametrize(
+    ("raw", "content_type", "task_id", "expected"),
+    [
+        (b"ab\xffcd", None, None, {"bytes": 5}),
+        (
+            "é" * 300,
+            "application/json",
+            "t-1",
+            {"bytes": 600, "content_type": "application/json", "task_id": "t-1"},
+        ),
+        (None, 7, ["x"], {"bytes": 0}),
+        (b"x", "c" * 90, "", {"bytes": 1, "content_type": "c" * 40}),
+    ],
+)
+def test_a_record_keeps_the_shape_of_an_entry_never_its_bytes(
+    raw: Any, content_type: Any, task_id: Any, expected: dict[str, Any]
+) -> None:
+    assert shape(raw, content_type, task_id) == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "expected"),
+    [
+        ([1, "a@example.com", None], {}, {"args": ["number", "string", "null"], "kwargs": []}),
+        ({"password": "x"}, {"z": 1, "a": "secret"}, {"args": "object", "kwargs": ["a", "z"]}),
+        (None, None, {"args": "null", "kwargs": []}),
+    ],
+)
+def test_wrong_arguments_are_recorded_by_kind_and_name(
+    args: Any, kwargs: Any, expected: dict[str, Any]
+) -> None:
+    assert arguments_shape(args, kwargs) == expected
 
 
 @pytest.mark.parametrize(

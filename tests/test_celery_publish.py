@@ -101,7 +101,7 @@ class Stack:
 
     def refusal(self, task_id: str) -> dict[str, Any]:
         records = map(json.loads, self.redis.lrange(self.keys.bad_messages, 0, -1))
-        (record,) = [r for r in records if r["excerpt"] == f"task id {task_id}"]
+        (record,) = [r for r in records if r["shape"] == {"task_id": task_id}]
         return dict(record)
 
     def shown(self, task_ids: list[str]) -> list[dict[str, Any]]:

@@ -15,9 +15,19 @@ import httpx
 import pytest
 import redis
 
+from reseller_webhooks.producers.publisher import Publisher
+from reseller_webhooks.producers.settings import ProducerSettings
 from reseller_webhooks.producers.wire import Keys
 from tests.conftest import start_own_redis
-from tests.helpers import Deployment, WorkerProcess, wait_until
+from tests.helpers import (
+    Deployment,
+    WorkerProcess,
+    assert_audit_balances,
+    every_value,
+    own_values,
+    person,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow  # two console processes for the module
 
@@ -34,6 +44,7 @@ class Consoles:
     open_url: str
     guarded: WorkerProcess
     url: str
+    redis_url: str
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +72,7 @@ def consoles(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Consoles]:
             timeout_s=30,
             what="the open console started",
         )
-        yield Consoles(rdb, open_console, line.split()[2], guarded, url)
+        yield Consoles(rdb, open_console, line.split()[2], guarded, url, server.url)
     finally:
         deployment.kill_all()
         rdb.close()
@@ -209,3 +220,45 @@ def test_a_line_break_in_next_goes_to_a_safe_page(consoles: Consoles) -> None:
         again = client.get("/login", params={"next": forged}, headers=via_proxy("192.0.2.5"))
         assert again.status_code == 302
         assert again.headers["location"] == "/subscribers"
+
+
+def test_forgetting_a_user_asks_first_and_only_from_a_page_of_this_console(
+    consoles: Consoles,
+) -> None:
+    user = person("asked")
+    with Publisher(ProducerSettings(redis_url=consoles.redis_url)) as publisher:
+        publisher.user_created(user)
+        publisher.user_updated({**user, "company": "v2"})
+    with httpx.Client(base_url=consoles.url, timeout=10) as client:
+        assert log_in(client, "192.0.2.20").status_code == 302
+        page = client.get("/lookup", params={"q": user["id"]}, headers=via_proxy("192.0.2.20"))
+        assert 'action="/users/forget"' in page.text
+        form = {"user": user["id"], "_xsrf": client.cookies["_xsrf"]}
+        for headers, status in (
+            ({"Host": "evil.example"}, 400),
+            ({"Origin": "http://evil.example"}, 403),
+        ):
+            refused = client.post("/users/forget", data={**form, "confirm": "yes"}, headers=headers)
+            assert refused.status_code == status, headers
+        without_token = client.post("/users/forget", data={"user": user["id"], "confirm": "yes"})
+        assert without_token.status_code == 403
+        asked = client.post("/users/forget", data=form, headers=via_proxy("192.0.2.20"))
+        assert asked.status_code == 200
+        counts = dict(re.findall(r'data-count="(\w+)">[^<]*<strong>(\d+)</strong>', asked.text))
+        assert counts == {"events": "2", "dead_letters": "0", "open_deliveries": "0"}
+        values = every_value(consoles.rdb)
+        assert any(user["email"].encode() in v for v in values)  # asking took nothing
+        done = client.post(
+            "/users/forget", data={**form, "confirm": "yes"}, headers=via_proxy("192.0.2.20")
+        )
+        assert done.status_code == 302
+    values = every_value(consoles.rdb)
+    for value in own_values(user):
+        assert not any(value in v for v in values), value
+    assert_audit_balances(consoles.rdb, KEYS)
+    log = consoles.guarded.log()
+    assert "console: ops (192.0.2.20) erased a user's data: 2 event(s)" in log
+    # The lookup's own address names the user (the access log); the erasure never does.
+    erasing = [x for x in log.splitlines() if "forget" in x or "erased" in x]
+    assert erasing
+    assert not any(user["id"] in x for x in erasing)

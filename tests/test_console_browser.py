@@ -30,7 +30,17 @@ from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.devserver.receiver import Receiver, Reply
 from reseller_webhooks.worker.devserver.redis_server import RedisServer
 from reseller_webhooks.worker.devserver.samples import sample_user
-from tests.helpers import ROOT, Deployment, Script, WorkerProcess, wait_until
+from tests.helpers import (
+    ROOT,
+    Deployment,
+    Script,
+    WorkerProcess,
+    assert_audit_balances,
+    every_value,
+    own_values,
+    person,
+    wait_until,
+)
 from tests.topology import missing
 
 try:
@@ -421,6 +431,40 @@ def test_lookup_by_user_id(stage: Stage) -> None:
     page.context.close()
 
 
+def test_forgetting_a_user_names_what_goes_then_erases_it(stage: Stage) -> None:
+    user = person("erased")
+    stage.settle()
+    stage.script.then("/strict", Reply(400, body=b"{}"))
+    event_id = stage.publisher.user_created(user)
+    wait_until(
+        lambda: (
+            stage.rdb.exists(KEYS.dead_letter(f"{event_id}:strict"))
+            and stage.rdb.hget(KEYS.delivery(f"{event_id}:acme-crm"), "state") == b"delivered"
+        ),
+        what="delivered to acme-crm, dead at strict",
+    )
+    page = stage.page()
+    page.goto(f"{stage.url}/lookup?{urlencode({'q': user['id'], 'kind': 'user'})}")
+    page.click("button:text-is('Forget this user')")
+    counts = {
+        li.get_attribute("data-count"): li.locator("strong").inner_text()
+        for li in page.locator("ul.forget li[data-count]").all()
+    }
+    # flaky answers 503 and retries in an hour: its delivery is the one still open.
+    assert counts == {"events": "1", "dead_letters": "1", "open_deliveries": "1"}
+    shot(page, "forget-confirm")
+    page.click("button:text-is('Forget this user')")
+    page.wait_for_url(f"{stage.url}/lookup")
+    assert page.locator(".flash").inner_text().startswith("Erased: 1 event body(ies), 1 undel")
+    values = every_value(stage.rdb)
+    for value in own_values(user):
+        assert not any(value in v for v in values), value
+    assert stage.rdb.hget(KEYS.delivery(f"{event_id}:flaky"), "state") == b"erased"
+    assert_audit_balances(stage.rdb, KEYS)
+    assert f"console: {USER} (127.0.0.1) erased a user's data: 1 event(s)" in stage.console.log()
+    page.context.close()
+
+
 def test_a_post_without_the_xsrf_token_is_refused(stage: Stage) -> None:
     page = stage.page()
     page.goto(f"{stage.url}/subscribers")  # logged in: the session cookie goes along
@@ -446,6 +490,8 @@ def test_read_only_shows_no_action_and_refuses_posts(stage: Stage) -> None:
         page.goto(f"{stage.read_only_url}{path}")
         assert page.locator("form[action$='/disable'], form[action$='/enable']").count() == 0
         assert page.locator("button:text-is('Replay selected'), input[type=checkbox]").count() == 0
+    page.goto(f"{stage.read_only_url}/lookup?q=usr_lookup&kind=user")
+    assert page.locator("form[action='/users/forget']").count() == 0
     token = page.locator("form[action='/logout'] input[name=_xsrf]").get_attribute("value")
     refused = page.request.post(
         f"{stage.read_only_url}/subscribers/acme-crm/disable",
@@ -453,6 +499,11 @@ def test_read_only_shows_no_action_and_refuses_posts(stage: Stage) -> None:
     )
     assert refused.status == 403
     assert "Read-only console" in refused.text()
+    forget = page.request.post(
+        f"{stage.read_only_url}/users/forget",
+        form={"user": "usr_lookup", "confirm": "yes", "_xsrf": token or ""},
+    )
+    assert forget.status == 403
     assert stage.rdb.hget(KEYS.subscriber_state("acme-crm"), "disabled") != b"1"
     page.context.close()
 

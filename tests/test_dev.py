@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,10 +19,11 @@ import psutil
 import pytest
 
 from reseller_webhooks.worker.devserver.banner import publish_hint
+from reseller_webhooks.worker.devserver.children import describe_exit
 from reseller_webhooks.worker.devserver.redis_server import free_port
 from reseller_webhooks.worker.devserver.sample_subscribers import failing_status
 from reseller_webhooks.worker.devserver.samples import sample_user
-from reseller_webhooks.worker.devserver.stack import Ports, busy_ports, describe_exit
+from reseller_webhooks.worker.devserver.stack import Ports, busy_ports
 from tests.helpers import ROOT, wait_until
 
 BANNER = "reseller-webhooks dev is running:"
@@ -49,6 +51,7 @@ class Dev:
     flower_port: int | None
     console_port: int | None
     metrics_port: int
+    api_port: int | None
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -69,6 +72,7 @@ class Dev:
             self.flower_port,
             self.console_port,
             self.metrics_port,
+            self.api_port,
         )
         return [p for p in ports if p]
 
@@ -82,6 +86,7 @@ def start_dev(tmp_path: Path) -> Iterator[Callable[..., Dev]]:
         flower_port = free_port() if flower else None
         console_port = free_port() if flower else None  # the console goes with Flower
         metrics_port = free_port()
+        api_port = free_port() if flower else None  # and so does the API
         log_path = tmp_path / f"dev-{len(started)}.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
@@ -95,6 +100,7 @@ def start_dev(tmp_path: Path) -> Iterator[Callable[..., Dev]]:
                     f"--flower-port={flower_port}" if flower_port else "--no-flower",
                     f"--console-port={console_port}" if console_port else "--no-console",
                     f"--metrics-port={metrics_port}",
+                    f"--api-port={api_port}" if api_port else "--no-api",
                     *extra,
                 ],
                 cwd=tmp_path,
@@ -103,7 +109,9 @@ def start_dev(tmp_path: Path) -> Iterator[Callable[..., Dev]]:
                 stderr=subprocess.STDOUT,
             )
         dev = Dev(
-            process, log_path, redis_port, receiver_port, flower_port, console_port, metrics_port
+            process,
+            log_path,
+            *(redis_port, receiver_port, flower_port, console_port, metrics_port, api_port),
         )
         started.append(dev)
         return dev
@@ -191,6 +199,7 @@ def test_dev_runs_redis_worker_flower_and_a_verifying_receiver(
         page = wait_until(console_shows_it, what="the console shows the delivery")
         assert "100.0 % of 1" in page
         assert "HTTP 200" in page
+        curl_publishes(tmp_path, dev, readme)
         failing_story(tmp_path, dev, event_id)
     finally:
         dev.process.send_signal(signal.SIGINT)
@@ -198,6 +207,41 @@ def test_dev_runs_redis_worker_flower_and_a_verifying_receiver(
     assert dev.output().rstrip().endswith("stopped")
     for port in dev.ports():
         assert not port_open(port), port
+
+
+def curl_publishes(tmp_path: Path, dev: Dev, readme: str) -> None:
+    """The curl the banner prints (the README's, but for the port) publishes through dev's
+    ingest API, without a token, and the event arrives at the sample receiver, verified."""
+    out = dev.output()
+    assert f"  api       http://127.0.0.1:{dev.api_port}/v1/events" in out
+    shown = out.split("or over HTTP, as a producer in any language does (answers its id):\n", 1)
+    command = shown[1].splitlines()[0].strip()
+    assert command.startswith("curl ")
+    in_readme = readme.split("or over HTTP, as a producer", 1)[1].splitlines()[1].strip()
+    assert in_readme == command.replace(f":{dev.api_port}/", ":8088/")
+    if shutil.which("curl") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true and curl is not installed")
+        return
+    ran = subprocess.run(
+        command,
+        shell=True,
+        cwd=tmp_path,
+        env={**dev_env(), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ran.returncode == 0, f"{command}\n{ran.stderr}"
+    event_id = json.loads(ran.stdout)["id"]
+    assert event_id.startswith("msg_")
+    wait_until(
+        lambda: (
+            f"[receiver] /webhooks reseller.user.created webhook-id={event_id} (verified"
+            in dev.output()
+        ),
+        what="the event published with curl verified at the sample receiver",
+    )
 
 
 def failing_story(tmp_path: Path, dev: Dev, event_id: str) -> None:
@@ -243,7 +287,7 @@ def failing_story(tmp_path: Path, dev: Dev, event_id: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("service", ["redis", "receiver", "flower", "console"])
+@pytest.mark.parametrize("service", ["redis", "receiver", "flower", "console", "api"])
 def test_a_port_in_use_is_named_and_nothing_is_left_running(
     start_dev: Callable[..., Dev], service: str
 ) -> None:
@@ -394,6 +438,7 @@ def test_describe_exit(code: int, expected: str) -> None:
         (Ports(6399, 8090, 5555, 5556, 9464), True, [6399, 8090, 5555, 5556, 9464]),
         (Ports(6399, 8090, None, None, 9464), False, [8090, 9464]),
         (Ports(6399, 8090, 5555, 5556, None), True, [6399, 8090, 5555, 5556]),
+        (Ports(6399, 8090, None, None, 9464, 8088), True, [6399, 8090, 9464, 8088]),
     ],
 )
 def test_every_port_dev_listens_on_is_checked(
@@ -402,6 +447,8 @@ def test_every_port_dev_listens_on_is_checked(
     assert list(ports.to_check(embedded_redis=embedded).values()) == checked
     if ports.metrics:
         assert "with --metrics-port" in (busy_ports({"metrics": 9464}, lambda _: False) or "")
+    if ports.api:
+        assert "(api) is already in use" in (busy_ports({"api": 8088}, lambda _: False) or "")
 
 
 @pytest.mark.parametrize(

@@ -4,61 +4,22 @@ and counted, and the audit still balances."""
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
 
 from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.wire import Keys
-from reseller_webhooks.worker.devserver.samples import sample_user
-from reseller_webhooks.worker.records.erasure import Erasure
+from reseller_webhooks.worker.records.erasure import Erasure, Preview
 from reseller_webhooks.worker.records.store import Claim, Finish, Route, Store
-from tests.helpers import Deployment, assert_audit_balances
+from tests.helpers import Deployment, assert_audit_balances, every_value, own_values, person
 
 ROUTES = {
     kind: [Route("s", ordered=True, coalesce=False), Route("t", ordered=False, coalesce=False)]
     for kind in ("reseller.user.created", "reseller.user.updated")
 }
 NOW = "2026-01-01T00:00:00.000Z"
-
-
-def person(tag: str) -> dict[str, Any]:
-    """A user whose own values are found nowhere else."""
-    token = secrets.token_hex(6)
-    return {
-        **sample_user(),
-        "id": f"usr_{tag}{token}",
-        "name": f"Name{token}",
-        "firstName": f"First{token}",
-        "lastName": f"Last{token}",
-        "email": f"{tag}{token}@example.com",
-    }
-
-
-def own_values(user: dict[str, Any]) -> list[bytes]:
-    return [user[f].encode() for f in ("id", "name", "firstName", "lastName", "email")]
-
-
-def every_value(client: redis.Redis) -> list[bytes]:
-    """Every key's name and every value it holds, whatever its type."""
-    found: list[bytes] = []
-    for key in client.scan_iter(count=1000):
-        found.append(key)
-        kind = client.type(key)
-        if kind == b"string":
-            found.append(client.get(key) or b"")
-        elif kind == b"hash":
-            found += [b for pair in client.hgetall(key).items() for b in pair]
-        elif kind == b"list":
-            found += client.lrange(key, 0, -1)
-        elif kind == b"set":
-            found += list(client.smembers(key))
-        elif kind == b"zset":
-            found += client.zrange(key, 0, -1)
-    return found
 
 
 def attempt(store: Store, rdb: redis.Redis, keys: Keys, outcome: str, echo: str) -> Claim:
@@ -96,6 +57,9 @@ def test_forget_leaves_none_of_the_users_values_and_the_audit_balances(
     publisher.user_updated({**gone, "company": "v4"})  # not drained yet
     values = every_value(rdb)
     assert any(gone["email"].encode() in v for v in values)
+    # What the console's confirmation names; nothing changes yet.
+    assert Erasure(store).preview(gone["id"], ["s", "t"]) == Preview(4, 4, 1)
+    assert any(gone["email"].encode() in v for v in every_value(rdb))
 
     dep = Deployment(tmp_path=tmp_path, redis_url=redis_url)
     dep.subscriber("s", "http://127.0.0.1:9/s")
@@ -117,3 +81,6 @@ def test_forget_leaves_none_of_the_users_values_and_the_audit_balances(
     again = Erasure(store).forget(gone["id"], ["s", "t"])
     assert (again.events, again.cancelled, again.dead_letters) == (0, 0, 0)
     assert_audit_balances(rdb, keys)
+    # The user's numbering goes on (a receiver that kept its last applied number drops nothing).
+    later = publisher.user_updated({**gone, "company": "v5"})
+    assert rdb.hget(keys.event(later), "seq") == b"5"

@@ -28,6 +28,7 @@ from reseller_webhooks.worker.config.subscribers import (
 from reseller_webhooks.worker.delivery.deliverer import REMOVED_REASON
 from reseller_webhooks.worker.devserver.receiver import Receiver, Reply
 from reseller_webhooks.worker.devserver.samples import sample_user
+from reseller_webhooks.worker.records.store import Route, Store
 from tests.helpers import ROOT, Deployment, Script, new_secret, wait_until
 
 SECRET = new_secret()
@@ -474,3 +475,31 @@ def test_a_refusal_names_at_most_ten_subscribers_and_counts_the_rest() -> None:
         " s03 (2), s11 (1); their work would be dead-lettered;"
     )
     assert message.endswith("`reseller-webhooks subscribers reload --allow-removal`")
+
+
+@pytest.mark.slow
+def test_a_worker_refuses_to_start_with_a_file_that_drops_unfinished_work(
+    deployment: Deployment, store: Store, publisher: Publisher, rdb: redis.Redis, keys: Keys
+) -> None:
+    routes = {"reseller.user.created": [Route("a", False, False), Route("b", False, False)]}
+    publisher.user_created(sample_user())
+    publisher.user_created(sample_user())
+    store.drain(routes, batch=10, now_iso="2026-01-01T00:00:00.000Z")
+    assert rdb.zcard(keys.open_deliveries("b")) == 2
+    deployment.subscriber("a", "http://127.0.0.1:9/a")  # the file cut to a alone
+
+    worker, errors = deployment.start_failure()
+    assert worker.process.returncode == 2
+    assert errors == [
+        f"error: {deployment.env['WEBHOOKS_SUBSCRIBERS']}: the worker will not start with this"
+        " file: it would remove subscriber(s) with 2 unfinished delivery(ies): b (2); their work"
+        " would be dead-lettered; if that is intended, confirm it with `reseller-webhooks"
+        " subscribers reload --allow-removal` (then start the worker again)"
+    ]
+    assert rdb.zcard(keys.dead) == 0
+    assert rdb.zcard(keys.open_deliveries("b")) == 2
+
+    allowed = deployment.cli("subscribers", "reload", "--allow-removal")
+    assert allowed.returncode == 0, allowed.stderr
+    started = deployment.start_worker()
+    assert "removal confirmed by an operator: subscriber(s) with 2 unfinished" in started.log()

@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 import click
+import redis
 
-from reseller_webhooks.producers.errors import ConfigError, WebhooksError
+from reseller_webhooks.producers.errors import ConfigError, UnavailableError, WebhooksError
 from reseller_webhooks.worker.cli.common import fail, worker_settings
+from reseller_webhooks.worker.config.settings import WorkerSettings
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -19,16 +22,23 @@ def worker(ctx: click.Context) -> None:
     """Start a worker. Extra options pass through to ``celery worker``."""
     from reseller_webhooks.producers.connection import check_redis
     from reseller_webhooks.producers.settings import redact_redis_url
-    from reseller_webhooks.worker.delivery.runtime import load_subscribers
+    from reseller_webhooks.worker.config.subscribers import parse_yaml, read_file
     from reseller_webhooks.worker.queue.affinity import allowed_cpus, choose
 
     settings = worker_settings()
     try:
-        config = load_subscribers(settings)
+        if settings.subscribers is None:
+            raise ConfigError(
+                "WEBHOOKS_SUBSCRIBERS is not set: point it at the subscribers YAML file"
+            )
+        text = read_file(settings.subscribers)
+        config = parse_yaml(text, source=str(settings.subscribers))
         choose(settings.cpu_affinity, allowed_cpus())  # a core it may not run on stops it here
         # A certificate that does not verify or a wrong password stops it here, before "ready";
         # an unreachable Redis is waited for.
         unreachable = check_redis(settings)
+        if unreachable is None:
+            _refuse_removal(settings, config.by_id, text)
     except WebhooksError as exc:
         fail(exc)
     click.echo(f"subscribers: {len(config.subscribers)} loaded from {settings.subscribers}")
@@ -40,7 +50,12 @@ def worker(ctx: click.Context) -> None:
         logging.getLogger(visibility.__name__).warning("%s", too_short)
     click.echo(f"redis: {redact_redis_url(settings.redis_url)}")
     if unreachable:
-        click.echo(f"redis: not reachable yet ({unreachable}); the worker keeps trying", err=True)
+        click.echo(
+            f"redis: not reachable yet ({unreachable}); the worker keeps trying; the"
+            " subscribers file was not compared with the records (a file cut short is not"
+            " caught at this start)",
+            err=True,
+        )
     from reseller_webhooks.worker.queue.app import app
     from reseller_webhooks.worker.queue.app import keys as app_keys
 
@@ -53,6 +68,27 @@ def worker(ctx: click.Context) -> None:
     if not any(a.startswith(("-n", "--hostname")) for a in ctx.args):
         argv.append(f"--hostname=webhooks-{os.getpid()}@%h")
     sys.exit(_run_celery(app, argv + list(ctx.args)))
+
+
+def _refuse_removal(settings: WorkerSettings, kept: Iterable[str], text: str) -> None:
+    """A file that would remove every subscriber the records know, or one with unfinished
+    work, stops the worker here, as a reload would be refused (``config.removal``)."""
+    from reseller_webhooks.worker.config import removal
+    from reseller_webhooks.worker.delivery.runtime import make_store
+
+    store = make_store(settings)
+    try:
+        found = removal.at_start(
+            store.redis, store.keys, kept, text, source=str(settings.subscribers)
+        )
+    except redis.RedisError as exc:
+        raise UnavailableError.from_exception(exc) from None
+    finally:
+        store.redis.close()
+    if found.refused:
+        logging.getLogger(removal.__name__).warning(
+            "removal confirmed by an operator: %s", found.describe()
+        )
 
 
 def _run_celery(app: Any, argv: list[str]) -> int:
@@ -98,6 +134,8 @@ def scheduler() -> None:
 @click.option(
     "--metrics-port", default=9464, show_default=True, help="The worker's /metrics (0: none)."
 )
+@click.option("--api-port", default=8088, show_default=True, help="The ingest API (no token).")
+@click.option("--no-api", is_flag=True, help="Do not start the ingest API.")
 def dev(
     redis_port: int,
     receiver_port: int,
@@ -106,9 +144,12 @@ def dev(
     console_port: int,
     no_console: bool,
     metrics_port: int,
+    api_port: int,
+    no_api: bool,
 ) -> None:
     """Run everything locally, on loopback: Redis (embedded unless REDIS_URL is set), a worker
-    and its metrics, Flower, the operator console (no login) and a sample receiver with two
+    and its metrics, Flower, the operator console (no login), the ingest API (no token; it
+    publishes .dev/sample-event.json with the curl dev prints) and a sample receiver with two
     subscribers, one failing on purpose (dev's own subscribers file unless WEBHOOKS_SUBSCRIBERS
     names one). Writes .dev/env: `source .dev/env` points the CLI at it. Ctrl-C stops it all."""
     from reseller_webhooks.worker.devserver.stack import run_dev
@@ -120,6 +161,7 @@ def dev(
             flower_port=None if no_flower else flower_port,
             console_port=None if no_console else console_port,
             metrics_port=metrics_port or None,
+            api_port=None if no_api else api_port,
         )
     except ConfigError as exc:
         fail(exc)

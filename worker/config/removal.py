@@ -7,6 +7,9 @@ subscriber, or any subscriber with unfinished deliveries (blocked, ready, runnin
 the ``open`` index the transitions keep). ``assess`` is the pure decision; the rest reads what it
 needs from Redis. ``subscribers reload --allow-removal`` confirms one exact file text (its
 SHA-256) for a day: workers then take that text, and only that text, despite the removal.
+
+A worker that *starts* has no running file to compare with: ``at_start`` applies the same rule
+against the subscribers the records know, and accepts the same confirmation.
 """
 
 from __future__ import annotations
@@ -113,6 +116,19 @@ def against_records(client: Any, keys: Keys, kept: Iterable[str]) -> Removal:
     """``assess`` with the subscribers the records know in place of a running file."""
     known = recorded_subscribers(client, keys)
     return assess(known, kept, open_counts(client, keys, known - set(kept)))
+
+
+def at_start(client: Any, keys: Keys, kept: Iterable[str], text: str, source: str) -> Removal:
+    """What starting with the file ``text`` removes from what the records know; raises
+    ``SubscriberRemovalError`` when that is refused and this exact text is not confirmed."""
+    removal = against_records(client, keys, kept)
+    if removal.refused and not confirmed(client, keys, digest(text)):
+        raise SubscriberRemovalError(
+            f"{source}: the worker will not start with this file: it would remove"
+            f" {removal.describe()}; their work would be dead-lettered; {CONFIRM_HINT}"
+            " (then start the worker again)"
+        )
+    return removal
 
 
 def confirm(client: Any, keys: Keys, text_digest: str) -> None:

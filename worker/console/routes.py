@@ -8,6 +8,7 @@ import tornado.web
 
 from reseller_webhooks.worker.console.dead_letter_actions import JobPage, Purge, Replay
 from reseller_webhooks.worker.console.dead_letters import DeadLetter, DeadLetters
+from reseller_webhooks.worker.console.forget import Forget
 from reseller_webhooks.worker.console.handlers import Console, Health
 from reseller_webhooks.worker.console.jobs import JOB_ID
 from reseller_webhooks.worker.console.login import Login, Logout
@@ -37,4 +38,5 @@ def routes(console: Console) -> list[tuple[str, type[tornado.web.RequestHandler]
         (rf"/jobs/({JOB_ID})", JobPage, shared),
         (r"/lookup", Lookup, shared),
         (r"/events/([^/]+)/body", EventBody, shared),
+        (r"/users/forget", Forget, shared),
     ]

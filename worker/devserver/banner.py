@@ -32,8 +32,41 @@ def publish_hint(redis_url: str | None, script: Path | None, cwd: Path) -> str:
     return f"{prefix}{command} publish reseller.user.created --sample"
 
 
+def curl_hint(api_port: int, sample_event: Path, cwd: Path) -> str:
+    """The ``curl`` that publishes ``sample_event`` through dev's ingest API (on loopback, so
+    without a token), runnable as printed from ``cwd``."""
+    return (
+        "curl -sS -H 'Content-Type: application/json'"
+        f" --data-binary @{shlex.quote(_shown(sample_event, cwd))}"
+        f" http://127.0.0.1:{api_port}/v1/events"
+    )
+
+
 def _shown(path: Path, cwd: Path) -> str:
     return str(path.relative_to(cwd)) if path.is_relative_to(cwd) else str(path)
+
+
+def _service_lines(ports: Mapping[str, int | None]) -> list[str]:
+    """The banner's lines for the optional parts, each only when it runs."""
+    lines: list[str] = []
+    if ports.get("flower"):
+        lines.append(
+            f"  flower    http://127.0.0.1:{ports['flower']} (Celery tasks: all green even"
+            " while deliveries fail)"
+        )
+    if ports.get("console"):
+        lines.append(
+            f"  console   http://127.0.0.1:{ports['console']} (delivery health: retries,"
+            " dead letters, failing subscribers)"
+        )
+    if ports.get("metrics"):
+        lines.append(f"  metrics   http://127.0.0.1:{ports['metrics']}/metrics")
+    if ports.get("api"):
+        lines.append(
+            f"  api       http://127.0.0.1:{ports['api']}/v1/events (ingest API: publish over"
+            " HTTP; no token on loopback)"
+        )
+    return lines
 
 
 def banner(
@@ -45,6 +78,7 @@ def banner(
     own_subscribers: bool,
     env_file: Path,
     embedded_redis: bool,
+    sample_event: Path | None = None,
 ) -> str:
     """Where everything is, and the commands to try first."""
     cwd = Path.cwd()
@@ -62,24 +96,20 @@ def banner(
         ]
     else:
         lines.append(f"  receiver  {receiver_url} (answers 200; /failing answers 503)")
-    if ports.get("flower"):
-        lines.append(
-            f"  flower    http://127.0.0.1:{ports['flower']} (Celery tasks: all green even"
-            " while deliveries fail)"
-        )
-    if ports.get("console"):
-        lines.append(
-            f"  console   http://127.0.0.1:{ports['console']} (delivery health: retries,"
-            " dead letters, failing subscribers)"
-        )
-    if ports.get("metrics"):
-        lines.append(f"  metrics   http://127.0.0.1:{ports['metrics']}/metrics")
+    lines += _service_lines(ports)
     origin = "dev's own; set WEBHOOKS_SUBSCRIBERS to use yours" if own_subscribers else "yours"
     lines += [
         f"  subscribers {_shown(subscribers, cwd)} ({origin})",
         "Publish a sample event from another terminal"
         + (" (with REDIS_URL set as for dev):" if hint_url is None else ":"),
         f"  {publish_hint(hint_url, console_script(), cwd)}",
+    ]
+    if ports.get("api") and sample_event is not None:
+        lines += [
+            "or over HTTP, as a producer in any language does (answers its id):",
+            f"  {curl_hint(int(ports['api'] or 0), sample_event, cwd)}",
+        ]
+    lines += [
         f"Use the CLI against this dev: source {_shown(env_file, cwd)}, then e.g."
         " reseller-webhooks dlq list",
         "Ctrl-C stops everything.",

@@ -2,10 +2,10 @@
 
 It starts Redis (embedded unless ``REDIS_URL`` is set), a sample receiver (two subscribers, one
 failing on purpose: ``sample_subscribers``), a worker serving metrics, Flower and the operator
-console, every one on loopback (the console without a login), prints how to reach them once the
-worker is ready, and stops all of them together: on Ctrl-C, on
-SIGTERM, when any of them dies (named, exit code 1) or when one cannot start (a port in use is
-named before anything starts).
+console and the ingest API, every one on loopback (the console without a login, the API
+without a token), prints how to reach them once the worker is ready, and stops all of them
+together: on Ctrl-C, on SIGTERM, when any of them dies (named, exit code 1) or when one cannot
+start (a port in use is named before anything starts).
 """
 
 from __future__ import annotations
@@ -15,21 +15,29 @@ import os
 import secrets
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import click
 
 from reseller_webhooks.producers.errors import ConfigError
 from reseller_webhooks.worker.config.settings import load_settings
 from reseller_webhooks.worker.devserver.banner import banner
+from reseller_webhooks.worker.devserver.children import (
+    Child,
+    first_exit,
+    port_open,
+    start_api,
+    start_console,
+    start_flower,
+    start_worker,
+    stop_all,
+)
 from reseller_webhooks.worker.devserver.receiver import Receiver
 from reseller_webhooks.worker.devserver.redis_server import RedisServer
 from reseller_webhooks.worker.devserver.sample_subscribers import (
@@ -39,6 +47,7 @@ from reseller_webhooks.worker.devserver.sample_subscribers import (
     write_env,
     write_subscribers,
 )
+from reseller_webhooks.worker.devserver.samples import SAMPLE_EVENT_FILE, write_sample_event
 
 DEV_DIR = Path(".dev")
 READY_TIMEOUT_S = 120.0
@@ -49,6 +58,7 @@ PORT_OPTIONS = {
     "flower": "--flower-port",
     "console": "--console-port",
     "metrics": "--metrics-port",
+    "api": "--api-port",
 }
 
 
@@ -77,65 +87,6 @@ def busy_ports(
     return "; ".join(busy) or None
 
 
-@dataclass
-class Child:
-    """A process ``dev`` started, with the name it is reported by."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    ready: threading.Event = field(default_factory=threading.Event)
-
-    def exited(self) -> int | None:
-        return self.process.poll()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-def _pump(source: IO[bytes], sink: IO[bytes], ready: threading.Event, marker: bytes) -> None:
-    """Copy a child's output through, line by line, and set ``ready`` at a line ending in
-    ``marker`` (Celery's ``webhooks-123@host ready.``)."""
-    for line in iter(source.readline, b""):
-        sink.write(line)
-        sink.flush()
-        if line.rstrip().endswith(marker):
-            ready.set()
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _stop_all(children: list[Child]) -> None:
-    for child in reversed(children):  # the worker and Flower before Redis
-        child.stop()
-
-
-def _first_exit(children: list[Child]) -> str | None:
-    for child in children:
-        code = child.exited()
-        if code is not None:
-            return describe_exit(child.name, code)
-    return None
-
-
-def describe_exit(name: str, code: int) -> str:
-    """``the worker exited with code 2``, ``flower was killed by SIGKILL``."""
-    if code < 0:
-        try:
-            return f"{name} was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"{name} was killed by signal {-code}"
-    return f"{name} exited with code {code}"
-
-
 @dataclass(frozen=True)
 class Ports:
     """The ports ``dev`` listens on (``None``: that part is not started)."""
@@ -145,6 +96,7 @@ class Ports:
     flower: int | None
     console: int | None
     metrics: int | None = None
+    api: int | None = None
 
     def to_check(self, *, embedded_redis: bool) -> dict[str, int]:
         """Each port ``dev`` will listen on, by service."""
@@ -156,6 +108,8 @@ class Ports:
             ports["console"] = self.console
         if self.metrics:
             ports["metrics"] = self.metrics
+        if self.api:
+            ports["api"] = self.api
         return ports
 
 
@@ -168,6 +122,7 @@ class Running:
     worker: Child
     flower: Child | None
     console: Child | None
+    api: Child | None
     subscribers: Path
     own_subscribers: bool
 
@@ -179,11 +134,12 @@ def run_dev(
     flower_port: int | None,
     console_port: int | None = None,
     metrics_port: int | None = None,
+    api_port: int | None = None,
 ) -> None:
     """Run until Ctrl-C or SIGTERM (then return), or until a part dies (then exit with 1)."""
     settings = load_settings()
     env_url = os.environ.get("REDIS_URL")
-    ports = Ports(redis_port, receiver_port, flower_port, console_port, metrics_port)
+    ports = Ports(redis_port, receiver_port, flower_port, console_port, metrics_port, api_port)
     problem = busy_ports(ports.to_check(embedded_redis=not env_url))
     if problem:
         raise ConfigError(problem)
@@ -195,7 +151,7 @@ def run_dev(
     with ExitStack() as stack:
         stack.callback(click.echo, "stopped")
         children: list[Child] = []
-        stack.callback(_stop_all, children)  # the last started stops first
+        stack.callback(stop_all, children)  # the last started stops first
         try:
             redis_url = env_url or _start_redis(settings.redis_server, ports.redis, children)
             running = _start_parts(stack, children, redis_url, ports)
@@ -221,8 +177,8 @@ def _start_redis(binary: Path | None, port: int, children: list[Child]) -> str:
 
 
 def _start_parts(stack: ExitStack, children: list[Child], redis_url: str, ports: Ports) -> Running:
-    """Start the receiver, then the worker, Flower and the console on ``redis_url``; write the
-    env file that points the CLI at them."""
+    """Start the receiver, then the worker, Flower, the console and the API on ``redis_url``;
+    write the env file that points the CLI at them."""
     given = os.environ.get("WEBHOOKS_SUBSCRIBERS")
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     try:
@@ -249,63 +205,18 @@ def _start_parts(stack: ExitStack, children: list[Child], redis_url: str, ports:
         "WEBHOOKS_METRICS_HOST": "127.0.0.1",
         "WEBHOOKS_METRICS_PORT": str(ports.metrics or 0),
     }
-    worker = _start_worker(env)
+    worker = start_worker(env)
     children.append(worker)
-    # Flower and the console never need a subscriber's secret.
+    # Flower, the console and the API never need a subscriber's secret.
     plain = {k: v for k, v in env.items() if k != SECRET_ENV}
-    flower = _start_flower(plain, ports.flower) if ports.flower else None
-    if flower:
-        children.append(flower)
+    flower = start_flower(plain, ports.flower) if ports.flower else None
     # On loopback and without a login (unless the environment sets one).
-    console = _start_console(plain, ports.console) if ports.console else None
-    if console:
-        children.append(console)
-    return Running(redis_url, receiver, worker, flower, console, subscribers, not given)
-
-
-def _start_worker(env: Mapping[str, str]) -> Child:
-    """The worker, its output copied through; ``ready`` is set at Celery's ready line."""
-    worker = Child(
-        "the worker",
-        subprocess.Popen(
-            [sys.executable, "-m", "reseller_webhooks.worker", "worker"],
-            env={**env, "PYTHONUNBUFFERED": "1"},  # its lines as they come
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        ),
-    )
-    assert worker.process.stdout is not None
-    threading.Thread(
-        target=_pump,
-        args=(worker.process.stdout, sys.stdout.buffer, worker.ready, b" ready."),
-        daemon=True,
-    ).start()
-    return worker
-
-
-def _start_flower(env: Mapping[str, str], port: int) -> Child:
-    command = [sys.executable, "-m", "celery", "-A", "reseller_webhooks.worker.queue.app"]
-    return Child(
-        "flower",
-        subprocess.Popen(
-            [*command, "flower", f"--port={port}", "--address=127.0.0.1"],
-            env={**env, "FLOWER_UNAUTHENTICATED_API": "true"},  # loopback only
-        ),
-    )
-
-
-def _start_console(env: Mapping[str, str], port: int) -> Child:
-    return Child(
-        "the console",
-        subprocess.Popen(
-            [
-                *(sys.executable, "-m", "reseller_webhooks.worker", "console"),
-                "--host=127.0.0.1",
-                f"--port={port}",
-            ],
-            env=env,
-        ),
-    )
+    console = start_console(plain, ports.console) if ports.console else None
+    api = start_api(plain, ports.api) if ports.api else None
+    if api:
+        write_sample_event(DEV_DIR)
+    children += [child for child in (flower, console, api) if child]
+    return Running(redis_url, receiver, worker, flower, console, api, subscribers, not given)
 
 
 def _waiting_for(running: Running, ports: Ports) -> list[str]:
@@ -314,9 +225,10 @@ def _waiting_for(running: Running, ports: Ports) -> list[str]:
         name
         for name, ready in (
             ("the worker", running.worker.ready.is_set()),
-            ("flower", running.flower is None or _port_open(ports.flower or 0)),
-            ("the console", running.console is None or _port_open(ports.console or 0)),
-            ("the metrics", not ports.metrics or _port_open(ports.metrics)),
+            ("flower", running.flower is None or port_open(ports.flower or 0)),
+            ("the console", running.console is None or port_open(ports.console or 0)),
+            ("the api", running.api is None or port_open(ports.api or 0)),
+            ("the metrics", not ports.metrics or port_open(ports.metrics)),
         )
         if not ready
     ]
@@ -329,7 +241,7 @@ def _wait_ready(
     took too long; ``(False, None)`` when ``dev`` was told to stop first."""
     deadline = time.monotonic() + READY_TIMEOUT_S
     while waiting := _waiting_for(running, ports):
-        failure = _first_exit(children)
+        failure = first_exit(children)
         if failure or stopped.wait(0.1):
             return False, failure
         if time.monotonic() > deadline:
@@ -341,10 +253,16 @@ def _banner(running: Running, ports: Ports, *, embedded_redis: bool) -> str:
     return banner(
         redis_url=running.redis_url,
         receiver_url=running.receiver.url,
-        ports={"flower": ports.flower, "console": ports.console, "metrics": ports.metrics},
+        ports={
+            "flower": ports.flower,
+            "console": ports.console,
+            "metrics": ports.metrics,
+            "api": ports.api,
+        },
         subscribers=running.subscribers,
         own_subscribers=running.own_subscribers,
         env_file=DEV_DIR / "env",
+        sample_event=DEV_DIR / SAMPLE_EVENT_FILE,
         embedded_redis=embedded_redis,
     )
 
@@ -352,7 +270,7 @@ def _banner(running: Running, ports: Ports, *, embedded_redis: bool) -> str:
 def _watch(children: list[Child], stopped: threading.Event) -> str | None:
     """Until ``dev`` is told to stop (``None``) or a part dies (which one and how)."""
     while not stopped.wait(0.5):
-        failure = _first_exit(children)
+        failure = first_exit(children)
         if failure:
             return failure
     return None

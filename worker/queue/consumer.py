@@ -3,9 +3,10 @@
 The transport (``queue.kombu_overrides``) already dropped entries that are not kombu messages at
 all; what reaches this consumer is a message, but maybe not a task: a content type other than
 JSON, a body that does not decode, no task name, a task this worker does not know, or a body
-Celery cannot unpack into arguments. Each is recorded in ``dlq messages`` (reason and the first
-bytes of the body) and removed from the queue. Celery's own handlers would log the body (personal
-data in a stray message) and, for some of these, raise in the event loop and stop the worker.
+Celery cannot unpack into arguments. Each is recorded in ``dlq messages`` (task name, reason,
+and the message's shape: size, content type, task id; never its body, which for a
+``webhooks.publish`` message is personal data) and removed from the queue. Celery's own handlers
+would log the body and, for some of these, raise in the event loop and stop the worker.
 
 Wrong arguments for a known task fail inside the task and are recorded by ``queue.tasks``.
 """
@@ -20,14 +21,22 @@ from celery import Celery, signals
 from celery.worker.consumer.consumer import Consumer as CeleryConsumer
 
 from reseller_webhooks.worker.queue.context import runtime_of
-from reseller_webhooks.worker.queue.envelope import excerpt
+from reseller_webhooks.worker.queue.envelope import shape
 
 log = logging.getLogger(__name__)
 
 
-def record_bad_message(celery: Celery, task: str, reason: str, raw: bytes | str | None) -> None:
-    """Add a record to ``dlq messages`` (the worker's store); the message itself is gone."""
-    runtime_of(celery).store.bad_message(task or "?", reason, excerpt(raw or b""))
+def record_bad_message(
+    celery: Celery,
+    task: str,
+    reason: str,
+    raw: bytes | str | None,
+    content_type: Any = None,
+    task_id: Any = None,
+) -> None:
+    """Add a record to ``dlq messages`` (the worker's store): the message's shape, not its
+    body; the message itself is gone."""
+    runtime_of(celery).store.bad_message(task or "?", reason, shape(raw, content_type, task_id))
 
 
 def task_body_problem(body: Any) -> str | None:
@@ -63,8 +72,16 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
         """
         task = _task_name(message)
         log.error("dead-lettered a message for task %s: %s", task, reason)
+        headers = getattr(message, "headers", None)
         try:
-            record_bad_message(self.app, task, reason, getattr(message, "body", None))
+            record_bad_message(
+                self.app,
+                task,
+                reason,
+                getattr(message, "body", None),
+                getattr(message, "content_type", None),
+                headers.get("id") if isinstance(headers, dict) else None,
+            )
         except Exception:
             log.exception("could not record the message for task %s", task)
         if not message.acknowledged:

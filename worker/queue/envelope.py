@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-#: How much of a stray entry a record keeps.
-EXCERPT_BYTES = 500
+#: Longest keyword-argument name a record keeps.
+NAME_CHARS = 40
 
 
 class Codec(Protocol):
@@ -37,10 +37,24 @@ class Stray:
     task: str = "?"
 
 
-def excerpt(raw: bytes | str, limit: int = EXCERPT_BYTES) -> str:
-    """The first ``limit`` bytes of an entry as text (undecodable bytes replaced)."""
-    data = raw.encode("utf-8", errors="replace") if isinstance(raw, str) else raw
-    return data[:limit].decode("utf-8", errors="replace")
+def shape(raw: bytes | str | None, content_type: Any = None, task_id: Any = None) -> dict[str, Any]:
+    """What a record of a dropped entry keeps of it: its size, and its content type and task id
+    when known; never a byte of its body (a ``webhooks.publish`` body is personal data)."""
+    data = raw.encode("utf-8", errors="replace") if isinstance(raw, str) else raw or b""
+    found: dict[str, Any] = {"bytes": len(data)}
+    if isinstance(content_type, str) and content_type:
+        found["content_type"] = content_type[:NAME_CHARS]
+    if isinstance(task_id, str) and task_id:
+        found["task_id"] = task_id[:NAME_CHARS]
+    return found
+
+
+def arguments_shape(args: Any, kwargs: Any) -> dict[str, Any]:
+    """What a record of a task called with the wrong arguments keeps: the kind of each
+    argument and the names of the keyword arguments, never their values."""
+    kinds = [_kind(a) for a in args] if isinstance(args, (list, tuple)) else _kind(args)
+    names = sorted(str(k)[:NAME_CHARS] for k in kwargs) if isinstance(kwargs, dict) else []
+    return {"args": kinds, "kwargs": names}
 
 
 def _kind(value: Any) -> str:

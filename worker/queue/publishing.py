@@ -96,7 +96,7 @@ def refuse(task_id: str, problems: list[str]) -> dict[str, Any]:
     """One log line and one ``dlq messages`` record; the message is acknowledged."""
     reason = "refused: " + "; ".join(problems)
     log.warning("%s[%s] %s", PUBLISH_TASK, task_id, reason)
-    runtime_of(app).store.bad_message(PUBLISH_TASK, reason, f"task id {task_id}")
+    runtime_of(app).store.bad_message(PUBLISH_TASK, reason, {"task_id": task_id})
     return {"refused": problems}
 
 

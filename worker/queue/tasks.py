@@ -23,6 +23,7 @@ from reseller_webhooks.worker.delivery.wake import DISPATCH
 from reseller_webhooks.worker.ops import outage
 from reseller_webhooks.worker.queue.app import app
 from reseller_webhooks.worker.queue.context import runtime_of
+from reseller_webhooks.worker.queue.envelope import arguments_shape
 from reseller_webhooks.worker.queue.triggers import send_deliver, send_dispatch
 from reseller_webhooks.worker.records.store import Trigger
 
@@ -110,7 +111,7 @@ def deliver(self: Any, subscriber_id: Any, token: Any) -> dict[str, Any]:
         rt.store.bad_message(
             DELIVER_TASK,
             "arguments are not (subscriber id, slot token)",
-            {"args": [subscriber_id, token]},
+            arguments_shape([subscriber_id, token], {}),
         )
         return {"malformed": 1}
     if rt.guard.check():
@@ -138,6 +139,6 @@ def _failed(sender: Any = None, exception: BaseException | None = None, **kw: An
     name = getattr(sender, "name", "?")
     reason = f"task raised {type(exception).__name__}: {exception}"
     if name == PUBLISH_TASK:  # its arguments are personal data
-        runtime().store.bad_message(name, f"task raised {type(exception).__name__}", "")
+        runtime().store.bad_message(name, f"task raised {type(exception).__name__}", {})
         return
-    runtime().store.bad_message(name, reason, {"args": kw.get("args"), "kwargs": kw.get("kwargs")})
+    runtime().store.bad_message(name, reason, arguments_shape(kw.get("args"), kw.get("kwargs")))

@@ -37,6 +37,19 @@ class Erased:
     attempt_logs: int
 
 
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """What ``forget`` would take, counted without changing anything."""
+
+    events: int
+    open_deliveries: int
+    dead_letters: int
+
+
+#: The delivery states ``forget`` cancels (as ``lua/erase.lua``).
+OPEN_STATES = frozenset({b"blocked", b"ready", b"running", b"waiting"})
+
+
 class Erasure:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -74,16 +87,32 @@ class Erasure:
             if user == user_id.encode()
         }
 
+    def _subscribers(self, subscriber_ids: Iterable[str]) -> list[str]:
+        """The subscribers given and every one that has had deliveries."""
+        active = cast(set[bytes], self.store.redis.smembers(self.store.keys.active_subscribers))
+        return sorted(set(subscriber_ids) | {s.decode() for s in active})
+
+    def preview(self, user_id: str, subscriber_ids: Iterable[str]) -> Preview:
+        """What ``forget`` would take: the user's events, their deliveries still open (to be
+        cancelled) and their dead letters; reads only."""
+        k, subs = self.store.keys, self._subscribers(subscriber_ids)
+        events = self.event_ids(user_id)
+        open_count = letters = 0
+        for start in range(0, len(events), CHUNK):
+            pipe = self.store.redis.pipeline(transaction=False)
+            for eid in events[start : start + CHUNK]:
+                for sub in subs:
+                    pipe.hget(k.delivery(f"{eid}:{sub}"), "state")
+                    pipe.exists(k.dead_letter(f"{eid}:{sub}"))
+            answers = pipe.execute()
+            open_count += sum(1 for state in answers[0::2] if state in OPEN_STATES)
+            letters += sum(int(n) for n in answers[1::2])
+        return Preview(len(events), open_count, letters)
+
     def forget(self, user_id: str, subscriber_ids: Iterable[str]) -> Erased:
         """Erase ``user_id``'s data (see the module doc); running it again changes nothing."""
         k = self.store.keys
-        subs = sorted(
-            set(subscriber_ids)
-            | {
-                s.decode()
-                for s in cast(set[bytes], self.store.redis.smembers(k.active_subscribers))
-            }
-        )
+        subs = self._subscribers(subscriber_ids)
         events = self.event_ids(user_id)
         totals = [0, 0, 0, 0]
         for start in range(0, max(len(events), 1), CHUNK):

@@ -384,14 +384,14 @@ class Store:
             )
         return moved
 
-    def bad_message(self, task: str, reason: str, payload: Any) -> None:
-        """Dead-letter a message that is not a valid trigger; the worker goes on."""
-        excerpt = payload if isinstance(payload, str) else repr(payload)
+    def bad_message(self, task: str, reason: str, shape: Mapping[str, Any]) -> None:
+        """Dead-letter a message that is not a valid trigger; the worker goes on. ``shape``
+        describes the message (size, content type, kinds of arguments), never its content."""
         record = {
             "at_ms": int(time.time() * 1000),
             "task": task,
             "reason": reason,
-            "excerpt": excerpt[:500],
+            "shape": dict(shape),
         }
         pipe = self.redis.pipeline(transaction=True)
         pipe.lpush(self.keys.bad_messages, json.dumps(record))

@@ -6,8 +6,11 @@
 -- user), its attempt log the receivers' response excerpts (which may echo the body), and a dead
 -- letter (which holds the body) is deleted with its index entries; the delivery record keeps
 -- its ids, times, state and reason. An event not yet drained leaves the pending list (counted
--- ``drained``: it will never fan out). Then the user's chains and console index go. A delivery
--- already erased is left as it is, so running the call again changes and counts nothing.
+-- ``drained``: it will never fan out). Then the user's chains and console index go. The user's
+-- sequence counter stays (its key is named by a hash of the user id, not the id, and a number
+-- must never be given twice: a receiver that kept its last applied number would drop a new
+-- event numbered from 1 again). A delivery already erased is left as it is, so running the call
+-- again changes and counts nothing.
 --
 -- KEYS[1] due: ZSET of delivery ids by lease end or next due time, server ms
 -- KEYS[2] dead: ZSET of dead delivery ids by time of death, server ms
