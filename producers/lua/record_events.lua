@@ -11,8 +11,9 @@
 -- ARGV[1] key prefix
 -- ARGV[2] event ttl: how long an event record is kept, s
 -- ARGV[3] idempotency ttl: how long an idempotency key answers its first id, s
--- ARGV[4...] events, 6 fields each: event id, event type, body (JSON text), user id,
---   idempotency key ('' for none), fingerprint of the type and data ('' without a key)
+-- ARGV[4...] events, 7 fields each: event id, event type, body (JSON text), user id,
+--   idempotency key ('' for none), fingerprint of the type and data ('' without a key),
+--   the publisher's W3C traceparent ('' for none)
 --
 -- Each recorded event is numbered in its user's sequence (``{prefix}:seq:{sha1 of user id}``, a
 -- counter that never expires, named so that no key names the user after an erasure): 1 for a
@@ -20,12 +21,14 @@
 -- event (field ``seq``) and sent with every delivery of it. An event an idempotency key already
 -- answered (or refused) takes no number.
 --
+-- A traceparent is stored with the event (field ``traceparent``) for the worker's attempt spans.
+--
 -- Returns {arm (1 when the caller must send the dispatch trigger, else 0), ids in input order},
 -- or {-1, position (from 0) of the first event whose key is held by another event}.
 -- luacheck: std lua51
 -- luacheck: globals ARGV KEYS redis
 
-local FIELDS = 6
+local FIELDS = 7
 local prefix, ttl, idem_ttl = ARGV[1], ARGV[2], ARGV[3]
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
@@ -61,11 +64,14 @@ local function owners()
   return owner
 end
 
-local function record(eid, kind, body, user)
+local function record(eid, kind, body, user, traceparent)
   local key = prefix .. ':event:' .. eid
   local seq = redis.call('INCR', prefix .. ':seq:' .. redis.sha1hex(user))
   redis.call('HSET', key, 'type', kind, 'body', body, 'user', user, 'published_at', now,
              'seq', seq)
+  if traceparent ~= '' then
+    redis.call('HSET', key, 'traceparent', traceparent)
+  end
   redis.call('EXPIRE', key, ttl)
   redis.call('RPUSH', KEYS[1], eid)
 end
@@ -81,7 +87,7 @@ for i = 4, #ARGV, FIELDS do
   if first and first[1] ~= eid then
     eid = first[1]
   else
-    record(eid, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+    record(eid, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 6])
     if first then
       redis.call('SET', prefix .. ':idem:' .. idem, eid .. ' ' .. first[2], 'EX', idem_ttl)
     end

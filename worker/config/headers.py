@@ -13,6 +13,7 @@ RESERVED_HEADERS = frozenset(
         "webhook-timestamp",
         "webhook-signature",
         "webhook-sequence",
+        "traceparent",
         "content-type",
         "content-length",
         "host",

@@ -132,6 +132,8 @@ class Subscriber(_Strict):
     ordering: Literal["per_user", "none"] = "per_user"
     #: While a user's delivery waits, a newer update supersedes the older undelivered ones.
     coalesce: bool = False
+    #: Send the attempt span's W3C ``traceparent`` header (only while tracing is on).
+    send_traceparent: bool = False
 
     _keys: tuple[bytes, ...] = PrivateAttr(default=())
 

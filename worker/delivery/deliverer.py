@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
@@ -25,6 +26,7 @@ from reseller_webhooks.worker.delivery.wake import Wakeups, seats, slot_name
 from reseller_webhooks.worker.errors import PermanentDeliveryError
 from reseller_webhooks.worker.http.sender import AttemptResult, Sender
 from reseller_webhooks.worker.ops import metrics, outage
+from reseller_webhooks.worker.ops.tracing import AttemptTracing
 from reseller_webhooks.worker.records.store import (
     Claim,
     ClaimBatch,
@@ -105,6 +107,7 @@ class Deliverer:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         wakeups: Wakeups | None = None,
+        tracing: AttemptTracing | None = None,
     ) -> None:
         self.setup = Setup.of(config, sender)
         self.store = store
@@ -115,6 +118,8 @@ class Deliverer:
         self.settings = settings
         self.clock = clock
         self.rng = rng or random.Random()
+        #: Attempt spans, or ``None`` while tracing is off (``ops.tracing``).
+        self.tracing = tracing
         self._held: set[tuple[str, str]] = set()
         self._users: dict[Setup, int] = {}  # tasks using each setup (under _held_lock)
         self._held_lock = threading.Lock()
@@ -302,8 +307,19 @@ class Deliverer:
             return self._unattempted(claim, subscriber, disabled)
         if not claim.body:
             return self._unattempted(claim, subscriber, "event record expired before delivery")
+        if self.tracing is None:
+            return self._send(claim, setup, subscriber, "")
+        send = functools.partial(self._send, claim, setup, subscriber)
+        return self.tracing.traced(claim, subscriber.send_traceparent, send)
+
+    def _send(self, claim: Claim, setup: Setup, subscriber: Subscriber, traceparent: str) -> Finish:
+        """Send, classify, observe, and say what to record."""
         result = setup.sender.attempt(
-            subscriber, claim.event_id, claim.body, sequence=claim.sequence
+            subscriber,
+            claim.event_id,
+            claim.body,
+            sequence=claim.sequence,
+            traceparent=traceparent,
         )
         now = self.clock()
         policy = setup.config.policy(subscriber)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from reseller_webhooks.worker.config.subscribers import SubscribersConfig, load_
 from reseller_webhooks.worker.delivery.deliverer import Deliverer
 from reseller_webhooks.worker.http.sender import Sender
 from reseller_webhooks.worker.ops.store_guard import StoreGuard
+from reseller_webhooks.worker.ops.tracing import AttemptTracing
 from reseller_webhooks.worker.records.store import Store
 
 
@@ -62,7 +64,11 @@ class Runtime:
         config = load_subscribers(settings)
         store = make_store(settings)
         deliverer = Deliverer(
-            config=config, store=store, sender=make_sender(settings, config), settings=settings
+            config=config,
+            store=store,
+            sender=make_sender(settings, config),
+            settings=settings,
+            tracing=AttemptTracing.from_env(os.environ),
         )
         return cls(settings=settings, store=store, deliverer=deliverer, guard=StoreGuard(store))
 

@@ -137,15 +137,23 @@ class Sender:
         self.transport.close()
 
     def attempt(
-        self, sub: Subscriber, webhook_id: str, body: bytes, *, sequence: int = 0
+        self,
+        sub: Subscriber,
+        webhook_id: str,
+        body: bytes,
+        *,
+        sequence: int = 0,
+        traceparent: str = "",
     ) -> AttemptResult:
         """Make one attempt, over by ``attempt_bound_s(sub.timeout_s)``; never raises for delivery
         problems (they are in the result). A ``sequence`` (the event's number among its user's
-        events; 0: none) is sent as ``webhook-sequence``."""
+        events; 0: none) is sent as ``webhook-sequence``, a ``traceparent`` as it is."""
         started = time.perf_counter()
         deadline = time.monotonic() + sub.timeout_s
         try:
-            status, excerpt, retry_after = self._post(sub, webhook_id, body, deadline, sequence)
+            status, excerpt, retry_after = self._post(
+                sub, webhook_id, body, deadline, sequence, traceparent
+            )
         except Exception as exc:  # translated, recorded, decided on by the caller
             return AttemptResult(
                 status=None,
@@ -164,12 +172,20 @@ class Sender:
     # is a race of a round trip, and a second try would have to share this attempt's deadline
     # and could reach a subscriber that did get the first. The schedule retries instead.
     def _post(
-        self, sub: Subscriber, webhook_id: str, body: bytes, deadline: float, sequence: int
+        self,
+        sub: Subscriber,
+        webhook_id: str,
+        body: bytes,
+        deadline: float,
+        sequence: int,
+        traceparent: str,
     ) -> tuple[int, str, str | None]:
         route = self._routes[sub.id]
         headers = {**route.headers, **route.signer.headers(webhook_id, int(self._clock()), body)}
         if sequence:
             headers[SEQUENCE_HEADER] = str(sequence)
+        if traceparent:
+            headers["traceparent"] = traceparent
         request = httpx.Request(
             "POST",
             route.url,

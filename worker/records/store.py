@@ -84,6 +84,8 @@ class Claim:
     published_at: int = 0
     #: The event's number in its user's sequence (``webhook-sequence``; 0: none).
     sequence: int = 0
+    #: The publisher's W3C ``traceparent`` ('' for none), the parent of the attempt's span.
+    traceparent: str = ""
 
     def server_ms(self, monotonic: float) -> float:
         """The Redis server's clock (ms) at local monotonic time ``monotonic``, give or take the
@@ -238,8 +240,9 @@ class Store:
                 expires_at=expires_at,
                 published_at=int(published_at or 0),
                 sequence=int(sequence or 0),
+                traceparent=traceparent.decode(),
             )
-            for did, event_id, attempt, trigger, body, published_at, sequence in raw
+            for did, event_id, attempt, trigger, body, published_at, sequence, traceparent in raw
         ]
         return ClaimBatch(claims, triggers_of(more), disabled.decode())
 

@@ -22,7 +22,8 @@
 -- Returns {lease (server ms; 0: slot gone or nothing claimed; -1: kept, nothing to claim),
 -- claims, triggers, disabled reason}; a claim is {delivery id, event id, attempt number,
 -- trigger, body, published at (server ms, 0: unknown), the event's number in its user's
--- sequence (0: none, an event recorded before events were numbered)}.
+-- sequence (0: none, an event recorded before events were numbered), the publisher's W3C
+-- traceparent ('' for none)}.
 -- luacheck: std lua51
 -- luacheck: globals ARGV KEYS redis
 -- luacheck: read globals server_now live_slots arm wake_slot WAITING_MS (prelude.lua)
@@ -61,9 +62,10 @@ local function claim_one(did, lease)
   if rec[1] ~= 'ready' then return nil end
   redis.call('HSET', key, 'state', 'running', 'lease', lease)
   redis.call('ZADD', KEYS[1], lease, did)
-  local ev = redis.call('HMGET', prefix .. ':event:' .. rec[2], 'body', 'published_at', 'seq')
+  local ev = redis.call('HMGET', prefix .. ':event:' .. rec[2], 'body', 'published_at', 'seq',
+                        'traceparent')
   return {did, rec[2], tonumber(rec[3] or 0) + 1, rec[4] or 'scheduled', ev[1] or '',
-          tonumber(ev[2] or 0), tonumber(ev[3] or 0)}
+          tonumber(ev[2] or 0), tonumber(ev[3] or 0), ev[4] or ''}
 end
 
 local function take(count, lease)
