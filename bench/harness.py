@@ -124,6 +124,12 @@ def flush_keeping_identity(client: redis.Redis, prefix: str = "rw") -> None:
             client.hset(key, mapping=fields)
 
 
+def redis_main_thread_cpu_s(client: redis.Redis) -> float:
+    """The Redis server's main-thread CPU so far (``INFO cpu``, user + sys), s."""
+    cpu = client.info("cpu")
+    return float(cpu["used_cpu_user_main_thread"]) + float(cpu["used_cpu_sys_main_thread"])
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

@@ -17,7 +17,6 @@ REV; the drivers take turns round by round, alternating which goes first.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -25,7 +24,9 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bench.redis_cpu import Side, extract
+from bench.harness import flush_keeping_identity, redis_main_thread_cpu_s
+from bench.redis_cpu import Side, extract, interleave
+from bench.redis_cpu import report as report_metric
 
 SCRIPT_CMD = "cmdstat_evalsha"
 
@@ -55,7 +56,7 @@ class Driver:
         self.user = sample_user()
 
     def round(self, events: int) -> dict[str, Any]:
-        self.client.flushall()
+        flush_keeping_identity(self.client)  # the publisher remembers the store
         self.client.set(self.publisher.keys.dispatch_armed, 1)  # a dispatch is pending
         users = [{**self.user, "id": f"usr_{n}"} for n in range(events)]
         self.publisher.publish("reseller.user.created", users[0])  # script loaded
@@ -83,8 +84,7 @@ class Driver:
         }
 
     def main_thread_cpu_s(self) -> float:
-        cpu = self.client.info("cpu")
-        return float(cpu["used_cpu_user_main_thread"]) + float(cpu["used_cpu_sys_main_thread"])
+        return redis_main_thread_cpu_s(self.client)
 
 
 def serve(url: str) -> None:
@@ -97,38 +97,17 @@ def serve(url: str) -> None:
 
 
 def measure(sides: dict[str, Side], rounds: int, events: int) -> dict[str, dict[str, list[float]]]:
-    for side in sides.values():
-        side.ask(events)  # warm-up
-    figures: dict[str, dict[str, list[float]]] = {s: {m: [] for m in METRICS} for s in sides}
-    order = list(sides)
-    for n in range(rounds):
-        for name in order if n % 2 == 0 else order[::-1]:
-            result = sides[name].ask(events)
-            for metric in METRICS:
-                figures[name][metric].append(result[metric])
-            print(
-                f"round {n + 1} {name}: "
-                + ", ".join(f"{m} {result[m]:.1f}" for m in METRICS)
-                + f" ({result['calls']} calls)",
-                file=sys.stderr,
-                flush=True,
-            )
-    return figures
+    def line(result: dict[str, Any]) -> str:
+        figures = ", ".join(f"{m} {result[m]:.1f}" for m in METRICS)
+        return f"{figures} ({result['calls']} calls)"
+
+    return interleave(sides, rounds, events, METRICS, line)
 
 
 def report(figures: dict[str, dict[str, list[float]]]) -> None:
     for metric, label in METRICS.items():
         print(f"{label}:")
-        for side, values in figures.items():
-            print(f"  {side}: median {statistics.median(values[metric]):.2f}")
-        if "baseline" in figures:
-            now, then = figures["current"][metric], figures["baseline"][metric]
-            pairs = [c / b for c, b in zip(now, then, strict=True) if b]
-            if pairs:
-                print(
-                    f"  current / baseline: each round's ratio median "
-                    f"{statistics.median(pairs):.3f}, {min(pairs):.3f} to {max(pairs):.3f}"
-                )
+        report_metric(figures, metric)
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, Any
@@ -103,8 +104,9 @@ class Driver:
             )
 
     def main_thread_cpu_s(self) -> float:
-        cpu = self.client.info("cpu")
-        return float(cpu["used_cpu_user_main_thread"]) + float(cpu["used_cpu_sys_main_thread"])
+        from bench.harness import redis_main_thread_cpu_s
+
+        return redis_main_thread_cpu_s(self.client)
 
     def deliver_all(self) -> int:
         """Drain everything pending, then serve every armed slot until it is released."""
@@ -177,11 +179,6 @@ class Side:
         )  # fmt: skip
         stack.callback(self.process.stdin.close)  # type: ignore[union-attr]
 
-    def round(self, deliveries: int) -> dict[str, Any]:
-        result = self.ask(deliveries)
-        assert result["deliveries"] == deliveries, result
-        return result
-
     def ask(self, size: int) -> dict[str, Any]:
         """One round of ``size`` in the driver: its JSON answer."""
         stdin: IO[str] = self.process.stdin  # type: ignore[assignment]
@@ -191,27 +188,41 @@ class Side:
         return dict(json.loads(stdout.readline()))
 
 
-def measure(
-    sides: dict[str, Side], rounds: int, deliveries: int
+def interleave(
+    sides: dict[str, Side],
+    rounds: int,
+    size: int,
+    metrics: Iterable[str],
+    line: Callable[[dict[str, Any]], str],
 ) -> dict[str, dict[str, list[float]]]:
+    """``rounds`` rounds of ``size`` on every side, taking turns (the order reversed every other
+    round), after one warm-up round each; each round's ``metrics``, and ``line`` of it on stderr."""
     for side in sides.values():
-        side.round(deliveries)  # warm-up: scripts loaded, first-use costs paid
-    figures: dict[str, dict[str, list[float]]] = {s: {m: [] for m in METRICS} for s in sides}
+        side.ask(size)  # warm-up: scripts loaded, first-use costs paid
+    figures: dict[str, dict[str, list[float]]] = {s: {m: [] for m in metrics} for s in sides}
     order = list(sides)
     for n in range(rounds):
         for name in order if n % 2 == 0 else order[::-1]:
-            result = sides[name].round(deliveries)
-            for metric in METRICS:
-                figures[name][metric].append(result[metric])
-            print(
-                f"round {n + 1} {name}: {result['us_per_delivery']:.1f} us in scripts, "
-                f"{result['cpu_us_per_delivery']:.1f} us of CPU, "
-                f"{result['commands_per_delivery']:.2f} commands per delivery "
-                f"({result['script_calls']} script calls; {result['store']})",
-                file=sys.stderr,
-                flush=True,
-            )
+            result = sides[name].ask(size)
+            for metric, values in figures[name].items():
+                values.append(result[metric])
+            print(f"round {n + 1} {name}: {line(result)}", file=sys.stderr, flush=True)
     return figures
+
+
+def measure(
+    sides: dict[str, Side], rounds: int, deliveries: int
+) -> dict[str, dict[str, list[float]]]:
+    def line(result: dict[str, Any]) -> str:
+        assert result["deliveries"] == deliveries, result
+        return (
+            f"{result['us_per_delivery']:.1f} us in scripts, "
+            f"{result['cpu_us_per_delivery']:.1f} us of CPU, "
+            f"{result['commands_per_delivery']:.2f} commands per delivery "
+            f"({result['script_calls']} script calls; {result['store']})"
+        )
+
+    return interleave(sides, rounds, deliveries, METRICS, line)
 
 
 def report(figures: dict[str, dict[str, list[float]]], metric: str) -> None:
@@ -220,7 +231,9 @@ def report(figures: dict[str, dict[str, list[float]]], metric: str) -> None:
     if "baseline" in figures:
         now, then = figures["current"][metric], figures["baseline"][metric]
         ratio = statistics.median(now) / statistics.median(then)
-        pairs = [c / b for c, b in zip(now, then, strict=True)]
+        pairs = [c / b for c, b in zip(now, then, strict=True) if b]
+        if not pairs:
+            return
         print(
             f"  current / baseline: {ratio:.3f} (medians); each round's ratio: median "
             f"{statistics.median(pairs):.3f}, {min(pairs):.3f} to {max(pairs):.3f}"
