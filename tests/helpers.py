@@ -130,10 +130,16 @@ class Deployment:
     workers: list[WorkerProcess] = field(default_factory=list)
 
     def subscriber(
-        self, sub_id: str, url: str, events: list[str] | None = None, **extra: Any
+        self,
+        sub_id: str,
+        url: str,
+        events: list[str] | None = None,
+        *,
+        secret: str | None = None,
+        **extra: Any,
     ) -> str:
-        """Add a subscriber (secret via env) and return its secret."""
-        secret = new_secret()
+        """Add a subscriber (its secret, a new one unless given, via env) and return its secret."""
+        secret = secret or new_secret()
         env_name = f"SECRET_{sub_id.upper().replace('-', '_')}"
         self.secrets[env_name] = secret
         self.config.setdefault("subscribers", []).append(

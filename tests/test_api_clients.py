@@ -109,15 +109,7 @@ def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
     deployment = Deployment(tmp_path=tmp_path_factory.mktemp("clients"), redis_url=redis_server.url)
     secret = new_secret()
     with Receiver(secret=secret) as receiver:
-        deployment.secrets["SECRET_CRM"] = secret
-        deployment.config["subscribers"] = [
-            {
-                "id": "crm",
-                "url": f"{receiver.url}/hook",
-                "events": ["reseller.user.*"],
-                "secret_env": "SECRET_CRM",
-            }
-        ]
+        deployment.subscriber("crm", f"{receiver.url}/hook", secret=secret)
         deployment.start_worker()
         _, url = deployment.start_api(WEBHOOKS_API_TOKENS=f"crm-node:{TOKEN}")
         yield Stack(url, receiver, client, Keys("rw"))

@@ -126,15 +126,7 @@ def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
     deployment = Deployment(tmp_path=tmp_path_factory.mktemp("celery"), redis_url=redis_server.url)
     secret = new_secret()
     with Receiver(secret=secret) as receiver:
-        deployment.secrets["SECRET_CRM"] = secret
-        deployment.config["subscribers"] = [
-            {
-                "id": "crm",
-                "url": f"{receiver.url}/hook",
-                "secret_env": "SECRET_CRM",
-                "events": ["reseller.user.*"],
-            },
-        ]
+        deployment.subscriber("crm", f"{receiver.url}/hook", secret=secret)
         deployment.start_worker()
         yield Stack(deployment, receiver, client, Keys("rw"), seen)
         deployment.kill_all()

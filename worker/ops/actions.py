@@ -9,7 +9,7 @@ the subscribers file is loaded without them.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -293,12 +293,8 @@ class Operations:
         if blocked:
             raise SubscribersDisabledError(blocked)
         seen = done = 0
-        for chunk in self.dead.chunks(chosen):
-            seen += len(chunk)
-            wanted = chunk
-            if chosen.event_type:
-                letters = self.dead.read(chunk)
-                wanted = [x.delivery_id for x in letters if x is not None and chosen.keeps(x)]
+        for size, wanted in self._matching_chunks(chosen):
+            seen += size
             replayed, triggers = self.dead.replay_chunk(wanted)
             if triggers:
                 send(triggers)
@@ -309,15 +305,21 @@ class Operations:
     def purge_matching(self, chosen: Filter, progress: Progress = _no_progress) -> int:
         """Purge every dead letter the filter keeps, a chunk per round trip; how many."""
         seen = done = 0
-        for chunk in self.dead.chunks(chosen):
-            seen += len(chunk)
-            wanted = chunk
-            if chosen.event_type:
-                letters = self.dead.read(chunk)
-                wanted = [x.delivery_id for x in letters if x is not None and chosen.keeps(x)]
+        for size, wanted in self._matching_chunks(chosen):
+            seen += size
             done += self.dead.purge_chunk(wanted) if wanted else 0
             progress(seen, done)
         return done
+
+    def _matching_chunks(self, chosen: Filter) -> Iterator[tuple[int, list[str]]]:
+        """The filter's index a chunk at a time: the chunk's size and the ids the filter keeps
+        (an event type is in no index, so with one the chunk's letters are read)."""
+        for chunk in self.dead.chunks(chosen):
+            if not chosen.event_type:
+                yield len(chunk), chunk
+                continue
+            letters = self.dead.read(chunk)
+            yield len(chunk), [x.delivery_id for x in letters if x and chosen.keeps(x)]
 
     # -- stories -------------------------------------------------------------------------------
 
