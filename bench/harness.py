@@ -52,6 +52,10 @@ class ReceiverProcess:
     def count(self) -> int:
         return int(self._get("/stats")["count"])
 
+    def count_of(self, kind: str) -> int:
+        """Requests received on paths whose first segment is ``kind``."""
+        return int(self._get("/stats")["kinds"].get(kind, 0))
+
     def records(self) -> list[tuple[float, str, str]]:
         return [(float(t), str(i), str(p)) for t, i, p in self._get("/dump")]
 

@@ -2,8 +2,10 @@
 
 It answers every POST and records (arrival time, id, path): the id is the ``webhook-id`` header,
 or ``x-bench-id`` for the baselines. Paths choose behaviour: ``/fail...`` always answers 503,
-``/flaky...`` answers 503 to the first request of each id and 200 after. ``GET /stats`` returns
-the count, ``GET /dump`` every record, ``POST /reset`` forgets them.
+``/flaky...`` answers 503 to the first request of each id and 200 after, ``/slow...`` answers
+200 after :data:`SLOW_S` (without holding up other connections). ``GET /stats`` returns the
+count (and the counts by the path's first segment, e.g. ``ok`` for ``/ok/7``), ``GET /dump``
+every record, ``POST /reset`` forgets them.
 """
 
 from __future__ import annotations
@@ -12,14 +14,19 @@ import asyncio
 import json
 import sys
 import time
+from collections import Counter
 
 Record = tuple[float, str, str]
+
+#: How long ``/slow...`` paths take to answer.
+SLOW_S = 2.0
 
 
 class State:
     def __init__(self) -> None:
         self.records: list[Record] = []
         self.seen: set[str] = set()
+        self.kinds: Counter[str] = Counter()
 
 
 async def _serve(state: State, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -42,14 +49,18 @@ async def _serve(state: State, reader: asyncio.StreamReader, writer: asyncio.Str
             status, body = 200, b"ok"
             route = path.decode()
             if method == b"GET" and route == "/stats":
-                body = json.dumps({"count": len(state.records)}).encode()
+                body = json.dumps({"count": len(state.records), "kinds": state.kinds}).encode()
             elif method == b"GET" and route == "/dump":
                 body = json.dumps(state.records).encode()
             elif route == "/reset":
                 state.records.clear()
                 state.seen.clear()
+                state.kinds.clear()
             else:
+                if route.startswith("/slow"):
+                    await asyncio.sleep(SLOW_S)
                 state.records.append((arrived, ident, route))
+                state.kinds[route.split("/", 2)[1]] += 1
                 if route.startswith("/fail") or (
                     route.startswith("/flaky") and ident not in state.seen
                 ):
