@@ -22,6 +22,13 @@ from reseller_webhooks.worker.delivery.attempt_record import attempt_record, iso
 from reseller_webhooks.worker.delivery.burst_log import BurstLog
 from reseller_webhooks.worker.delivery.lane import Lane, Setup
 from reseller_webhooks.worker.delivery.outcome import Decision, Outcome, decide
+from reseller_webhooks.worker.delivery.seats import (
+    WANTED_WITHIN_S,
+    chunk_size,
+    is_slow,
+    may_sit,
+    recent_attempt_s,
+)
 from reseller_webhooks.worker.delivery.wake import Wakeups, seats, slot_name
 from reseller_webhooks.worker.errors import PermanentDeliveryError
 from reseller_webhooks.worker.http.sender import AttemptResult, Sender
@@ -123,7 +130,12 @@ class Deliverer:
         self._held: set[tuple[str, str]] = set()
         self._users: dict[Setup, int] = {}  # tasks using each setup (under _held_lock)
         self._held_lock = threading.Lock()
-        self.threads_per_subscriber = max(1, settings.concurrency // 2)
+        #: Threads this worker runs deliver tasks on (``--concurrency`` may override the setting).
+        self.threads = settings.concurrency
+        #: Each subscriber's recent attempt time in this process, s (``delivery.seats``).
+        self.attempt_s: dict[str, float] = {}
+        #: When a subscriber that is not slow last asked for a thread (``time.monotonic()``).
+        self._others_wanted_at = -WANTED_WITHIN_S
         self._unmatched = BurstLog(log, UNMATCHED_MESSAGE)
 
     @property
@@ -178,7 +190,7 @@ class Deliverer:
         slot = (subscriber_id, token)
         setup = self._take_seat(slot)
         if setup is None:
-            # Half this worker's threads at most: a slow endpoint never takes them all.
+            # Slow endpoints never take every thread (``delivery.seats``).
             self.store.release(subscriber_id, token)
             return Served(Counter(released=1))
         try:
@@ -188,11 +200,25 @@ class Deliverer:
 
     def _take_seat(self, slot: tuple[str, str]) -> Setup | None:
         """Hold ``slot`` and count a task on the current setup; ``None`` when the subscriber
-        already has its share of this worker's threads."""
+        already has its share of this worker's threads (``delivery.seats``)."""
         subscriber_id = slot[0]
+        slow = is_slow(self.attempt_s.get(subscriber_id))
+        now = time.monotonic()
         with self._held_lock:
-            mine = sum(1 for held_sub, _ in self._held if held_sub == subscriber_id)
-            if mine >= self.threads_per_subscriber:
+            if not slow:
+                self._others_wanted_at = now
+            mine = slow_held = 0
+            for held_sub, _ in self._held:
+                mine += held_sub == subscriber_id
+                slow_held += is_slow(self.attempt_s.get(held_sub))
+            if not may_sit(
+                self.threads,
+                held=len(self._held),
+                mine=mine,
+                slow=slow,
+                slow_held=slow_held,
+                others_want=now - self._others_wanted_at < WANTED_WITHIN_S,
+            ):
                 return None
             setup = self.setup
             self._held.add(slot)
@@ -321,6 +347,9 @@ class Deliverer:
             sequence=claim.sequence,
             traceparent=traceparent,
         )
+        self.attempt_s[subscriber.id] = recent_attempt_s(
+            self.attempt_s.get(subscriber.id), result.duration_ms / 1000
+        )
         now = self.clock()
         policy = setup.config.policy(subscriber)
         decision = decide(
@@ -376,8 +405,9 @@ class Deliverer:
     ) -> ClaimBatch | None:
         """Claim the next chunk, recording ``finished`` attempts first in the same round trip;
         ``None`` when the slot was released (nothing ready, and ``keep`` false)."""
+        recent_s = self.attempt_s.get(lane.subscriber_id)
         kw: dict[str, Any] = {
-            "most": self.settings.deliver_chunk,
+            "most": chunk_size(self.settings.deliver_chunk, recent_s, TIME_SLICE_S),
             "lease_ms": lane.lease_ms,
             "bound": lane.bound,
             "keep": keep,

@@ -102,7 +102,7 @@ class Lifecycle(bootsteps.StartStopStep):  # type: ignore[misc]
         rt = self.rt = runtime_of(app)
         threads = parent.concurrency  # --concurrency may override the setting
         if isinstance(threads, int) and threads > 0:
-            rt.deliverer.threads_per_subscriber = max(1, threads // 2)
+            rt.deliverer.threads = threads
             rt.deliverer.wakeups.seats = seats(threads)
         on_stray_message(functools.partial(record_bad_message, app))
         atexit.register(report_leftovers)
