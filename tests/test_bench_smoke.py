@@ -39,5 +39,7 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
     assert result["retry_lateness"]["sent_twice"] == 0
     assert result["pending_retries"]["pending"] == result["sizes"]["pending"]
     assert {"cores", "python", "redis", "date"} <= set(result["machine"])
-    assert len(result["targets"]) == 11
+    assert result["fairness"]["unaccounted"] == 0
+    assert result["fairness"]["all_healthy"]["healthy_missing"] == 0
+    assert len(result["targets"]) == 13
     assert "ratios:" in run.stdout

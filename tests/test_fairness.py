@@ -40,7 +40,8 @@ def test_a_healthy_subscriber_is_served_while_slow_ones_hold_requests(
 ) -> None:
     """A worker of 4 threads; two subscribers whose endpoint holds every request, each allowed
     two attempts in flight, get a backlog first: they may take 3 threads, never all 4 (each
-    may hold half, and a subscriber already served does not take the last free thread). The
+    may hold half, and a subscriber already served, not known to be fast, does not take the
+    last free thread). The
     healthy subscriber's events, published after, arrive while those requests are still held;
     once released, every event reaches the slow ones too."""
     held = Held()
@@ -57,6 +58,7 @@ def test_a_healthy_subscriber_is_served_while_slow_ones_hold_requests(
             ]
             wait_until(
                 lambda: held.in_flight >= 3 and rdb.llen(keys.queue) == 0,
+                timeout_s=30,
                 what="the slow subscribers holding threads, their triggers taken",
             )
             updated = [

@@ -22,13 +22,7 @@ from reseller_webhooks.worker.delivery.attempt_record import attempt_record, iso
 from reseller_webhooks.worker.delivery.burst_log import BurstLog
 from reseller_webhooks.worker.delivery.lane import Lane, Setup
 from reseller_webhooks.worker.delivery.outcome import Decision, Outcome, decide
-from reseller_webhooks.worker.delivery.seats import (
-    WANTED_WITHIN_S,
-    chunk_size,
-    is_slow,
-    may_sit,
-    recent_attempt_s,
-)
+from reseller_webhooks.worker.delivery.seats import Pace
 from reseller_webhooks.worker.delivery.wake import Wakeups, seats, slot_name
 from reseller_webhooks.worker.errors import PermanentDeliveryError
 from reseller_webhooks.worker.http.sender import AttemptResult, Sender
@@ -132,10 +126,8 @@ class Deliverer:
         self._held_lock = threading.Lock()
         #: Threads this worker runs deliver tasks on (``--concurrency`` may override the setting).
         self.threads = settings.concurrency
-        #: Each subscriber's recent attempt time in this process, s (``delivery.seats``).
-        self.attempt_s: dict[str, float] = {}
-        #: When a subscriber that is not slow last asked for a thread (``time.monotonic()``).
-        self._others_wanted_at = -WANTED_WITHIN_S
+        #: The subscribers' speed, for sharing the threads (``delivery.seats``).
+        self.pace = Pace()
         self._unmatched = BurstLog(log, UNMATCHED_MESSAGE)
 
     @property
@@ -201,24 +193,10 @@ class Deliverer:
     def _take_seat(self, slot: tuple[str, str]) -> Setup | None:
         """Hold ``slot`` and count a task on the current setup; ``None`` when the subscriber
         already has its share of this worker's threads (``delivery.seats``)."""
-        subscriber_id = slot[0]
-        slow = is_slow(self.attempt_s.get(subscriber_id))
         now = time.monotonic()
         with self._held_lock:
-            if not slow:
-                self._others_wanted_at = now
-            mine = slow_held = 0
-            for held_sub, _ in self._held:
-                mine += held_sub == subscriber_id
-                slow_held += is_slow(self.attempt_s.get(held_sub))
-            if not may_sit(
-                self.threads,
-                held=len(self._held),
-                mine=mine,
-                slow=slow,
-                slow_held=slow_held,
-                others_want=now - self._others_wanted_at < WANTED_WITHIN_S,
-            ):
+            held = (sub for sub, _ in self._held)
+            if not self.pace.may_sit(slot[0], self.threads, held, now):
                 return None
             setup = self.setup
             self._held.add(slot)
@@ -347,9 +325,7 @@ class Deliverer:
             sequence=claim.sequence,
             traceparent=traceparent,
         )
-        self.attempt_s[subscriber.id] = recent_attempt_s(
-            self.attempt_s.get(subscriber.id), result.duration_ms / 1000
-        )
+        self.pace.attempted(subscriber.id, result.duration_ms / 1000)
         now = self.clock()
         policy = setup.config.policy(subscriber)
         decision = decide(
@@ -405,9 +381,8 @@ class Deliverer:
     ) -> ClaimBatch | None:
         """Claim the next chunk, recording ``finished`` attempts first in the same round trip;
         ``None`` when the slot was released (nothing ready, and ``keep`` false)."""
-        recent_s = self.attempt_s.get(lane.subscriber_id)
         kw: dict[str, Any] = {
-            "most": chunk_size(self.settings.deliver_chunk, recent_s, TIME_SLICE_S),
+            "most": self.pace.chunk(lane.subscriber_id, self.settings.deliver_chunk, TIME_SLICE_S),
             "lease_ms": lane.lease_ms,
             "bound": lane.bound,
             "keep": keep,

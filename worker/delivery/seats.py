@@ -6,9 +6,9 @@ so a few slow subscribers with a backlog would hold every thread while the other
 wait in the queue. Four rules keep threads for the others:
 
 - one subscriber holds at most half the worker's threads (:func:`share`);
-- a subscriber already served in the worker does not take its last free thread: that one is
-  kept for a subscriber not served at all (which may be the one starved); this holds before
-  anything is known of an endpoint's speed;
+- a subscriber already served in the worker does not take its last free thread unless it is
+  known to be fast: that one is kept for a subscriber not served at all (which may be the one
+  starved); this holds before anything is known of an endpoint's speed (one that hangs);
 - slow subscribers (recent attempt time at least :data:`SLOW_ATTEMPT_S`) together hold at most
   half of them (:func:`slow_seats`) while a subscriber that is not slow has wanted a thread
   recently (:data:`WANTED_WITHIN_S`); with nothing else to do, they may use them all;
@@ -21,6 +21,7 @@ A task refused a seat releases its slot; the scheduler arms the subscriber a new
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 #: A subscriber whose recent attempts take this long (or longer) is slow, s.
 SLOW_ATTEMPT_S = 1.0
@@ -56,18 +57,26 @@ def slow_seats(threads: int) -> int:
 
 
 def may_sit(
-    threads: int, *, held: int, mine: int, slow: bool, slow_held: int, others_want: bool
+    threads: int,
+    *,
+    held: int,
+    mine: int,
+    recent_s: float | None,
+    slow_held: int,
+    others_want: bool,
 ) -> bool:
     """Whether a task of a subscriber holding ``mine`` of the ``held`` threads may take one more.
 
+    ``recent_s``: the subscriber's recent attempt time (``None``: none made yet);
     ``slow_held``: threads held by slow subscribers now; ``others_want``: a subscriber that is
     not slow asked for a thread recently.
     """
     if mine >= share(threads):
         return False
-    if mine and threads - held <= 1:
+    fast = recent_s is not None and not is_slow(recent_s)
+    if mine and not fast and threads - held <= 1:
         return False
-    return not (slow and others_want and slow_held >= slow_seats(threads))
+    return not (is_slow(recent_s) and others_want and slow_held >= slow_seats(threads))
 
 
 def chunk_size(most: int, recent_s: float | None, time_slice_s: float) -> int:
@@ -76,3 +85,39 @@ def chunk_size(most: int, recent_s: float | None, time_slice_s: float) -> int:
     if recent_s is None or not is_slow(recent_s):
         return most
     return max(1, min(most, math.floor(time_slice_s / recent_s)))
+
+
+class Pace:
+    """What one worker process knows of its subscribers' speed: each one's recent attempt time,
+    and when a subscriber that is not slow last asked for a thread. The caller serialises
+    :meth:`may_sit` (it holds its seats' lock); :meth:`attempted` may race (a lost sample)."""
+
+    def __init__(self) -> None:
+        self.attempt_s: dict[str, float] = {}
+        self._others_asked_at = -math.inf
+
+    def attempted(self, subscriber_id: str, seconds: float) -> None:
+        self.attempt_s[subscriber_id] = recent_attempt_s(self.attempt_s.get(subscriber_id), seconds)
+
+    def chunk(self, subscriber_id: str, most: int, time_slice_s: float) -> int:
+        return chunk_size(most, self.attempt_s.get(subscriber_id), time_slice_s)
+
+    def may_sit(self, subscriber_id: str, threads: int, held: Iterable[str], now: float) -> bool:
+        """Whether ``subscriber_id`` may take one more thread, ``held`` naming the subscriber
+        of every thread held (``now``: ``time.monotonic()``)."""
+        recent_s = self.attempt_s.get(subscriber_id)
+        if not is_slow(recent_s):
+            self._others_asked_at = now
+        count = mine = slow_held = 0
+        for sub in held:
+            count += 1
+            mine += sub == subscriber_id
+            slow_held += is_slow(self.attempt_s.get(sub))
+        return may_sit(
+            threads,
+            held=count,
+            mine=mine,
+            recent_s=recent_s,
+            slow_held=slow_held,
+            others_want=now - self._others_asked_at < WANTED_WITHIN_S,
+        )
