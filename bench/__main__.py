@@ -14,13 +14,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import report, scenarios
+from bench import fairness, report, scenarios
 from bench.harness import Processes
 
 PRESETS = {
     "full": scenarios.Sizes(events=3000, pending=100_000, lateness_events=500, rounds=3),
-    "quick": scenarios.Sizes(events=400, pending=5000, lateness_events=200, rounds=1),
-    "smoke": scenarios.Sizes(events=40, pending=100, lateness_events=10, rounds=1),
+    "quick": scenarios.Sizes(
+        events=400, pending=5000, lateness_events=200, rounds=1, fairness="quick"
+    ),
+    "smoke": scenarios.Sizes(
+        events=40, pending=100, lateness_events=10, rounds=1, fairness="smoke"
+    ),
 }
 
 
@@ -119,6 +123,7 @@ def single_steps(p: Processes, sizes: scenarios.Sizes, result: dict[str, Any]) -
         ),
         ("retry_lateness", lambda: scenarios.retry_lateness(p, sizes)),
         ("pending_retries", lambda: scenarios.pending_retries(p, sizes)),
+        ("fairness", lambda: fairness.side_by_side(p, fairness.PRESETS[sizes.fairness])),
     ]
 
 

@@ -219,6 +219,8 @@ def figures(p: Processes, load: Load, sent: dict[str, float], healthy: int) -> d
         "p50_ms": round(percentile(ms, 0.5), 1),
         "p99_ms": round(percentile(ms, 0.99), 1),
         "max_ms": round(max(ms, default=float("nan")), 1),
+        # what the slow receivers got meanwhile: the price of the healthy ones' share
+        "slow_received": p.receiver.count_of("slow"),
         "deliveries": dict(states),
         "accounted": states["missing"] == 0 and sum(states.values()) == len(sent) * load.receivers,
     }
@@ -235,8 +237,15 @@ def side_by_side(
         "all_healthy": healthy,
         "degraded": degraded,
         "p99_ratio": round(degraded["p99_ms"] / healthy["p99_ms"], 2),
+        "unaccounted": unaccounted(healthy) + unaccounted(degraded),
         "p50_ratio": round(degraded["p50_ms"] / healthy["p50_ms"], 2),
     }
+
+
+def unaccounted(run: dict[str, Any]) -> int:
+    """Published ids, at any subscriber, with no delivery record; plus one when the audit
+    does not balance."""
+    return int(run["deliveries"].get("missing", 0)) + (0 if run["audit_balanced"] else 1)
 
 
 def describe(label: str, result: dict[str, Any]) -> str:
@@ -245,7 +254,8 @@ def describe(label: str, result: dict[str, Any]) -> str:
         f"{label}: healthy receivers' publish -> receipt, all healthy p50 {h['p50_ms']:.0f} ms"
         f" p99 {h['p99_ms']:.0f} ms; with {result['load']['slow']} slow +"
         f" {result['load']['failing']} failing p50 {d['p50_ms']:.0f} ms p99 {d['p99_ms']:.0f} ms"
-        f" (p99 x{result['p99_ratio']:.2f}); missing {h['healthy_missing']}/{d['healthy_missing']};"
+        f" (p99 x{result['p99_ratio']:.2f}), slow receivers got {d['slow_received']};"
+        f" missing {h['healthy_missing']}/{d['healthy_missing']};"
         f" every id accounted for: {h['accounted'] and d['accounted']}"
         f" {d['deliveries']}; audit balanced: {h['audit_balanced'] and d['audit_balanced']}"
     )
@@ -259,11 +269,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baseline", help="another interpreter whose workers run beside these")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--seconds", type=float, help="of publishing, per run")
+    parser.add_argument("--rate", type=float, help="events published per second, in all")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     load = PRESETS["smoke" if args.smoke else "quick" if args.quick else "full"]
     if args.seconds:
         load = replace(load, seconds=args.seconds)
+    if args.rate:
+        load = replace(load, rate_per_s=args.rate)
     pythons = [("baseline", args.baseline)] if args.baseline else []
     pythons.append(("this checkout", sys.executable))
     results: list[dict[str, Any]] = []

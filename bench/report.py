@@ -29,6 +29,13 @@ TARGETS: list[tuple[str, str, float, bool]] = [
     ("p99 retry lateness (ms)", "retry_lateness.p99_ms", 1000.0, False),
     ("retries sent twice", "retry_lateness.sent_twice", 0.0, False),
     (
+        "healthy receivers' p99 with 10 of 100 slow or failing / all healthy",
+        "fairness.p99_ratio",
+        2.0,
+        False,
+    ),
+    ("published ids unaccounted for (fairness runs)", "fairness.unaccounted", 0.0, False),
+    (
         "worker RSS growth with retries pending (MB)",
         "pending_retries.worker_rss_growth_mb",
         20.0,
@@ -146,6 +153,7 @@ def render(r: dict[str, Any]) -> str:
         f"{pend['pending']} retries pending: worker RSS {pend['worker_rss_mb_before']} -> "
         f"{pend['worker_rss_mb_after']} MB; Redis {pend['redis_bytes_per_pending_retry']} "
         f"bytes per pending retry ({pend['redis_mb_total']} MB in all)",
+        fairness_line(r["fairness"]),
         "",
         "ratios: " + ", ".join(f"{k} {v}" for k, v in r["ratios"].items()),
         "",
@@ -157,3 +165,15 @@ def render(r: dict[str, Any]) -> str:
             f"(goal {v['goal']})"
         )
     return "\n".join(lines)
+
+
+def fairness_line(f: dict[str, Any]) -> str:
+    load, h, d = f["load"], f["all_healthy"], f["degraded"]
+    return (
+        f"{load['receivers']} receivers, {load['rate_per_s']:g} events/s of"
+        f" ~{load['body_bytes'] // 1000} kB to each, {load['workers']} workers: healthy ones'"
+        f" publish -> receipt p50 {h['p50_ms']} ms, p99 {h['p99_ms']} ms all healthy;"
+        f" p50 {d['p50_ms']} ms, p99 {d['p99_ms']} ms with {load['slow']} slow (2 s) and"
+        f" {load['failing']} failing (p99 x{f['p99_ratio']}); ids unaccounted for:"
+        f" {f['unaccounted']}"
+    )

@@ -34,6 +34,7 @@ class Sizes:
     lateness_events: int  # events whose second attempt is timed against its due time
     concurrency: int = 8
     rounds: int = 1  # interleaved rounds of the throughput scenarios; medians are reported
+    fairness: str = "full"  # the load of the fairness scenario (bench.fairness.PRESETS)
 
 
 def percentile(values: list[float], q: float) -> float:
