@@ -160,6 +160,9 @@ def accounted(p: Processes, sent: dict[str, float], subscribers: int) -> Counter
 
 
 def balanced(p: Processes, subscribers: int) -> bool:
+    """Whether the audit balances every subscriber's deliveries (the deployment-wide event
+    counts are left out: they carry over the scenarios run before in the same Redis, whose
+    pending events the flush between scenarios drops)."""
     store = Store(
         p.client,
         Keys("rw"),
@@ -168,7 +171,7 @@ def balanced(p: Processes, subscribers: int) -> bool:
         attempt_log_size=50,
     )
     report = audit(store, dead_ttl_s=3600, subscriber_ids=[f"f{n}" for n in range(subscribers)])
-    return report.balanced
+    return not any(s.unaccounted for s in report.subscribers)
 
 
 def one_run(p: Processes, load: Load, *, degraded: bool, python: str, label: str) -> dict[str, Any]:
