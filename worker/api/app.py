@@ -21,6 +21,7 @@ from kombu.exceptions import OperationalError
 
 from reseller_webhooks.producers.errors import ConfigError, UnavailableError
 from reseller_webhooks.producers.publisher import Publisher
+from reseller_webhooks.worker.api.commit import Committer
 from reseller_webhooks.worker.api.handlers import Api, Ingest
 from reseller_webhooks.worker.api.protocol import deadline_protocol
 from reseller_webhooks.worker.api.tokens import Producers, parse_tokens
@@ -29,7 +30,7 @@ from reseller_webhooks.worker.console.auth import is_loopback
 
 log = logging.getLogger("reseller_webhooks.worker.api")
 
-#: Threads that make the Redis round trips (the event loop parses and validates).
+#: Threads for what blocks (the health check, the store check, the dispatch trigger).
 POOL_THREADS = 8
 #: How long a kept-alive connection may sit idle, or a request's headers take to arrive.
 IDLE_S = 60.0
@@ -42,11 +43,12 @@ def openapi_document() -> bytes:
 
 
 def make_app(settings: WorkerSettings, publisher: Publisher) -> Api:
+    pool = ThreadPoolExecutor(POOL_THREADS, thread_name_prefix="api-redis")
     return Api(
         Ingest(
             publisher=publisher,
+            committer=Committer(publisher, pool),
             producers=parse_tokens(settings.api_tokens),
-            pool=ThreadPoolExecutor(POOL_THREADS, thread_name_prefix="api-redis"),
             max_event_bytes=settings.max_body_bytes,
             max_batch_bytes=settings.api_max_request_bytes,
             openapi=openapi_document(),
@@ -138,4 +140,5 @@ async def _run(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stopped)
     await server.serve(sockets=sockets)
+    await app.close()
     click.echo("api stopped")

@@ -4,12 +4,10 @@ parsed: a declared length over it is refused at the headers, a chunked body as i
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +17,7 @@ from reseller_webhooks.producers.errors import UnavailableError, WebhooksError
 from reseller_webhooks.producers.events import WebhookEvent
 from reseller_webhooks.producers.publisher import Publisher, validate_batch, validate_item
 from reseller_webhooks.worker.api import metrics
+from reseller_webhooks.worker.api.commit import Committer
 from reseller_webhooks.worker.api.idempotency import HEADER, batch_keys, header_problem
 from reseller_webhooks.worker.api.problems import (
     MEDIA_TYPE,
@@ -49,16 +48,11 @@ class Ingest:
     """What every request shares."""
 
     publisher: Publisher
+    committer: Committer
     producers: Producers
-    pool: ThreadPoolExecutor
     max_event_bytes: int
     max_batch_bytes: int
     openapi: bytes
-
-    async def run(self, call: Callable[[], Any]) -> Any:
-        """``call`` on the pool: a slow or unreachable Redis never blocks the event loop (the
-        health check and the refusals keep answering)."""
-        return await asyncio.get_running_loop().run_in_executor(self.pool, call)
 
 
 @dataclass(frozen=True)
@@ -189,11 +183,8 @@ class Publishing:
         keys = None
         if key is not None:
             keys = batch_keys(key, len(events)) if self.batch else [key]
-        publisher = self.ingest.publisher
         try:
-            ids: list[str] = await self.ingest.run(
-                lambda: publisher.publish_events(events, idempotency_keys=keys)
-            )
+            ids = await self.ingest.committer.publish_events(events, keys)
         except WebhooksError as exc:
             refusal = from_error(exc)
             if refusal.kind == "internal":  # an operator's fault, e.g. a wrong Redis password
@@ -281,7 +272,7 @@ class Routes:
         """``GET /healthz``: 200 while Redis answers, else 503 (for compose and load
         balancers)."""
         try:
-            await self.ingest.run(self.ingest.publisher.ping_redis)
+            await self.ingest.committer.run(self.ingest.publisher.ping_redis)
         except WebhooksError as exc:
             raise Refused(from_error(exc)) from None
         return json_answer(200, {"status": "ok"})
@@ -297,7 +288,11 @@ class Api:
     """The ASGI application: routes a request, answers it, counts and logs it."""
 
     def __init__(self, ingest: Ingest) -> None:
+        self.ingest = ingest
         self.routes = Routes(ingest)
+
+    async def close(self) -> None:
+        await self.ingest.committer.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
