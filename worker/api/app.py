@@ -124,6 +124,7 @@ async def _run(
         app,
         http=deadline_protocol(IDLE_S, settings.api_body_timeout_s),
         lifespan="off",
+        proxy_headers=False,  # a forwarded client address is never used
         log_config=None,
         access_log=False,
         server_header=False,
