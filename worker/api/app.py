@@ -128,7 +128,7 @@ async def _run(
         log_config=None,
         access_log=False,
         server_header=False,
-        date_header=False,
+        date_header=True,
         timeout_keep_alive=int(IDLE_S),
         timeout_graceful_shutdown=int(STOP_GRACE_S),
     )

@@ -37,7 +37,7 @@ CHUNKED_SLACK = 4
 ANONYMOUS = "(none)"
 #: The body a request that publishes nothing may carry.
 OTHER_BODY_BYTES = 1024
-JSON_TYPE = b"application/json"
+JSON_TYPE = b"application/json; charset=UTF-8"
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
