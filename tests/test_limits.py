@@ -112,6 +112,8 @@ def test_429s_above_30_per_s_converge_near_30_and_lose_nothing(
     # of the hundreds per second they send an endpoint that takes everything.
     assert len(last) <= 3 * 30 * 1.5
     assert refused <= len(last) // 3
+    status = deployment.cli("subscribers", "status")
+    assert "lowered by 429s; configured none" in status.stdout, status.stdout
 
 
 def test_retry_after_pauses_the_whole_subscriber(

@@ -124,12 +124,11 @@ local function take(count, lease)
 end
 
 if not slot_is_live() then return release() end
-local FIELDS = {'disabled', 'reason', 'failing_since', 'paused_until', 'rate', 'rate_changed_at',
-                'rate_from', 'tokens', 'tokens_at'}
-local health = {}
-for i, v in ipairs(redis.call('HMGET', health_key, unpack(FIELDS))) do
-  if v then health[FIELDS[i]] = v end
-end
+local h = redis.call('HMGET', health_key, 'disabled', 'reason', 'failing_since', 'paused_until',
+                     'rate', 'rate_changed_at', 'rate_from', 'tokens', 'tokens_at')
+local health = {disabled = h[1], reason = h[2], failing_since = h[3], paused_until = h[4],
+                rate = h[5], rate_changed_at = h[6], rate_from = h[7], tokens = h[8],
+                tokens_at = h[9]}
 local bound = args.bound
 if health.failing_since then  -- failing: one slot at a time
   bound = 1
