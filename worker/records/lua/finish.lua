@@ -90,15 +90,15 @@ end
 local function subscriber_delivered(a)
   local health = a.health
   redis.call('HDEL', health, 'failing_since', 'failing_since_iso')
-  local cur = redis.call('HMGET', health, 'failures', 'notified', 'rate', 'rate_changed_at',
-                         'rate_from')
+  local cur = redis.call('HMGET', health, 'failures', 'notified', 'rate')
   if cur[1] then redis.call('HDEL', health, 'failures') end
   if cur[2] then
     redis.call('HDEL', health, 'notified')
     notify('webhooks.subscriber.recovered', a.sub, {})
   end
-  if cur[3] then
-    local _, back = adaptive_rate(cur[3], cur[4], cur[5] or nil, a.limit, now)
+  if cur[3] then  -- lowered by 429s: forgotten once grown back
+    local at = redis.call('HMGET', health, 'rate_changed_at', 'rate_from')
+    local _, back = adaptive_rate(cur[3], at[1], at[2], a.limit, now)
     if back then redis.call('HDEL', health, 'rate', 'rate_changed_at', 'rate_from') end
   end
 end
