@@ -143,3 +143,26 @@ def test_the_gauges_show_the_lowered_rate_and_the_pause(
     assert families["webhooks_subscriber_paused"] == {"s": 1, "other": 0}
     assert set(families["webhooks_subscriber_rate_limit"]) == {"s"}  # other: unlimited
     assert 14.0 <= families["webhooks_subscriber_rate_limit"]["s"] < 15.0
+
+
+def test_a_success_forgets_a_rate_grown_back_and_keeps_one_still_growing(
+    store: Store, publisher: Publisher, rdb: redis.Redis, keys: Keys
+) -> None:
+    token = ready(store, publisher, 3)
+    batch = store.claim("s", token, most=1, lease_ms=10_000, bound=4, keep=True, rate=20)
+    assert batch is not None
+    store.finish([(batch.claims[0], throttled(limit=20))])
+    assert float(rdb.hget(keys.subscriber_state("s"), "rate") or 0) == 14.0
+    done = Finish("delivered", {"outcome": "delivered"}, disable_after_ms=10**9, rate_limit=20)
+    batch = store.claim("s", token, most=1, lease_ms=10_000, bound=4, keep=True, rate=20)
+    assert batch is not None
+    store.finish([(batch.claims[0], done)])  # at once: 14/s and growing, kept
+    assert rdb.hexists(keys.subscriber_state("s"), "rate")
+    cut_at = int(rdb.hget(keys.subscriber_state("s"), "rate_changed_at") or 0)
+    rdb.hset(keys.subscriber_state("s"), "rate_changed_at", cut_at - 3_000)  # cut 3 s earlier
+    batch = store.claim("s", token, most=1, lease_ms=10_000, bound=4, keep=True, rate=20)
+    assert batch is not None
+    store.finish([(batch.claims[0], done)])  # 14 + 3 s x 2/s: back at 20/s, forgotten
+    state = rdb.hgetall(keys.subscriber_state("s"))
+    assert not {b"rate", b"rate_changed_at", b"rate_from"} & set(state)
+    assert b"tokens" in state  # the configured bucket goes on

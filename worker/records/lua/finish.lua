@@ -100,6 +100,7 @@ local function subscriber_delivered(a)
     local at = redis.call('HMGET', health, 'rate_changed_at', 'rate_from')
     local _, back = adaptive_rate(cur[3], at[1], at[2], a.limit, now)
     if back then redis.call('HDEL', health, 'rate', 'rate_changed_at', 'rate_from') end
+    if back and not a.limit then redis.call('HDEL', health, 'tokens', 'tokens_at') end
   end
 end
 
