@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections import Counter, deque
 
+import httpx
 import pytest
 import redis
 
@@ -14,6 +15,8 @@ from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.devserver.receiver import Received, Receiver, Reply
 from reseller_webhooks.worker.devserver.samples import sample_user
 from tests.helpers import Deployment, attempt_log, publish_burst, report, settled, wait_until
+
+CONSOLE_TOKEN = "limits-console-token-" + "x" * 24
 
 #: Many quick retries: a throttled delivery deferred enough retries soon, and never dies here.
 QUICK = {"schedule_s": [0] + [0.2] * 15, "jitter": 0}
@@ -117,6 +120,15 @@ def test_429s_above_30_per_s_converge_near_30_and_lose_nothing(
     assert refused <= len(last) // 3
     status = deployment.cli("subscribers", "status")
     assert "lowered by 429s; configured none" in status.stdout, status.stdout
+    _, url = deployment.start_console(
+        WEBHOOKS_CONSOLE_USER="ops",
+        WEBHOOKS_CONSOLE_PASSWORD="a-long-console-password",
+        WEBHOOKS_CONSOLE_TOKEN=CONSOLE_TOKEN,
+    )
+    page = httpx.get(
+        f"{url}/subscribers/s", headers={"Authorization": f"Bearer {CONSOLE_TOKEN}"}, timeout=30
+    )
+    assert "lowered by 429s; configured none" in page.text
 
 
 def test_retry_after_pauses_the_whole_subscriber(
