@@ -131,6 +131,7 @@ def test_429s_above_30_per_s_converge_near_30_and_lose_nothing(
     assert "lowered by 429s; configured none" in page.text
 
 
+@pytest.mark.slow
 def test_retry_after_pauses_the_whole_subscriber(
     deployment: Deployment,
     receiver: Receiver,
