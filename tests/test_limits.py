@@ -3,8 +3,10 @@ receiver that counts what arrives (docs/endpoint-health.md, "Rate limits and 429
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import Counter, deque
+from datetime import datetime
 
 import httpx
 import pytest
@@ -14,12 +16,18 @@ from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.devserver.receiver import Received, Receiver, Reply
 from reseller_webhooks.worker.devserver.samples import sample_user
+from reseller_webhooks.worker.records.store import delivery_id
 from tests.helpers import Deployment, attempt_log, publish_burst, report, settled, wait_until
 
 CONSOLE_TOKEN = "limits-console-token-" + "x" * 24
 
 #: Many quick retries: a throttled delivery deferred enough retries soon, and never dies here.
 QUICK = {"schedule_s": [0] + [0.2] * 15, "jitter": 0}
+
+
+def dlv(item: Received) -> str:
+    """The delivery a request to subscriber ``s`` carried."""
+    return delivery_id(item.headers["webhook-id"], "s")
 
 
 def most_in_any_second(times: list[float]) -> int:
@@ -80,8 +88,16 @@ def test_rate_limit_holds_across_two_workers(
     wait_until(lambda: settled(rdb, keys), what="deliveries finished")
     times = [r.at for r in receiver.received]
     most = most_in_any_second(times)
-    report("rate limit 20/s burst 5, two workers", most_in_any_second=most)
-    assert most <= 20 + 5
+    # The bucket bounds what is sent: at most 5 + 20 x L in any L seconds. At the receiver a
+    # window of 1 s can also hold what was sent up to one send -> arrival lag before it: the
+    # allowance is what that lag (measured, from each attempt's start in its log) lets through.
+    lag_s = max(
+        r.at - datetime.fromisoformat(attempt_log(rdb, keys, dlv(r))[-1]["at"]).timestamp()
+        for r in receiver.received
+    )
+    allowance = math.ceil(20 * max(lag_s, 0.0))
+    report("rate limit 20/s burst 5, two workers", most_in_any_second=most, lag_s=lag_s)
+    assert most <= 20 + 5 + allowance
     assert Counter(r.headers["webhook-id"] for r in receiver.received) == Counter(ids)
     assert rdb.zcard(keys.dead) == 0
 
