@@ -29,7 +29,7 @@ TARGETS: list[tuple[str, str, float, bool]] = [
     ("p99 retry lateness (ms)", "retry_lateness.p99_ms", 1000.0, False),
     ("retries sent twice", "retry_lateness.sent_twice", 0.0, False),
     (
-        "healthy receivers' p99 with 10 of 100 slow or failing / all healthy",
+        "healthy receivers' p99, some slow or failing / all healthy",
         "fairness.p99_ratio",
         2.0,
         False,
