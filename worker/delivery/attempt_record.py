@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from reseller_webhooks.producers.user import format_timestamp
 from reseller_webhooks.worker.delivery.outcome import Decision, Outcome
 from reseller_webhooks.worker.http.sender import AttemptResult
+from reseller_webhooks.worker.records.breaker import DEFAULT_BREAKER_AFTER
 from reseller_webhooks.worker.records.store import Claim, Finish
 
 
@@ -33,6 +34,7 @@ def attempt_record(
     now: float,
     *,
     disable_after_s: float = 0.0,
+    breaker_after: int = DEFAULT_BREAKER_AFTER,
     attempted: bool = True,
 ) -> Finish:
     """The records of ``claim``'s attempt: ``url`` as shown (redacted), what ``result``
@@ -73,4 +75,5 @@ def attempt_record(
         decision.reason,
         letter,
         disable_after_ms=int(disable_after_s * 1000),
+        breaker_after=breaker_after,
     )

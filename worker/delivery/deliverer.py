@@ -20,6 +20,7 @@ from reseller_webhooks.worker.config.settings import WorkerSettings
 from reseller_webhooks.worker.config.subscribers import Subscriber, SubscribersConfig
 from reseller_webhooks.worker.delivery.attempt_record import attempt_record, iso
 from reseller_webhooks.worker.delivery.burst_log import BurstLog
+from reseller_webhooks.worker.delivery.chunk_streak import ChunkStreak, give_back
 from reseller_webhooks.worker.delivery.lane import Lane, Setup
 from reseller_webhooks.worker.delivery.outcome import Decision, Outcome, decide
 from reseller_webhooks.worker.delivery.wake import Wakeups, seats, slot_name
@@ -227,7 +228,7 @@ class Deliverer:
                 while True:
                     finished, unrecorded = unrecorded, []
                     batch = self._claim(lane, finished, keep=linger.keep())
-                    if batch is None:  # released: nothing left after the linger
+                    if batch is None or batch.hold_ms:  # released: nothing left, or held
                         return served
                     if batch.claims:
                         linger.worked()
@@ -266,8 +267,7 @@ class Deliverer:
         counts: Counter[str] = Counter()
         claims = list(batch.claims)
         done: list[tuple[Claim, Finish]] = []
-        flushed_at = time.monotonic()
-        index = 0
+        flushed_at, index, streak = time.monotonic(), 0, ChunkStreak()
         while index < len(claims):
             if claims[index].expires_at - time.monotonic() < budget_s:  # keep the rest leased
                 self._record(done)
@@ -279,6 +279,9 @@ class Deliverer:
             counts[finish.attempt["outcome"]] += 1
             done.append((claim, finish))
             index += 1
+            if streak.ends(finish.outcome):  # the endpoint fails: the rest goes back untried
+                give_back(self.store, claims[index:])
+                break
             if time.monotonic() - flushed_at > FLUSH_INTERVAL_S:
                 self._record(done)
                 done, flushed_at = [], time.monotonic()
@@ -341,6 +344,7 @@ class Deliverer:
             decision,
             now,
             disable_after_s=policy.disable_after_s * self.settings.schedule_scale,
+            breaker_after=subscriber.breaker_after,
         )
 
     def _observe(self, claim: Claim, result: AttemptResult, decision: Decision) -> None:

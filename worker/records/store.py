@@ -35,6 +35,11 @@ import redis
 from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker import operational_events as operational
 from reseller_webhooks.worker.records import scripts
+from reseller_webhooks.worker.records.breaker import (
+    BREAKER_FIELDS,
+    DEFAULT_BREAKER_AFTER,
+    probe_intervals_ms,
+)
 
 #: How long a slot stays live without its holder's heartbeat (renewed every second).
 SLOT_TTL_S = 5.0
@@ -98,6 +103,9 @@ class ClaimBatch:
     claims: list[Claim]
     more: list[Trigger]
     disabled_reason: str
+    #: A gate withholds every claim for this long (ms; 0: not held): the slot was released,
+    #: and SWEEP arms another when the hold ends.
+    hold_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +144,8 @@ class Finish:
     reason: str = ""
     dead_letter: dict[str, Any] | None = None
     disable_after_ms: int = 0
+    #: Failed attempts in a row that open the subscriber's breaker.
+    breaker_after: int = DEFAULT_BREAKER_AFTER
 
 
 def triggers_of(raw: Sequence[Any]) -> list[Trigger]:
@@ -153,6 +163,7 @@ class Store:
         attempt_log_size: int,
         trigger_expiry_s: float = 60.0,
         failing_after: int = operational.DEFAULT_FAILING_AFTER,
+        schedule_scale: float = 1.0,
     ) -> None:
         self.redis = client
         self.keys = keys
@@ -161,6 +172,7 @@ class Store:
         self._log_size = attempt_log_size
         self._trigger_ms = int(trigger_expiry_s * 1000)
         self._failing_after = failing_after
+        self._probe_ms = probe_intervals_ms(schedule_scale)
         self._drain = scripts.register(client, "drain")
         self._claim = scripts.register(client, "claim")
         self._extend = scripts.register(client, "extend")
@@ -222,7 +234,9 @@ class Store:
             reply = self._finish_then_claim(finished, args)
         else:
             reply = self._claim(keys=[self.keys.due], args=args)
-        lease, raw, more, disabled = cast(list[Any], reply)
+        lease, raw, more, disabled, hold_ms = cast(list[Any], reply)
+        if int(hold_ms):
+            return ClaimBatch([], [], disabled.decode(), hold_ms=int(hold_ms))
         if not lease:
             return None
         if int(lease) < 0:  # kept: nothing to claim right now
@@ -319,6 +333,7 @@ class Store:
         now_iso = iso_ms(int(time.time() * 1000))
         args: list[Any] = [self.keys.prefix, self._record_ttl, self._log_size, self._dead_ttl]
         args += [self._failing_after, now_iso, scripts.RECENT_KEPT, scripts.RATE_TTL_S]
+        args += self._probe_ms
         for claim, result in results:
             args += [
                 claim.delivery_id,
@@ -330,6 +345,7 @@ class Store:
                 json.dumps(result.dead_letter or {}, separators=(",", ":")),
                 result.disable_after_ms,
                 result.reason,
+                result.breaker_after,
             ]
         return args
 
@@ -399,10 +415,13 @@ class Store:
         pipe.execute()
 
     def disable_subscriber(self, subscriber_id: str, reason: str = DISABLED_BY_OPERATOR) -> None:
+        """An operator's disable: no breaker is left to probe it (an operator enables it)."""
+        key = self.keys.subscriber_state(subscriber_id)
         self.redis.hset(
-            self.keys.subscriber_state(subscriber_id),
+            key,
             mapping={"disabled": "1", "reason": reason, "disabled_at": int(time.time() * 1000)},
         )
+        self.redis.hdel(key, *BREAKER_FIELDS)
 
     def enable_subscriber(self, subscriber_id: str) -> None:
         """Clear a disable (operator, 410 or persistent failure) and the failure streak."""
@@ -414,6 +433,7 @@ class Store:
             "failing_since",
             "failing_since_iso",
             "failures",
+            *BREAKER_FIELDS,
         )
 
     def subscriber_state(self, subscriber_id: str) -> dict[str, str]:

@@ -13,6 +13,15 @@
 -- ends ``delivered`` or ``dead`` (``{prefix}:tally:{sub}``), an operational event recorded
 -- (``published`` in ``{prefix}:tally``, as a publish counts it).
 --
+-- Keeps the subscriber's circuit breaker (``breaker``: absent = closed | open | half_open, with
+-- ``opened_at``, ``probe_at``, ``probe_interval_ms``, ``probe_lease``, ``trial_left``; CLAIM obeys
+-- it). Closed -> open when the streak reaches ``breaker after``: probes every ``probe min`` ms,
+-- the interval doubled by each failed probe up to ``probe max``. A successful probe -> half_open
+-- (a disabled subscriber is enabled again); TRIALS more successes -> closed, and every waiting
+-- delivery of the subscriber is due now (its backlog drains at once); a failure in half_open ->
+-- open. ``failing`` is announced when it opens (if not yet), ``recovered`` when it closes. A
+-- subscriber disabled by failing is probed every ``probe max``; a 410 leaves no breaker.
+--
 -- KEYS[1] due: ZSET of delivery ids by lease end or next due time, server ms
 -- KEYS[2] dead: ZSET of dead delivery ids by time of death, server ms
 -- ARGV[1] key prefix
@@ -23,17 +32,24 @@
 -- ARGV[6] now: operational events' timestamps, RFC 3339 UTC text
 -- ARGV[7] recent kept: a subscriber's latest attempts the console lists, count
 -- ARGV[8] rate ttl: how long a minute of attempt counts is kept, s
--- ARGV[9...] attempts, 9 fields each: delivery id, subscriber id, lease (server ms, the
+-- ARGV[9] probe min: the breaker's first probe interval, ms
+-- ARGV[10] probe max: the breaker's longest probe interval (and a disabled subscriber's), ms
+-- ARGV[11...] attempts, 10 fields each: delivery id, subscriber id, lease (server ms, the
 --   ownership token), outcome (delivered | retry | dead | gone | skipped), attempt log entry
---   (JSON), retry delay (ms), dead letter (JSON), disable after (ms), reason
+--   (JSON), retry delay (ms), dead letter (JSON), disable after (ms), reason, breaker after
+--   (failures in a row that open the breaker, count)
 --
 -- Returns {owned (1/0 per attempt), notices}; a notice is {type, event id, subscriber, delivery
 -- id} for the caller to log.
 -- luacheck: std lua51
 -- luacheck: globals ARGV KEYS redis cjson
--- luacheck: read globals server_now tally flush_tally (prelude.lua)
+-- luacheck: read globals server_now tally flush_tally expedite_open (prelude.lua)
 
-local FIELDS = 9
+local FIELDS = 10
+-- Successes in a row, after a successful probe, that close the breaker.
+local TRIALS = 3
+local BREAKER_FIELDS = {'breaker', 'opened_at', 'probe_at', 'probe_interval_ms', 'probe_lease',
+                        'trial_left', 'hold_until'}
 local args = {
   prefix = ARGV[1],
   ttl = ARGV[2],
@@ -43,15 +59,18 @@ local args = {
   now_iso = ARGV[6],
   recent_kept = tonumber(ARGV[7]),
   rate_ttl_s = tonumber(ARGV[8]),
+  probe_min_ms = tonumber(ARGV[9]),
+  probe_max_ms = tonumber(ARGV[10]),
   attempts = {},
 }
 local prefix = args.prefix
-for i = 9, #ARGV, FIELDS do
+for i = 11, #ARGV, FIELDS do
   local did, sub = ARGV[i], ARGV[i + 1]
   args.attempts[#args.attempts + 1] = {
     id = did, sub = sub, lease = ARGV[i + 2], outcome = ARGV[i + 3],
     entry = ARGV[i + 4], delay_ms = tonumber(ARGV[i + 5]), letter = ARGV[i + 6],
     disable_after_ms = tonumber(ARGV[i + 7]), reason = ARGV[i + 8],
+    breaker_after = tonumber(ARGV[i + 9]),
     key = prefix .. ':delivery:' .. did,  -- its record, its attempt log, its subscriber's health
     log = prefix .. ':attempts:' .. did,
     health = prefix .. ':subscriber:' .. sub,
@@ -79,11 +98,34 @@ local function notify(kind, about, data, delivery)
   notices[#notices + 1] = {kind, eid, about, delivery or ''}
 end
 
+-- A success with the breaker open or half-open (``cur``: the health fields read). Open (the
+-- probe, or an attempt sent before it opened): half-open, and a subscriber disabled by failing
+-- is enabled again. Half-open: one trial fewer; the last closes it and the waiting backlog is due
+-- now. Returns true once closed.
+local function breaker_succeeded(a, cur)
+  local health = a.health
+  if cur[3] == 'open' then
+    if cur[5] == '1' then
+      redis.call('HSET', health, 'disabled', '0')
+      redis.call('HDEL', health, 'reason', 'disabled_at')
+    end
+    redis.call('HSET', health, 'breaker', 'half_open', 'trial_left', TRIALS)
+    redis.call('HDEL', health, 'probe_lease', 'hold_until')
+    return false
+  end
+  if redis.call('HINCRBY', health, 'trial_left', -1) > 0 then return false end
+  redis.call('HDEL', health, unpack(BREAKER_FIELDS))
+  expedite_open(prefix, KEYS[1], a.sub, now)
+  return true
+end
+
 -- The streak ends; an announced incident is closed once. A healthy subscriber costs one read.
 local function subscriber_delivered(a)
   local health = a.health
+  local cur = redis.call('HMGET', health, 'failures', 'notified', 'breaker', 'trial_left',
+                         'disabled')
+  if cur[3] and not breaker_succeeded(a, cur) then return end
   redis.call('HDEL', health, 'failing_since', 'failing_since_iso')
-  local cur = redis.call('HMGET', health, 'failures', 'notified')
   if cur[1] then redis.call('HDEL', health, 'failures') end
   if cur[2] then
     redis.call('HDEL', health, 'notified')
@@ -91,18 +133,46 @@ local function subscriber_delivered(a)
   end
 end
 
+-- The incident is announced once (``notified``), with the streak ``n`` long.
+local function announce_failing(sub, health, n)
+  if redis.call('HSETNX', health, 'notified', 'failing') == 0 then return end
+  notify('webhooks.subscriber.failing', sub, {
+    consecutiveFailures = n,
+    failingSince = redis.call('HGET', health, 'failing_since_iso'),
+  })
+end
+
 -- The streak grows; at ``failing after`` in a row the incident is announced once.
 local function streak_grows(sub, health)
   redis.call('HSETNX', health, 'failing_since', now)
   redis.call('HSETNX', health, 'failing_since_iso', args.now_iso)
   local n = redis.call('HINCRBY', health, 'failures', 1)
-  if n < args.failing_after or redis.call('HSETNX', health, 'notified', 'failing') == 0 then
-    return
+  if n >= args.failing_after then announce_failing(sub, health, n) end
+  return n
+end
+
+-- The breaker opens (again, or stays open after a failed probe) with the next probe
+-- ``interval`` ms from now; claims are held until then.
+local function open_breaker(a, interval, first)
+  local health = a.health
+  if first then redis.call('HSET', health, 'opened_at', now) end
+  redis.call('HSET', health, 'breaker', 'open', 'probe_interval_ms', interval,
+             'probe_at', now + interval, 'hold_until', now + interval)
+  redis.call('HDEL', health, 'probe_lease', 'trial_left')
+end
+
+-- A failure, the streak now ``n`` long: the breaker opens at ``breaker after``; a failed probe
+-- (its lease is the probe's) or a failure in half-open waits twice the interval, up to the max.
+local function breaker_failed(a, n)
+  local h = redis.call('HMGET', a.health, 'breaker', 'probe_interval_ms', 'probe_lease')
+  if not h[1] then
+    if n < a.breaker_after then return end
+    open_breaker(a, args.probe_min_ms, true)
+    announce_failing(a.sub, a.health, n)
+  elseif h[1] == 'half_open' or h[3] == a.lease then
+    local interval = math.min(2 * tonumber(h[2] or args.probe_min_ms), args.probe_max_ms)
+    open_breaker(a, interval, h[1] == 'half_open')
   end
-  notify('webhooks.subscriber.failing', sub, {
-    consecutiveFailures = n,
-    failingSince = redis.call('HGET', health, 'failing_since_iso'),
-  })
 end
 
 local function disable(health, reason)
@@ -114,16 +184,22 @@ end
 local function subscriber_failed(a)
   local health = a.health
   local was_disabled = redis.call('HGET', health, 'disabled')
-  streak_grows(a.sub, health)
+  breaker_failed(a, streak_grows(a.sub, health))
   local failing_ms = now - tonumber(redis.call('HGET', health, 'failing_since'))
   local reason = nil
   if a.outcome == 'gone' then
     disable(health, a.reason)
-  elseif failing_ms >= a.disable_after_ms then
+    redis.call('HDEL', health, unpack(BREAKER_FIELDS))  -- not probed: an operator enables it
+  elseif failing_ms >= a.disable_after_ms and was_disabled ~= '1' then
     reason = 'subscriber disabled: every attempt failed for ' .. math.floor(failing_ms / 1000) ..
              ' s'
     disable(health, reason)
+    -- Probed on the slow schedule; its backlog is dead-lettered meanwhile, as without a breaker.
+    open_breaker(a, args.probe_max_ms, redis.call('HEXISTS', health, 'breaker') == 0)
+  elseif failing_ms >= a.disable_after_ms then  -- a failed probe: it dies like the backlog
+    reason = redis.call('HGET', health, 'reason')
   end
+  if reason then redis.call('HDEL', health, 'hold_until') end
   if was_disabled ~= '1' and redis.call('HGET', health, 'disabled') == '1' then
     redis.call('HSET', health, 'notified', 'disabled')
     notify('webhooks.subscriber.disabled', a.sub,

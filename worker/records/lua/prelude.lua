@@ -6,7 +6,11 @@
 -- live_slots(prefix, sub, now)              drops the subscriber's lapsed slots; how many are live
 -- arm(prefix, sub, expiry, out)             arms one more slot (a deliver trigger the caller sends)
 -- wake_slot(prefix, sub, now)               wakes the subscriber's lingering slot, if one waits
+-- held(prefix, sub, now)                   true while the subscriber's ``hold_until`` is ahead
 -- ensure_slot(prefix, sub, now, expiry, out)  work is ready: wake a slot, or arm one if none lives
+--                                           (none while the subscriber is held)
+-- expedite_one(prefix, due, sub, did, now)  a waiting delivery of ``sub`` made due now: 1, else 0
+-- expedite_open(prefix, due, sub, now)      every waiting delivery of ``sub`` made due now: count
 -- WAITING_MS                                how long a waiting marker outlives the wait that set it
 -- tally(counts, sub, field, n)              adds to a count for the audit ('' for the global one)
 -- flush_tally(prefix, counts)               writes those counts, one HINCRBY per field
@@ -54,13 +58,40 @@ local function wake_slot(prefix, sub, now)
   end
 end
 
+-- A gate (pause, rate, breaker) withholds every claim of the subscriber until ``hold_until``
+-- (server ms, in ``{prefix}:subscriber:{sub}``): no slot is armed or woken for it before then.
+local function held(prefix, sub, now)
+  local hold_until = redis.call('HGET', prefix .. ':subscriber:' .. sub, 'hold_until')
+  return hold_until ~= false and tonumber(hold_until) > now
+end
+
 local function ensure_slot(prefix, sub, now, expiry, out)
   if redis.call('LLEN', prefix .. ':ready:' .. sub) == 0 then return end
+  if held(prefix, sub, now) then return end
   if live_slots(prefix, sub, now) == 0 then
     arm(prefix, sub, expiry, out)
   else
     wake_slot(prefix, sub, now)
   end
+end
+
+-- EXPEDITE's step: delivery ``did``, if it is a waiting one of subscriber ``sub``, is due now
+-- (the next SWEEP makes it ready). Returns 1 if it was moved, else 0.
+local function expedite_one(prefix, due, sub, did, now)
+  local rec = redis.call('HMGET', prefix .. ':delivery:' .. did, 'state', 'sub')
+  if rec[1] ~= 'waiting' or rec[2] ~= sub then return 0 end
+  redis.call('ZADD', due, 'XX', now, did)
+  return 1
+end
+
+-- Every waiting delivery of ``sub`` (its unfinished ones are indexed in ``{prefix}:open:{sub}``)
+-- is due now. Returns how many were moved.
+local function expedite_open(prefix, due, sub, now)
+  local moved = 0
+  for _, did in ipairs(redis.call('ZRANGE', prefix .. ':open:' .. sub, 0, -1)) do
+    moved = moved + expedite_one(prefix, due, sub, did, now)
+  end
+  return moved
 end
 
 -- The audit's counts (``{prefix}:tally:{sub}``, and ``{prefix}:tally`` for sub ''), gathered
