@@ -414,7 +414,8 @@ def test_the_redis_indexes_follow_every_transition(
     assert_indexes_match(rdb, keys, reader)
     assert dead.purge([letter.delivery_id for letter in dead.find(subscriber="a")]) == 1
     assert_indexes_match(rdb, keys, reader)
-    finish(claim("b"), ["delivered", "dead"])
+    finish(claim("b"), ["delivered"])  # b failing: one delivery at a time until a success
+    finish(claim("b"), ["dead"])
     snap = {s.subscriber_id: s for s in reader.read(["a", "b"]).subscribers}
     assert (snap["a"].backlog, snap["a"].dead_letters, snap["a"].dead_lettered_total) == (0, 0, 1)
     assert (snap["b"].backlog, snap["b"].dead_letters, snap["b"].dead_lettered_total) == (0, 2, 4)

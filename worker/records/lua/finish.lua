@@ -11,16 +11,11 @@
 -- attempts per minute (``{prefix}:rate:{sub}:{minute}``) and lists the deliveries of its latest
 -- attempts (``{prefix}:recent:{sub}``) for the console. Counts for the audit: a delivery that
 -- ends ``delivered`` or ``dead`` (``{prefix}:tally:{sub}``), an operational event recorded
--- (``published`` in ``{prefix}:tally``, as a publish counts it).
---
--- Keeps the subscriber's circuit breaker (``breaker``: absent = closed | open | half_open, with
--- ``opened_at``, ``probe_at``, ``probe_interval_ms``, ``probe_lease``, ``trial_left``; CLAIM obeys
--- it). Closed -> open when the streak reaches ``breaker after``: probes every ``probe min`` ms,
--- the interval doubled by each failed probe up to ``probe max``. A successful probe -> half_open
--- (a disabled subscriber is enabled again); TRIALS more successes -> closed, and every waiting
--- delivery of the subscriber is due now (its backlog drains at once); a failure in half_open ->
--- open. ``failing`` is announced when it opens (if not yet), ``recovered`` when it closes. A
--- subscriber disabled by failing is probed every ``probe max``; a 410 leaves no breaker.
+-- (``published`` in ``{prefix}:tally``, as a publish counts it). Keeps the circuit breaker
+-- (``breaker``: absent = closed | open | half_open; CLAIM obeys it): opens at ``breaker after``
+-- failures in a row, probes from ``probe min`` ms, doubling per failed probe up to ``probe max``;
+-- a good probe -> half_open (re-enabling a subscriber disabled by failing), TRIALS more ->
+-- closed, its waiting backlog due now. See docs/endpoint-health.md.
 --
 -- KEYS[1] due: ZSET of delivery ids by lease end or next due time, server ms
 -- KEYS[2] dead: ZSET of dead delivery ids by time of death, server ms
@@ -34,10 +29,9 @@
 -- ARGV[8] rate ttl: how long a minute of attempt counts is kept, s
 -- ARGV[9] probe min: the breaker's first probe interval, ms
 -- ARGV[10] probe max: the breaker's longest probe interval (and a disabled subscriber's), ms
--- ARGV[11...] attempts, 10 fields each: delivery id, subscriber id, lease (server ms, the
---   ownership token), outcome (delivered | retry | dead | gone | skipped), attempt log entry
---   (JSON), retry delay (ms), dead letter (JSON), disable after (ms), reason, breaker after
---   (failures in a row that open the breaker, count)
+-- ARGV[11...] attempts, 10 fields each: delivery id, subscriber id, lease (server ms, the owner's
+--   token), outcome (delivered | retry | dead | gone | skipped), attempt log entry (JSON), retry
+--   delay (ms), dead letter (JSON), disable after (ms), reason, breaker after (count)
 --
 -- Returns {owned (1/0 per attempt), notices}; a notice is {type, event id, subscriber, delivery
 -- id} for the caller to log.

@@ -6,7 +6,7 @@
 -- live_slots(prefix, sub, now)              drops the subscriber's lapsed slots; how many are live
 -- arm(prefix, sub, expiry, out)             arms one more slot (a deliver trigger the caller sends)
 -- wake_slot(prefix, sub, now)               wakes the subscriber's lingering slot, if one waits
--- held(prefix, sub, now)                   true while the subscriber's ``hold_until`` is ahead
+-- on_hold(prefix, sub, now)                true while the subscriber's ``hold_until`` is ahead
 -- ensure_slot(prefix, sub, now, expiry, out)  work is ready: wake a slot, or arm one if none lives
 --                                           (none while the subscriber is held)
 -- expedite_one(prefix, due, sub, did, now)  a waiting delivery of ``sub`` made due now: 1, else 0
@@ -60,14 +60,14 @@ end
 
 -- A gate (pause, rate, breaker) withholds every claim of the subscriber until ``hold_until``
 -- (server ms, in ``{prefix}:subscriber:{sub}``): no slot is armed or woken for it before then.
-local function held(prefix, sub, now)
+local function on_hold(prefix, sub, now)
   local hold_until = redis.call('HGET', prefix .. ':subscriber:' .. sub, 'hold_until')
   return hold_until ~= false and tonumber(hold_until) > now
 end
 
 local function ensure_slot(prefix, sub, now, expiry, out)
   if redis.call('LLEN', prefix .. ':ready:' .. sub) == 0 then return end
-  if held(prefix, sub, now) then return end
+  if on_hold(prefix, sub, now) then return end
   if live_slots(prefix, sub, now) == 0 then
     arm(prefix, sub, expiry, out)
   else
