@@ -127,6 +127,10 @@ class SubscriberStats:
     disabled: bool
     failing_s: float
     tally: Tally = dataclasses.field(default_factory=Tally)
+    #: The circuit breaker: 0 closed, 1 half-open, 2 open (docs/endpoint-health.md).
+    breaker: int = 0
+    #: Seconds until its next probe (0 unless open).
+    next_probe_s: float = 0.0
 
     @property
     def unaccounted(self) -> int:
@@ -180,8 +184,21 @@ def _snapshot(raw: list[Any]) -> Snapshot:
                 disabled=bool(disabled),
                 failing_s=int(failing) / 1000,
                 tally=Tally.of(counts),
+                breaker=int(breaker),
+                next_probe_s=int(next_probe) / 1000,
             )
-            for sub, backlog, oldest, held, ever, disabled, failing, counts in rows
+            for (
+                sub,
+                backlog,
+                oldest,
+                held,
+                ever,
+                disabled,
+                failing,
+                counts,
+                breaker,
+                next_probe,
+            ) in rows
         ],
         undispatched=int(undispatched),
         oldest_undispatched_s=int(oldest_undispatched) / 1000,
@@ -269,11 +286,25 @@ def _per_subscriber(subs: Sequence[SubscriberStats]) -> Iterable[Metric]:
         "How long every attempt to the subscriber has failed (0: its last one succeeded).",
         ((s.subscriber_id, s.failing_s) for s in subs),
     )
+    yield from _breaker_gauges(subs)
     yield _gauge(
         "webhooks_unaccounted_deliveries",
         "Deliveries fanned out that neither ended nor are open (0 when the audit balances;"
         " see `reseller-webhooks audit`).",
         ((s.subscriber_id, s.unaccounted) for s in subs),
+    )
+
+
+def _breaker_gauges(subs: Sequence[SubscriberStats]) -> Iterable[Metric]:
+    yield _gauge(
+        "webhooks_subscriber_breaker_state",
+        "The subscriber's circuit breaker: 0 closed, 1 half-open (trials), 2 open (probes only).",
+        ((s.subscriber_id, s.breaker) for s in subs),
+    )
+    yield _gauge(
+        "webhooks_subscriber_breaker_next_probe_seconds",
+        "Seconds until the open breaker's next probe may go (0 when closed or half-open).",
+        ((s.subscriber_id, s.next_probe_s) for s in subs),
     )
 
 
