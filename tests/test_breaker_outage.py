@@ -3,14 +3,19 @@ the schedule scaled so minutes run in seconds."""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
 from reseller_webhooks.producers.publisher import Publisher
+from reseller_webhooks.producers.settings import ProducerSettings
 from reseller_webhooks.producers.wire import Keys
-from reseller_webhooks.worker.devserver.receiver import Receiver, Reply
+from reseller_webhooks.worker.devserver.receiver import Received, Receiver, Reply
+from reseller_webhooks.worker.devserver.redis_server import RedisServer
 from tests.helpers import Deployment, Script, publish_burst, report, wait_until
 
 #: 5 s probes are 50 ms, the 5 min longest interval 3 s; the 300 s retry 3 s, the 1800 s one 18 s.
@@ -58,3 +63,135 @@ def test_a_down_endpoint_gets_a_few_probes_and_its_backlog_at_once_when_back(
     assert drained_s < 12
     assert breaker(rdb, keys) == "closed"
     assert rdb.hget(keys.subscriber_state("s"), "failing_since") is None
+
+
+class Endpoint:
+    """A receiver's behaviour: down (503) or up (200); the next probe may be held in flight until
+    released; counts the requests in flight at once."""
+
+    def __init__(self, rdb: redis.Redis, keys: Keys, slow_s: float = 0.0) -> None:
+        self.rdb, self.keys, self.slow_s = rdb, keys, slow_s
+        self.up = threading.Event()
+        self.hold_next = threading.Event()
+        self.holding = threading.Event()
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.arrivals: list[float] = []
+
+    def __call__(self, item: Received) -> Reply:
+        self.arrivals.append(time.time())
+        if self.hold_next.is_set() and self.rdb.hexists(
+            self.keys.subscriber_state("s"), "probe_lease"
+        ):
+            self.hold_next.clear()
+            self.holding.set()
+            self.release.wait(30)
+        with self.lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if self.slow_s and not self.up.is_set():
+                time.sleep(self.slow_s)  # a slow failing endpoint: the window for a second probe
+            return Reply(200) if self.up.is_set() else Reply(503)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+def failing_then_burst(publisher: Publisher, rdb: redis.Redis, keys: Keys, count: int) -> list[str]:
+    """One event fails first (the subscriber is failing: one attempt at a time from then on),
+    then ``count`` more are published."""
+    first = publish_burst(publisher, 1)
+    wait_until(lambda: rdb.hexists(keys.subscriber_state("s"), "failing_since"), what="failing")
+    return first + publish_burst(publisher, count)
+
+
+@pytest.mark.slow
+def test_a_probe_lost_with_its_worker_is_followed_by_another_after_its_lease(
+    deployment: Deployment,
+    receiver: Receiver,
+    publisher: Publisher,
+    rdb: redis.Redis,
+    keys: Keys,
+) -> None:
+    endpoint = Endpoint(rdb, keys)
+    receiver.respond = endpoint
+    deployment.settings["WEBHOOKS_SCHEDULE_SCALE"] = SCALE
+    deployment.subscriber("s", f"{receiver.url}/s", timeout_s=1, breaker_after=3)
+    first = deployment.start_worker()
+    ids = failing_then_burst(publisher, rdb, keys, 20)
+    wait_until(lambda: breaker(rdb, keys) == "open", what="the breaker opened")
+    endpoint.hold_next.set()
+    wait_until(endpoint.holding.is_set, what="a probe in flight")
+    lease_ms = int(rdb.hget(keys.subscriber_state("s"), "probe_lease") or 0)
+    assert lease_ms > 0
+    first.kill()  # SIGKILL: the probe's result is never recorded
+    killed_at = len(endpoint.arrivals)
+    endpoint.up.set()
+    endpoint.release.set()
+    deployment.start_worker()
+    wait_until(lambda: ids_delivered(receiver) >= set(ids), timeout_s=60, what="backlog delivered")
+    next_probe = endpoint.arrivals[killed_at]
+    assert next_probe >= lease_ms / 1000 - 0.5  # none while the lost probe's lease held
+    wait_until(lambda: breaker(rdb, keys) == "closed", what="the breaker closed")
+    report("lost probe", lease_wait_s=f"{next_probe - endpoint.arrivals[killed_at - 1]:.1f}")
+
+
+@pytest.mark.slow
+def test_two_workers_racing_send_one_probe_at_a_time(
+    deployment: Deployment,
+    receiver: Receiver,
+    publisher: Publisher,
+    rdb: redis.Redis,
+    keys: Keys,
+) -> None:
+    endpoint = Endpoint(rdb, keys, slow_s=0.2)
+    receiver.respond = endpoint
+    deployment.settings["WEBHOOKS_SCHEDULE_SCALE"] = SCALE
+    deployment.subscriber("s", f"{receiver.url}/s", breaker_after=3)
+    deployment.start_worker()
+    deployment.start_worker()
+    ids = failing_then_burst(publisher, rdb, keys, 100)
+    wait_until(lambda: breaker(rdb, keys) == "open", what="the breaker opened")
+    at_open = len(endpoint.arrivals)
+    wait_until(lambda: len(endpoint.arrivals) >= at_open + 5, timeout_s=30, what="five probes")
+    assert endpoint.most_in_flight == 1  # the failing bound, then one probe at a time
+    endpoint.up.set()
+    wait_until(lambda: ids_delivered(receiver) >= set(ids), timeout_s=60, what="backlog delivered")
+    report("racing probes", attempts_while_down=at_open + 5)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "own-redis").start()
+    yield server
+    server.stop(kill=True)
+
+
+@pytest.mark.slow
+def test_the_breaker_stays_open_across_a_redis_restart_and_recovers(
+    tmp_path: Path, own_redis: RedisServer, receiver: Receiver, keys: Keys
+) -> None:
+    client = redis.Redis.from_url(own_redis.url)
+    endpoint = Endpoint(client, keys)
+    receiver.respond = endpoint
+    deployment = Deployment(tmp_path=tmp_path, redis_url=own_redis.url)
+    deployment.settings["WEBHOOKS_SCHEDULE_SCALE"] = SCALE
+    deployment.subscriber("s", f"{receiver.url}/s", breaker_after=3)
+    deployment.start_worker()
+    try:
+        with Publisher(ProducerSettings(redis_url=own_redis.url, visibility_timeout_s=3)) as pub:
+            ids = publish_burst(pub, 50)
+        wait_until(lambda: breaker(client, keys) == "open", what="the breaker opened")
+        own_redis.stop()  # a clean restart: the append-only file has every write
+        own_redis.start()
+        assert breaker(client, keys) == "open"
+        endpoint.up.set()
+        wait_until(lambda: ids_delivered(receiver) >= set(ids), timeout_s=60, what="delivered")
+        wait_until(lambda: breaker(client, keys) == "closed", what="the breaker closed")
+        assert len(receiver.received) < 50 + 40  # the down endpoint got a few attempts
+    finally:
+        deployment.kill_all()
+        client.close()
