@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
@@ -16,7 +17,10 @@ from reseller_webhooks.producers.settings import ProducerSettings
 from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.devserver.receiver import Received, Receiver, Reply
 from reseller_webhooks.worker.devserver.redis_server import RedisServer
+from reseller_webhooks.worker.ops.metrics import StatsReader
+from reseller_webhooks.worker.records.store import Store
 from tests.helpers import Deployment, Script, publish_burst, report, wait_until
+from tests.test_console import TOKEN
 
 #: 5 s probes are 50 ms, the 5 min longest interval 3 s; the 300 s retry 3 s, the 1800 s one 18 s.
 SCALE = "0.01"
@@ -195,3 +199,21 @@ def test_the_breaker_stays_open_across_a_redis_restart_and_recovers(
     finally:
         deployment.kill_all()
         client.close()
+
+
+def test_the_breaker_is_shown_by_status_the_console_and_the_metrics(
+    deployment: Deployment, rdb: redis.Redis, keys: Keys
+) -> None:
+    deployment.subscriber("s", "http://127.0.0.1:9/s")
+    probe_at = 4102444800000  # 2100-01-01
+    rdb.hset(keys.subscriber_state("s"), mapping={"breaker": "open", "probe_at": probe_at})
+    status = deployment.cli("subscribers", "status")
+    assert "s  ok; breaker open (next probe 2100-01-01T00:00:00.000Z)" in status.stdout
+    _, url = deployment.start_console(WEBHOOKS_CONSOLE_TOKEN=TOKEN)
+    with httpx.Client(base_url=url, timeout=30) as client:
+        page = client.get("/subscribers/s", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert "open (next probe 2100-01-01T00:00:00.000Z)" in page.text
+    store = Store(rdb, keys, record_retention_s=60, dead_letter_retention_s=60, attempt_log_size=5)
+    (row,) = StatsReader(store, dead_ttl_s=60).read(["s"]).subscribers
+    assert row.breaker == 2
+    assert row.next_probe_s > 3600 * 24 * 365

@@ -269,6 +269,35 @@ def test_the_rate_window_is_the_last_hour_of_minutes() -> None:
             "failing",
             "failing (7 failed attempt(s) in a row)",
         ),
+        (
+            True,
+            {
+                "failing_since": "1",
+                "failures": "10",
+                "breaker": "open",
+                "probe_at": "4102444800000",
+            },
+            "failing",
+            "failing (10 failed attempt(s) in a row); breaker open (next probe"
+            " 2100-01-01T00:00:00.000Z)",
+        ),
+        (
+            True,
+            {"failing_since": "1", "breaker": "half_open", "trial_left": "2"},
+            "failing",
+            "failing; breaker half-open (2 trial(s) left)",
+        ),
+        (
+            True,
+            {
+                "disabled": "1",
+                "reason": "down 5 days",
+                "breaker": "open",
+                "probe_lease": "4102444800000",
+            },
+            "disabled",
+            "DISABLED: down 5 days; breaker open (probe in flight)",
+        ),
     ],
 )
 def test_subscriber_status(enabled: bool, state: dict[str, str], status: str, line: str) -> None:
