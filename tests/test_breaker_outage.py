@@ -201,6 +201,7 @@ def test_the_breaker_stays_open_across_a_redis_restart_and_recovers(
         client.close()
 
 
+@pytest.mark.slow
 def test_the_breaker_is_shown_by_status_the_console_and_the_metrics(
     deployment: Deployment, rdb: redis.Redis, keys: Keys
 ) -> None:
