@@ -1,7 +1,7 @@
 """The circuit breaker per subscriber, as people see it: its settings and a reading of its state.
 
 The breaker itself is decided in Redis (``lua/finish.lua`` moves it, ``lua/claim.lua`` obeys it,
-``lua/prelude.lua``'s ``on_hold`` keeps SWEEP from arming a slot while it holds); the fields live in
+``lua/prelude.lua``'s ``ensure_slot`` arms no slot before ``hold_until``); the fields live in
 ``{prefix}:subscriber:{sub}``. This module only reads them, for the status command, the console
 and the metrics. See docs/endpoint-health.md.
 """
