@@ -248,3 +248,16 @@ def test_a_subscriber_disabled_by_failing_is_probed_slowly_and_a_good_probe_enab
     finish(store, batch.claims, "delivered")
     state = health(rdb, keys)
     assert (state["disabled"], state["breaker"]) == ("0", "half_open")
+
+
+def test_a_probe_answered_429_is_no_longer_in_flight(
+    rdb: redis.Redis, keys: Keys, publisher: Publisher
+) -> None:
+    store = store_at(rdb, keys, 0.0002)
+    fail_until_open(store, publisher, 12)
+    batch = wait_until(lambda: (claim(store, "p") or ClaimBatch([], [], "")).claims, timeout_s=5)
+    assert health(rdb, keys)["probe_lease"] == str(batch[0].lease)
+    finish(store, batch, "throttled")  # deferred to the front of ready, not counted
+    assert "probe_lease" not in health(rdb, keys)
+    again = wait_until(lambda: (claim(store, "q") or ClaimBatch([], [], "")).claims, timeout_s=5)
+    assert again[0].delivery_id == batch[0].delivery_id  # the next probe, well before its lease

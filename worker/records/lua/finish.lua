@@ -314,6 +314,14 @@ local function count(a)
   if a.outcome == 'delivered' then s.ok = s.ok + 1 else s.failed = s.failed + 1 end
 end
 
+-- A probe answered 429 and deferred proves nothing either way: it is no longer in flight, and
+-- the next probe goes at ``probe_at`` (not when its lease would have ended).
+local function probe_deferred(a)
+  if redis.call('HGET', a.health, 'probe_lease') == a.lease then
+    redis.call('HDEL', a.health, 'probe_lease')
+  end
+end
+
 -- Records one attempt; 1 if this worker still owned the delivery, else 0.
 local function finish_one(a)
   local cur = redis.call('HMGET', a.key, 'state', 'lease')
@@ -325,6 +333,7 @@ local function finish_one(a)
   if a.outcome == 'throttled' then
     slow_down(a)
     if defer(a) then
+      probe_deferred(a)
       count(a)
       return 1
     end
