@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any
+from typing import Any, cast
 
 import httpcore
 import httpx
@@ -351,6 +351,27 @@ class GuardedTransport(httpx.HTTPTransport):
             keepalive_expiry=limits.keepalive_expiry,
             network_backend=GuardedBackend(allow_private=allow_private, resolve=resolve),
         )
+
+    def exchange(
+        self, request: httpcore.Request, deadline: float, body_limit: int
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """One request handed to the pool as it is (no ``httpx.Request`` or ``Response`` around
+        it), ended by ``deadline``: the status, the body's first ``body_limit`` bytes (the rest
+        is not read) and the headers. Raises httpcore's exceptions."""
+        timeouts = request.extensions["timeout"]
+        left = max(deadline - time.monotonic(), 0.0)
+        timeouts["pool"] = left if timeouts.get("pool") is None else min(timeouts["pool"], left)
+        with _Within(deadline):
+            response = self._pool.handle_request(request)
+            try:
+                received = bytearray()
+                for chunk in cast(Iterable[bytes], response.stream):
+                    received += chunk[: body_limit - len(received)]
+                    if len(received) >= body_limit:
+                        break
+            finally:
+                response.close()
+        return response.status, bytes(received), response.headers
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         deadline: float | None = request.extensions.get(DEADLINE)
