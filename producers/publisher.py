@@ -14,6 +14,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, cast
 
@@ -159,6 +160,15 @@ def _check_idempotency_keys(keys: Sequence[str] | None, count: int) -> list[str]
     return list(keys)
 
 
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """One call of the commit script: how many events, its KEYS and ARGV."""
+
+    count: int
+    keys: list[str]
+    args: list[Any]
+
+
 class Publisher:
     """Emit ``reseller.user.*`` events. Thread-safe; create one per process and reuse it."""
 
@@ -225,6 +235,24 @@ class Publisher:
         """Record already-validated events durably, then trigger a dispatch if none is pending."""
         if not events:
             return []
+        commit = self.commit_for(events, idempotency_keys)
+        try:
+            self.check_store()
+            result = self._replication.run(self._record, keys=commit.keys, args=commit.args)
+        except redis.RedisError as exc:
+            raise self.outage(exc) from None
+        ids, arm = self.settle(commit, result)
+        if arm:
+            self.trigger(ids)
+        return ids
+
+    # The steps of ``publish_events``, in order; the ingest API makes the same steps with the
+    # script call on its event loop (reseller_webhooks.worker.api.commit).
+
+    def commit_for(
+        self, events: Sequence[WebhookEvent], idempotency_keys: Sequence[str] | None
+    ) -> Commit:
+        """The script's keys and arguments for these events (their ids drawn here)."""
         idem = _check_idempotency_keys(idempotency_keys, len(events))
         args: list[Any] = [
             self.keys.prefix,
@@ -236,38 +264,46 @@ class Publisher:
             fingerprint = event.fingerprint() if key else ""
             args += [new_event_id(), event.event.value, event.body(), event.data.id]
             args += [key, fingerprint, traceparent]
-        try:
-            change = self._store_watch.check_every(STORE_CHECK_INTERVAL_S)
-            if change is not None:
-                raise StoreResetError(change.describe())
-            arm, raw_ids = cast(
-                list[Any],
-                self._replication.run(
-                    self._record,
-                    keys=[self.keys.pending, self.keys.dispatch_armed, self.keys.dispatch_waiting],
-                    args=args,
-                ),
-            )
-        except redis.RedisError as exc:
-            kind = _unavailable(exc)
-            if kind is None:
-                raise
-            fault = operator_fault(exc) if isinstance(exc, redis.ConnectionError) else None
-            if fault is not None:
-                raise fault from None
-            raise UnavailableError(
-                f"{kind}; the event(s) may not be recorded: publish again with the"
-                " same idempotency key to be sure"
-            ) from None
-        if arm == -1:  # nothing recorded
-            where = "idempotency_key" if len(events) == 1 else f"idempotency_keys[{raw_ids}]"
-            raise IdempotencyKeyReusedError(where)
-        ids = [i.decode() for i in raw_ids]
-        if arm:
-            self._trigger(ids)
-        return ids
+        keys = [self.keys.pending, self.keys.dispatch_armed, self.keys.dispatch_waiting]
+        return Commit(len(events), keys, args)
 
-    def _trigger(self, ids: Sequence[str]) -> None:
+    def check_store(self) -> None:
+        """``StoreResetError`` if Redis came back empty or behind (a round trip at most once
+        per ``STORE_CHECK_INTERVAL_S``: see :meth:`store_check_due`)."""
+        change = self._store_watch.check_every(STORE_CHECK_INTERVAL_S)
+        if change is not None:
+            raise StoreResetError(change.describe())
+
+    def store_check_due(self) -> bool:
+        """Whether :meth:`check_store` would make a round trip now."""
+        return self._store_watch.due(STORE_CHECK_INTERVAL_S)
+
+    @staticmethod
+    def outage(exc: redis.RedisError) -> Exception:
+        """What a Redis error of the commit becomes for the caller: ``UnavailableError`` for an
+        outage (nothing recorded), the operator's ``ConfigError``, else ``exc`` itself."""
+        kind = _unavailable(exc)
+        if kind is None:
+            return exc
+        fault = operator_fault(exc) if isinstance(exc, redis.ConnectionError) else None
+        if fault is not None:
+            return fault
+        return UnavailableError(
+            f"{kind}; the event(s) may not be recorded: publish again with the"
+            " same idempotency key to be sure"
+        )
+
+    @staticmethod
+    def settle(commit: Commit, result: Any) -> tuple[list[str], bool]:
+        """The ids the script answered and whether the caller must send the dispatch trigger;
+        ``IdempotencyKeyReusedError`` when a key was held by another event (nothing recorded)."""
+        arm, raw_ids = cast(list[Any], result)
+        if arm == -1:  # nothing recorded
+            where = "idempotency_key" if commit.count == 1 else f"idempotency_keys[{raw_ids}]"
+            raise IdempotencyKeyReusedError(where)
+        return [i.decode() for i in raw_ids], bool(arm)
+
+    def trigger(self, ids: Sequence[str]) -> None:
         """Send the dispatch trigger. The events are recorded whatever happens here: a failure
         is logged, the arm is undone where possible, and the scheduler sends one instead."""
         try:

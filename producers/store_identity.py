@@ -125,10 +125,14 @@ class StoreWatch:
 
     def check_every(self, interval_s: float) -> StoreChange | None:
         """:meth:`check`, but at most once per ``interval_s``; else the last answer."""
-        last = self._checked_at
-        if last is not None and self._clock() - last < interval_s:
+        if not self.due(interval_s):
             return self.change
         return self.check()
+
+    def due(self, interval_s: float) -> bool:
+        """Whether :meth:`check_every` would read Redis now."""
+        last = self._checked_at
+        return last is None or self._clock() - last >= interval_s
 
     def _create_id(self) -> str:
         key = self._keys.store_identity

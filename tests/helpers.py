@@ -77,14 +77,15 @@ def one_line_error(result: subprocess.CompletedProcess[str], expected: str, code
     assert expected in stderr, stderr
 
 
-def publish_burst(publisher: Publisher, count: int, batch: int = 200) -> list[str]:
-    """``count`` users created (one event per user, as a sign-up burst would be)."""
+def publish_burst(publisher: Publisher, count: int, batch: int = 200, start: int = 0) -> list[str]:
+    """``count`` users created (one event per user, as a sign-up burst would be), numbered
+    from ``start``."""
     user = sample_user()
     ids: list[str] = []
-    for start in range(0, count, batch):
-        n = min(batch, count - start)
+    for first in range(start, start + count, batch):
+        n = min(batch, start + count - first)
         ids += publisher.publish_batch(
-            [("reseller.user.created", {**user, "id": f"usr_{start + k}"}) for k in range(n)]
+            [("reseller.user.created", {**user, "id": f"usr_{first + k}"}) for k in range(n)]
         )
     return ids
 

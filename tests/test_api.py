@@ -9,6 +9,7 @@ import json
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -483,3 +484,38 @@ def test_the_api_refuses_to_start_by_name(
     assert error in result.output
     assert "s" * 30 not in result.output
     assert "short" not in result.output
+
+
+@pytest.mark.slow
+def test_a_store_that_came_back_empty_is_refused_and_nothing_recorded(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The API's commit checks the store as every publisher does: once Redis has lost what it
+    held, a publish answers 503 store-reset and records nothing."""
+    from tests.conftest import start_own_redis
+
+    server = start_own_redis(tmp_path_factory.mktemp("lost-redis"))
+    client = redis.Redis.from_url(server.url)
+    deployment = Deployment(tmp_path=tmp_path_factory.mktemp("api-reset"), redis_url=server.url)
+    try:
+        _, url = deployment.start_api(WEBHOOKS_API_TOKENS=TOKENS_SETTING)
+        with httpx.Client(base_url=url, timeout=10) as http:
+            assert http.post("/v1/events", json=event(), headers=SHOP).status_code == 202
+            client.flushall()  # the store's identity and published count are gone
+            deadline = time.monotonic() + 10  # the check runs at most once a second
+            while True:
+                answer = http.post("/v1/events", json=event(id="usr_after"), headers=SHOP)
+                if answer.status_code != 202 or time.monotonic() > deadline:
+                    break
+                client.flushall()
+            assert answer.status_code == 503
+            assert answer.json()["type"].endswith(":store-reset")
+            assert answer.headers["retry-after"] == "1"
+            before = sorted(recorded(client))
+            refused = http.post("/v1/events", json=event(id="usr_refused"), headers=SHOP)
+            assert refused.status_code == 503
+            assert sorted(recorded(client)) == before
+    finally:
+        deployment.kill_all()
+        client.close()
+        server.stop()

@@ -276,6 +276,38 @@ def test_subscriber_status(enabled: bool, state: dict[str, str], status: str, li
     assert (health.status, health.describe()) == (status, line)
 
 
+@pytest.mark.parametrize(
+    ("limit", "state", "line"),
+    [
+        (None, {}, "ok"),
+        (20.0, {}, "ok; rate 20.0/s"),
+        (
+            20.0,
+            {"rate": "14", "rate_changed_at": "10000", "rate_from": "20"},
+            "ok; rate 16.0/s (lowered by 429s; configured 20/s)",
+        ),
+        (
+            None,
+            {"rate": "21", "rate_changed_at": "11000", "rate_from": "30"},
+            "ok; rate 21.0/s (lowered by 429s; configured none)",
+        ),
+        (
+            None,
+            {"paused_until": "71000"},
+            "ok; paused until 1970-01-01T00:01:11.000Z (Retry-After)",
+        ),
+        (None, {"paused_until": "9000"}, "ok"),  # over
+    ],
+)
+def test_subscriber_status_shows_the_rate_limit(
+    limit: float | None, state: dict[str, str], line: str
+) -> None:
+    health = SubscriberHealth(
+        "s", in_file=True, enabled_in_file=True, state=state, rate_limit=limit, now_ms=11_000
+    )
+    assert health.describe() == line
+
+
 # -- the indexes the scripts keep for it -------------------------------------------------------
 
 

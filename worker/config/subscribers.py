@@ -134,6 +134,11 @@ class Subscriber(_Strict):
     coalesce: bool = False
     #: Send the attempt span's W3C ``traceparent`` header (only while tracing is on).
     send_traceparent: bool = False
+    #: Attempts per second to this subscriber at most, across every worker (a token bucket in
+    #: Redis); none: unlimited until the receiver answers 429 (``docs/endpoint-health.md``).
+    rate_limit_per_s: float | None = Field(default=None, gt=0, le=100_000)
+    #: Attempts the bucket lets through at once after a quiet spell (default: the rate, >= 1).
+    rate_burst: int | None = Field(default=None, ge=1, le=100_000)
 
     _keys: tuple[bytes, ...] = PrivateAttr(default=())
 
@@ -141,6 +146,12 @@ class Subscriber(_Strict):
     def _coalescing_needs_order(self) -> Self:
         if self.coalesce and self.ordering != "per_user":
             raise ValueError("coalesce: true needs ordering: per_user (updates coalesce per user)")
+        return self
+
+    @model_validator(mode="after")
+    def _burst_needs_rate(self) -> Self:
+        if self.rate_burst is not None and self.rate_limit_per_s is None:
+            raise ValueError("rate_burst: needs rate_limit_per_s (the burst of which rate)")
         return self
 
     @field_validator("events")

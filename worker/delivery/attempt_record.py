@@ -34,9 +34,13 @@ def attempt_record(
     *,
     disable_after_s: float = 0.0,
     attempted: bool = True,
+    rate_limit: float | None = None,
+    pause_s: float = 0.0,
+    measured_rate: float = 0.0,
 ) -> Finish:
     """The records of ``claim``'s attempt: ``url`` as shown (redacted), what ``result``
-    observed and the ``decision`` taken on it at ``now`` (epoch seconds)."""
+    observed and the ``decision`` taken on it at ``now`` (epoch seconds); the subscriber's
+    ``rate_limit``, a 429's pause and the attempt rate measured go to its adaptive rate."""
     now_ms = int(now * 1000)
     delay_ms = int(decision.delay_s * 1000) if decision.delay_s is not None else None
     next_due = now_ms + delay_ms if delay_ms is not None else None
@@ -73,4 +77,7 @@ def attempt_record(
         decision.reason,
         letter,
         disable_after_ms=int(disable_after_s * 1000),
+        rate_limit=rate_limit,
+        pause_ms=int(pause_s * 1000),
+        measured_rate=measured_rate,
     )

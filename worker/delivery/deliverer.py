@@ -20,12 +20,14 @@ from reseller_webhooks.worker.config.settings import WorkerSettings
 from reseller_webhooks.worker.config.subscribers import Subscriber, SubscribersConfig
 from reseller_webhooks.worker.delivery.attempt_record import attempt_record, iso
 from reseller_webhooks.worker.delivery.burst_log import BurstLog
+from reseller_webhooks.worker.delivery.health import RecentRate, throttle
 from reseller_webhooks.worker.delivery.lane import Lane, Setup
+from reseller_webhooks.worker.delivery.observe import observe
 from reseller_webhooks.worker.delivery.outcome import Decision, Outcome, decide
 from reseller_webhooks.worker.delivery.wake import Wakeups, seats, slot_name
 from reseller_webhooks.worker.errors import PermanentDeliveryError
 from reseller_webhooks.worker.http.sender import AttemptResult, Sender
-from reseller_webhooks.worker.ops import metrics, outage
+from reseller_webhooks.worker.ops import outage
 from reseller_webhooks.worker.ops.tracing import AttemptTracing
 from reseller_webhooks.worker.records.store import (
     Claim,
@@ -125,6 +127,7 @@ class Deliverer:
         self._held_lock = threading.Lock()
         self.threads_per_subscriber = max(1, settings.concurrency // 2)
         self._unmatched = BurstLog(log, UNMATCHED_MESSAGE)
+        self._recent = RecentRate()  # attempts/s per subscriber, where a 429 cuts from
 
     @property
     def config(self) -> SubscribersConfig:
@@ -232,6 +235,8 @@ class Deliverer:
                     if batch.claims:
                         linger.worked()
                         unrecorded = self._work(lane, batch, send, served)
+                    elif batch.hold_ms:  # a rate token refills within a short hold
+                        time.sleep(batch.hold_ms / 1000)
                     else:
                         linger.wait()
                     if time.monotonic() > ends_at:
@@ -333,37 +338,26 @@ class Deliverer:
             rng=self.rng,
             scale=self.settings.schedule_scale,
         )
-        self._observe(claim, result, decision)
+        throttled = throttle(
+            decision,
+            result.status,
+            result.retry_after,
+            policy=policy,
+            now=datetime.fromtimestamp(now, UTC),
+            scale=self.settings.schedule_scale,
+        )
+        observe(claim, result, throttled.decision)
         return attempt_record(
             claim,
             subscriber.shown_url,
             result,
-            decision,
+            throttled.decision,
             now,
             disable_after_s=policy.disable_after_s * self.settings.schedule_scale,
+            rate_limit=subscriber.rate_limit_per_s,
+            pause_s=throttled.pause_s,
+            measured_rate=self._recent.note(claim.subscriber_id),
         )
-
-    def _observe(self, claim: Claim, result: AttemptResult, decision: Decision) -> None:
-        """This process's metrics of an attempt, and a log line when it failed."""
-        delivered = decision.outcome is Outcome.DELIVERED
-        metrics.record_attempt(
-            claim.subscriber_id,
-            decision.outcome.value,
-            result.duration_ms / 1000,
-            publish_to_delivery_s=(claim.server_ms(time.monotonic()) - claim.published_at) / 1000
-            if delivered and claim.published_at
-            else None,
-        )
-        if not delivered:
-            log.warning(
-                "delivery %s attempt %d to %s: %s -> %s%s",
-                claim.delivery_id,
-                claim.attempt,
-                claim.subscriber_id,
-                result.status if result.status is not None else result.error_text,
-                decision.outcome.value,
-                f" (retry in {decision.delay_s:.1f} s)" if decision.delay_s is not None else "",
-            )
 
     @_RECORDING
     def _record(self, done: Sequence[tuple[Claim, Finish]]) -> None:
@@ -381,6 +375,8 @@ class Deliverer:
             "lease_ms": lane.lease_ms,
             "bound": lane.bound,
             "keep": keep,
+            "rate": lane.subscriber.rate_limit_per_s if lane.subscriber else None,
+            "burst": lane.subscriber.rate_burst if lane.subscriber else None,
         }
         if not finished:
             return self.store.claim(lane.subscriber_id, lane.token, **kw)

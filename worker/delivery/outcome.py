@@ -21,6 +21,9 @@ class Outcome(StrEnum):
     RETRY = "retry"  # try again on the schedule
     DEAD = "dead"  # dead-letter now; another attempt would fail the same way
     GONE = "gone"  # 410: dead-letter and disable the subscriber
+    #: 429: the subscriber slows down for every worker; the delivery goes back in line without
+    #: counting an attempt (a few times; then it is a retry with ``delay_s``, see health.py)
+    THROTTLED = "throttled"
 
 
 def classify(

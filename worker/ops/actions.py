@@ -16,6 +16,7 @@ from datetime import datetime
 from reseller_webhooks.producers.errors import ConfigError
 from reseller_webhooks.worker.config.settings import WorkerSettings
 from reseller_webhooks.worker.config.subscribers import Subscriber, SubscribersConfig, load_config
+from reseller_webhooks.worker.delivery.health import LimitState, limit_state
 from reseller_webhooks.worker.delivery.runtime import make_store
 from reseller_webhooks.worker.errors import SubscribersDisabledError, UnknownSubscriberError
 from reseller_webhooks.worker.ops.metrics import StatsReader, SubscriberStats
@@ -27,7 +28,12 @@ from reseller_webhooks.worker.records.deadletters import (
     Filter,
     Page,
 )
-from reseller_webhooks.worker.records.store import DISABLED_BY_OPERATOR, Store, Trigger
+from reseller_webhooks.worker.records.store import (
+    DISABLED_BY_OPERATOR,
+    Store,
+    Trigger,
+    iso_ms,
+)
 
 #: Most letters one dead-letter page reads to find those of an event type.
 DEAD_LETTER_SCAN = 2000
@@ -63,6 +69,9 @@ class SubscriberHealth:
     state: dict[str, str]
     stats: SubscriberStats | None = None
     rate: Rate | None = None
+    #: The configured ``rate_limit_per_s`` (None: none) and Redis's clock when ``state`` was read.
+    rate_limit: float | None = None
+    now_ms: int = 0
 
     @property
     def disabled(self) -> bool:
@@ -105,7 +114,27 @@ class SubscriberHealth:
         text = "failing" if self.failing_since_ms is not None else "ok"
         if self.failures:
             text += f" ({self.failures} failed attempt(s) in a row)"
-        return text
+        limits = self.describe_limits()
+        return f"{text}; {limits}" if limits else text
+
+    @property
+    def limits(self) -> LimitState:
+        """Its rate limit now: configured, lowered by 429s, paused by a Retry-After."""
+        return limit_state(self.state, self.rate_limit, self.now_ms)
+
+    def describe_limits(self) -> str:
+        """The rate limit and pause as shown ('' when unlimited and not paused)."""
+        now = self.limits
+        parts = []
+        if now.rate is not None:
+            text = f"rate {now.rate:.1f}/s"
+            if now.adaptive:
+                configured = f"{self.rate_limit:g}/s" if self.rate_limit else "none"
+                text += f" (lowered by 429s; configured {configured})"
+            parts.append(text)
+        if now.paused_until_ms:
+            parts.append(f"paused until {iso_ms(now.paused_until_ms)} (Retry-After)")
+        return ", ".join(parts)
 
 
 def _int(value: str | None) -> int | None:
@@ -186,7 +215,9 @@ class Operations:
         pipe = self.store.redis.pipeline(transaction=False)
         for sub in ids:
             pipe.hgetall(self.store.keys.subscriber_state(sub))
-        states = pipe.execute()
+        pipe.time()
+        *states, (seconds, micros) = pipe.execute()
+        now_ms = seconds * 1000 + micros // 1000
         return [
             SubscriberHealth(
                 subscriber_id=sub,
@@ -195,6 +226,8 @@ class Operations:
                 state={k.decode(): v.decode() for k, v in state.items()},
                 stats=stats.get(sub),
                 rate=hour.get(sub),
+                rate_limit=config.by_id[sub].rate_limit_per_s if sub in config.by_id else None,
+                now_ms=now_ms,
             )
             for sub, state in zip(ids, states, strict=True)
         ]

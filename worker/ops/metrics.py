@@ -19,7 +19,7 @@ import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -31,6 +31,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from reseller_webhooks.worker.config.settings import WorkerSettings
+from reseller_webhooks.worker.ops.limit_gauges import limit_metrics
 from reseller_webhooks.worker.records import scripts
 from reseller_webhooks.worker.records.store import Store
 from reseller_webhooks.worker.records.tally import (
@@ -42,6 +43,9 @@ from reseller_webhooks.worker.records.tally import (
 
 log = logging.getLogger(__name__)
 
+#: Each configured subscriber's ``rate_limit_per_s`` (None: none), asked at each scrape.
+RateLimits = Callable[[], Mapping[str, float | None]]
+
 REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)
 PlatformCollector(registry=REGISTRY)
@@ -51,7 +55,8 @@ OUTCOME_LABEL = {"delivered": "delivered", "retry": "retry", "dead": "dead", "go
 
 ATTEMPTS = Counter(
     "webhooks_attempts",
-    "HTTP attempts this worker made, by subscriber and outcome (delivered, retry, dead).",
+    "HTTP attempts this worker made, by subscriber and outcome (delivered, retry, dead,"
+    " throttled: a 429).",
     ["subscriber", "outcome"],
     registry=REGISTRY,
 )
@@ -202,10 +207,17 @@ class RedisCollector(Collector):
     """The deployment-wide gauges, read from Redis at each scrape (one script call)."""
 
     def __init__(
-        self, store: Store, subscriber_ids: Callable[[], Iterable[str]], *, dead_ttl_s: int
+        self,
+        store: Store,
+        subscriber_ids: Callable[[], Iterable[str]],
+        *,
+        dead_ttl_s: int,
+        rate_limits: RateLimits | None = None,
     ) -> None:
         self.reader = StatsReader(store, dead_ttl_s=dead_ttl_s)
         self.subscriber_ids = subscriber_ids
+        self.store = store
+        self.rate_limits = rate_limits
 
     def describe(self) -> Iterable[Metric]:
         return []  # registering must not read Redis
@@ -220,6 +232,8 @@ class RedisCollector(Collector):
             return
         yield _redis_up(1)
         yield from _per_subscriber(snap.subscribers)
+        if self.rate_limits is not None:
+            yield from limit_metrics(self.store, self.rate_limits())
         yield from _deployment_wide(snap)
         yield GaugeMetricFamily(
             "webhooks_metrics_read_seconds",
@@ -319,11 +333,18 @@ class MetricsServer:
     worker runs on without an endpoint."""
 
     def __init__(
-        self, settings: WorkerSettings, store: Store, subscriber_ids: Callable[[], Iterable[str]]
+        self,
+        settings: WorkerSettings,
+        store: Store,
+        subscriber_ids: Callable[[], Iterable[str]],
+        rate_limits: RateLimits | None = None,
     ) -> None:
         self._settings = settings
         self._collector = RedisCollector(
-            store, subscriber_ids, dead_ttl_s=settings.dead_letter_retention_s
+            store,
+            subscriber_ids,
+            dead_ttl_s=settings.dead_letter_retention_s,
+            rate_limits=rate_limits,
         )
         self._server: Any = None
         self._thread: Any = None
@@ -363,9 +384,13 @@ class MetricsServer:
 
 
 def metrics_server(
-    settings: WorkerSettings, store: Store, subscriber_ids: Callable[[], Iterable[str]]
+    settings: WorkerSettings,
+    store: Store,
+    subscriber_ids: Callable[[], Iterable[str]],
+    rate_limits: RateLimits | None = None,
 ) -> MetricsServer | None:
-    """The worker's /metrics endpoint, to start; None when ``WEBHOOKS_METRICS_PORT`` is 0."""
+    """The worker's /metrics endpoint, to start; None when ``WEBHOOKS_METRICS_PORT`` is 0.
+    ``rate_limits`` gives each configured subscriber's ``rate_limit_per_s`` at each scrape."""
     if settings.metrics_port == 0:
         return None
-    return MetricsServer(settings, store, subscriber_ids)
+    return MetricsServer(settings, store, subscriber_ids, rate_limits)

@@ -52,7 +52,12 @@ def components(rt: Runtime, celery: Celery) -> list[Component]:
     settings = rt.settings
     parts: list[Component | None] = [
         CorePin(settings.cpu_affinity),
-        metrics_server(settings, rt.store, lambda: [s.id for s in rt.config.subscribers]),
+        metrics_server(
+            settings,
+            rt.store,
+            lambda: [s.id for s in rt.config.subscribers],
+            lambda: {s.id: s.rate_limit_per_s for s in rt.config.subscribers},
+        ),
         heartbeat(rt.deliverer),
         rt.deliverer.wakeups,
         watch(rt),

@@ -98,6 +98,9 @@ class ClaimBatch:
     claims: list[Claim]
     more: list[Trigger]
     disabled_reason: str
+    #: A gate (pause, rate tokens) withholds the subscriber this long, ms; the slot is kept
+    #: (the caller sleeps it out and claims again). 0: not held.
+    hold_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,12 +133,18 @@ class Route:
 
 @dataclass(frozen=True, slots=True)
 class Finish:
-    outcome: str  # delivered | retry | dead | gone | skipped
+    outcome: str  # delivered | retry | dead | gone | skipped | throttled
     attempt: dict[str, Any]
     delay_ms: int | None = None
     reason: str = ""
     dead_letter: dict[str, Any] | None = None
     disable_after_ms: int = 0
+    #: The subscriber's configured ``rate_limit_per_s`` (None: none), for its adaptive rate.
+    rate_limit: float | None = None
+    #: A 429's Retry-After: the whole subscriber pauses this long, ms (0: none).
+    pause_ms: int = 0
+    #: Attempts/s this worker made to the subscriber lately (0: unknown), where a 429 cuts from.
+    measured_rate: float = 0.0
 
 
 def triggers_of(raw: Sequence[Any]) -> list[Trigger]:
@@ -209,24 +218,28 @@ class Store:
         bound: int,
         keep: bool = False,
         finished: Sequence[tuple[Claim, Finish]] = (),
+        rate: float | None = None,
+        burst: int | None = None,
     ) -> ClaimBatch | None:
         """Claim up to ``most`` ready deliveries for the holder of slot ``token``; None when the
         slot is gone or nothing is left (the slot is then released). With ``keep``, nothing
         left keeps the slot and returns an empty batch (the caller waits for more, see
         ``delivery.wake``). ``finished`` attempts are recorded first (as :meth:`finish` does), in
-        the same round trip."""
+        the same round trip. ``rate`` and ``burst`` are the subscriber's rate limit (see
+        ``lua/claim.lua``): a short hold returns an empty batch with ``hold_ms``."""
         started = time.monotonic()
         args: list[Any] = [self.keys.prefix, subscriber_id, token, lease_ms, most, bound]
         args += [self._trigger_ms, int(SLOT_TTL_S * 1000), int(keep)]
+        args += ["" if rate is None else rate, "" if burst is None else burst]
         if finished:
             reply = self._finish_then_claim(finished, args)
         else:
             reply = self._claim(keys=[self.keys.due], args=args)
-        lease, raw, more, disabled = cast(list[Any], reply)
-        if not lease:
+        lease, raw, more, disabled, hold_ms = cast(list[Any], reply)
+        if not lease:  # released (held longer than a short hold: SWEEP arms a slot then)
             return None
-        if int(lease) < 0:  # kept: nothing to claim right now
-            return ClaimBatch([], [], disabled.decode())
+        if int(lease) < 0:  # kept: nothing to claim right now, or a short hold
+            return ClaimBatch([], [], disabled.decode(), int(hold_ms))
         expires_at = started + lease_ms / 1000
         claims = [
             Claim(
@@ -330,6 +343,9 @@ class Store:
                 json.dumps(result.dead_letter or {}, separators=(",", ":")),
                 result.disable_after_ms,
                 result.reason,
+                "" if result.rate_limit is None else result.rate_limit,
+                result.pause_ms,
+                round(result.measured_rate, 3),
             ]
         return args
 

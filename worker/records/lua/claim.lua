@@ -18,15 +18,24 @@
 -- ARGV[7] trigger expiry: how long a newly armed slot lives, ms
 -- ARGV[8] slot ttl: how long the renewed slot lives without a heartbeat, ms
 -- ARGV[9] keep: 1 if the caller lingers when nothing is left, else 0
+-- ARGV[10] rate limit: the subscriber's configured attempts/s ('' for none)
+-- ARGV[11] rate burst: the bucket's capacity, count ('' for the default, max(1, ceil(rate)))
 --
--- Returns {lease (server ms; 0: slot gone or nothing claimed; -1: kept, nothing to claim),
--- claims, triggers, disabled reason}; a claim is {delivery id, event id, attempt number,
+-- Gates after "slot is live", in order: disabled/failing, pause (``paused_until``: a
+-- Retry-After), rate tokens (a token bucket, ``tokens`` at ``tokens_at``, refilled at the
+-- configured or adaptive ``rate``). A gate that withholds everything sets ``hold_until`` and
+-- releases the slot (SWEEP arms one then); a hold of at most SHORT_HOLD_MS (a token about to
+-- refill) keeps the slot instead, and the caller sleeps that long before claiming again. A
+-- subscriber with no limit and no 429 reads the gates' fields in the one HMGET it does anyway.
+--
+-- Returns {lease (server ms; 0: slot gone, nothing claimed or held; -1: kept, nothing to
+-- claim), claims, triggers, disabled reason, hold ms (0: not held)}; a claim is {delivery id, event id, attempt number,
 -- trigger, body, published at (server ms, 0: unknown), the event's number in its user's
 -- sequence (0: none, an event recorded before events were numbered), the publisher's W3C
 -- traceparent ('' for none)}.
 -- luacheck: std lua51
 -- luacheck: globals ARGV KEYS redis
--- luacheck: read globals server_now live_slots arm wake_slot WAITING_MS (prelude.lua)
+-- luacheck: read globals server_now live_slots arm wake_slot WAITING_MS adaptive_rate (prelude.lua)
 
 local args = {
   prefix = ARGV[1],
@@ -38,16 +47,51 @@ local args = {
   expiry_ms = tonumber(ARGV[7]),
   slot_ttl_ms = tonumber(ARGV[8]),
   keep = ARGV[9] == '1',
+  limit = tonumber(ARGV[10]),
+  burst = tonumber(ARGV[11]),
 }
+local SHORT_HOLD_MS = 250
 local prefix, sub, token = args.prefix, args.sub, args.token
 local now = server_now()
 local slots = prefix .. ':slots:' .. sub
 local ready = prefix .. ':ready:' .. sub
 local waiting = prefix .. ':slot-waiting:' .. sub
+local health_key = prefix .. ':subscriber:' .. sub
 
 local function release()
   redis.call('ZREM', slots, token)
-  return {0, {}, {}, ''}
+  return {0, {}, {}, '', 0}
+end
+
+-- Nothing may be claimed for ``hold_ms``: a short hold keeps the slot (its caller sleeps), a
+-- longer one releases it and leaves the re-arming to SWEEP at ``hold_until``.
+local function held(hold_ms)
+  hold_ms = math.ceil(hold_ms)
+  if hold_ms <= SHORT_HOLD_MS then
+    redis.call('ZADD', slots, now + args.slot_ttl_ms, token)
+    return {-1, {}, {}, '', hold_ms}
+  end
+  redis.call('HSET', health_key, 'hold_until', now + hold_ms)
+  redis.call('ZREM', slots, token)
+  return {0, {}, {}, '', hold_ms}
+end
+
+-- The token bucket, or nil when no rate applies: {rate, tokens available now}.
+local function bucket(h)
+  local rate = adaptive_rate(h.rate, h.rate_changed_at, h.rate_from, args.limit, now)
+  rate = rate or args.limit
+  if not rate then return nil end
+  local burst = args.burst or math.max(1, math.ceil(rate))
+  local tokens = burst
+  if h.tokens and h.tokens_at then
+    tokens = math.min(burst, tonumber(h.tokens) + rate * (now - tonumber(h.tokens_at)) / 1000)
+  end
+  return {rate = rate, tokens = tokens}
+end
+
+local function spend(b, n)
+  b.tokens = b.tokens - n
+  redis.call('HSET', health_key, 'tokens', b.tokens, 'tokens_at', now)
 end
 
 local function slot_is_live()
@@ -80,33 +124,48 @@ local function take(count, lease)
 end
 
 if not slot_is_live() then return release() end
-local health = redis.call('HMGET', prefix .. ':subscriber:' .. sub,
-                          'disabled', 'reason', 'failing_since')
+local h = redis.call('HMGET', health_key, 'disabled', 'reason', 'failing_since', 'paused_until',
+                     'rate', 'rate_changed_at', 'rate_from', 'tokens', 'tokens_at')
+local health = {disabled = h[1], reason = h[2], failing_since = h[3], paused_until = h[4],
+                rate = h[5], rate_changed_at = h[6], rate_from = h[7], tokens = h[8],
+                tokens_at = h[9]}
 local bound = args.bound
-if health[3] then  -- failing: one slot at a time
+if health.failing_since then  -- failing: one slot at a time
   bound = 1
   if live_slots(prefix, sub, now) > 1 then return release() end
 end
 redis.call('LREM', waiting, 0, token)  -- not waiting while it claims
-local disabled = ''
-if health[1] == '1' then disabled = health[2] or 'subscriber disabled' end
+local disabled, limit = '', nil
+if health.disabled == '1' then
+  disabled = health.reason or 'subscriber disabled'  -- dead-lettered unattempted: no gate
+else
+  if health.paused_until and tonumber(health.paused_until) > now then
+    return held(tonumber(health.paused_until) - now)
+  end
+  limit = bucket(health)
+  if limit and limit.tokens < 1 and redis.call('LLEN', ready) > 0 then
+    return held((1 - limit.tokens) * 1000 / limit.rate)
+  end
+end
 local lease = now + args.lease_ms
 -- A share of what waits, so that up to ``bound`` slots go in parallel; whole chunks under load.
 local share = math.min(args.most, math.max(1, math.ceil(redis.call('LLEN', ready) / bound)))
+if limit then share = math.min(share, math.floor(limit.tokens)) end
 local claims = take(share, lease)
+if limit and #claims > 0 then spend(limit, #claims) end
 if #claims == 0 and not args.keep then
   redis.call('ZREM', slots, token)
-  return {0, claims, {}, disabled}
+  return {0, claims, {}, disabled, 0}
 end
 redis.call('ZADD', slots, now + args.slot_ttl_ms, token)
 if #claims == 0 then  -- the caller lingers: the slot stays (no new trigger is needed) ...
   redis.call('LPUSH', waiting, token)  -- ... and is woken when work comes
   redis.call('PEXPIRE', waiting, WAITING_MS)
-  return {-1, claims, {}, disabled}
+  return {-1, claims, {}, disabled, 0}
 end
 local more = {}
-if redis.call('LLEN', ready) > 0 and wake_slot(prefix, sub, now) == 0
-   and live_slots(prefix, sub, now) < bound then
+if redis.call('LLEN', ready) > 0 and (not limit or limit.tokens >= 1)
+   and wake_slot(prefix, sub, now) == 0 and live_slots(prefix, sub, now) < bound then
   arm(prefix, sub, now + args.expiry_ms, more)
 end
-return {lease, claims, more, disabled}
+return {lease, claims, more, disabled, 0}

@@ -23,17 +23,21 @@
 -- ARGV[6] now: operational events' timestamps, RFC 3339 UTC text
 -- ARGV[7] recent kept: a subscriber's latest attempts the console lists, count
 -- ARGV[8] rate ttl: how long a minute of attempt counts is kept, s
--- ARGV[9...] attempts, 9 fields each: delivery id, subscriber id, lease (server ms, the
---   ownership token), outcome (delivered | retry | dead | gone | skipped), attempt log entry
---   (JSON), retry delay (ms), dead letter (JSON), disable after (ms), reason
+-- ARGV[9...] attempts, 12 fields each: delivery id, subscriber id, lease (server ms, the
+--   ownership token), outcome (delivered | retry | dead | gone | skipped | throttled), attempt
+--   log entry (JSON), retry delay (ms), dead letter (JSON), disable after (ms), reason, the
+--   subscriber's configured rate limit (attempts/s, '' for none), pause (ms, a Retry-After; 0
+--   for none), attempts/s the worker measured to the subscriber lately (0: unknown)
 --
 -- Returns {owned (1/0 per attempt), notices}; a notice is {type, event id, subscriber, delivery
 -- id} for the caller to log.
 -- luacheck: std lua51
 -- luacheck: globals ARGV KEYS redis cjson
--- luacheck: read globals server_now tally flush_tally (prelude.lua)
+-- luacheck: read globals server_now tally flush_tally adaptive_rate (prelude.lua)
 
-local FIELDS = 9
+local FIELDS = 12
+local MAX_DEFERRALS = 5
+local CUT_EVERY_MS = 1000
 local args = {
   prefix = ARGV[1],
   ttl = ARGV[2],
@@ -52,6 +56,8 @@ for i = 9, #ARGV, FIELDS do
     id = did, sub = sub, lease = ARGV[i + 2], outcome = ARGV[i + 3],
     entry = ARGV[i + 4], delay_ms = tonumber(ARGV[i + 5]), letter = ARGV[i + 6],
     disable_after_ms = tonumber(ARGV[i + 7]), reason = ARGV[i + 8],
+    limit = tonumber(ARGV[i + 9]), pause_ms = tonumber(ARGV[i + 10]),
+    measured = tonumber(ARGV[i + 11]),
     key = prefix .. ':delivery:' .. did,  -- its record, its attempt log, its subscriber's health
     log = prefix .. ':attempts:' .. did,
     health = prefix .. ':subscriber:' .. sub,
@@ -79,16 +85,55 @@ local function notify(kind, about, data, delivery)
   notices[#notices + 1] = {kind, eid, about, delivery or ''}
 end
 
--- The streak ends; an announced incident is closed once. A healthy subscriber costs one read.
+-- The streak ends; an announced incident is closed once; an adaptive rate back at its
+-- ceiling is forgotten. A healthy subscriber costs one read.
 local function subscriber_delivered(a)
   local health = a.health
   redis.call('HDEL', health, 'failing_since', 'failing_since_iso')
-  local cur = redis.call('HMGET', health, 'failures', 'notified')
+  local cur = redis.call('HMGET', health, 'failures', 'notified', 'rate')
   if cur[1] then redis.call('HDEL', health, 'failures') end
   if cur[2] then
     redis.call('HDEL', health, 'notified')
     notify('webhooks.subscriber.recovered', a.sub, {})
   end
+  if cur[3] then  -- lowered by 429s: forgotten once grown back
+    local at = redis.call('HMGET', health, 'rate_changed_at', 'rate_from')
+    local _, back = adaptive_rate(cur[3], at[1], at[2], a.limit, now)
+    if back then redis.call('HDEL', health, 'rate', 'rate_changed_at', 'rate_from') end
+    if back and not a.limit then redis.call('HDEL', health, 'tokens', 'tokens_at') end
+  end
+end
+
+-- A ``throttled`` attempt (a 429) cuts the subscriber's ``rate`` to 0.7 x its current rate (at
+-- most once per CUT_EVERY_MS; the current one is the adaptive rate, else the configured one,
+-- else the measured one; 1/s at least), for every worker, and a Retry-After pauses the whole
+-- subscriber (``paused_until``). A success forgets an adaptive rate grown back to its ceiling.
+local function slow_down(a)
+  local health = a.health
+  local cur = redis.call('HMGET', health, 'rate', 'rate_changed_at', 'rate_from')
+  if a.pause_ms > 0 then
+    local paused = now + a.pause_ms
+    redis.call('HSET', health, 'paused_until', paused, 'hold_until', paused)
+  end
+  if cur[1] and now - tonumber(cur[2] or 0) < CUT_EVERY_MS then return end
+  local current = adaptive_rate(cur[1] or nil, cur[2] or nil, cur[3] or nil, a.limit, now)
+  current = current or a.limit or a.measured
+  if current <= 0 then current = 1 end
+  redis.call('HSET', health, 'rate', math.max(1, 0.7 * current), 'rate_changed_at', now)
+  redis.call('HSETNX', health, 'rate_from', current)
+end
+
+-- A throttled delivery goes back to the front of its ready list, its attempt logged but not
+-- counted and no failure, at most MAX_DEFERRALS times (``deferrals``); then a 429 is an
+-- ordinary retry (its delay and reason are those of the retry fields). True if deferred.
+local function defer(a)
+  if tonumber(redis.call('HGET', a.key, 'deferrals') or 0) >= MAX_DEFERRALS then return false end
+  redis.call('HINCRBY', a.key, 'deferrals', 1)
+  redis.call('HSET', a.key, 'state', 'ready')
+  redis.call('ZREM', KEYS[1], a.id)
+  redis.call('LPUSH', prefix .. ':ready:' .. a.sub, a.id)
+  redis.call('SADD', prefix .. ':active-subscribers', a.sub)
+  return true
 end
 
 -- The streak grows; at ``failing after`` in a row the incident is announced once.
@@ -197,7 +242,7 @@ local function count(a)
     seen[#seen + 1] = a.sub
   end
   s.ids[#s.ids + 1] = a.id
-  if a.outcome == 'skipped' then return end
+  if a.outcome == 'skipped' or a.outcome == 'throttled' then return end
   redis.call('HINCRBY', a.key, 'attempts', 1)
   if a.outcome == 'delivered' then s.ok = s.ok + 1 else s.failed = s.failed + 1 end
 end
@@ -210,6 +255,14 @@ local function finish_one(a)
   redis.call('LTRIM', a.log, -args.log_size, -1)
   redis.call('EXPIRE', a.log, args.ttl)
   if cur[1] ~= 'running' or cur[2] ~= a.lease then return 0 end
+  if a.outcome == 'throttled' then
+    slow_down(a)
+    if defer(a) then
+      count(a)
+      return 1
+    end
+    if a.reason ~= '' then a.outcome = 'dead' else a.outcome = 'retry' end
+  end
   count(a)
   if a.outcome == 'delivered' then
     subscriber_delivered(a)

@@ -7,6 +7,8 @@
 -- arm(prefix, sub, expiry, out)             arms one more slot (a deliver trigger the caller sends)
 -- wake_slot(prefix, sub, now)               wakes the subscriber's lingering slot, if one waits
 -- ensure_slot(prefix, sub, now, expiry, out)  work is ready: wake a slot, or arm one if none lives
+--                                           (none while the subscriber is held: hold_until)
+-- adaptive_rate(rate, changed, from, limit, now)  the subscriber's rate after 429s, recovering
 -- WAITING_MS                                how long a waiting marker outlives the wait that set it
 -- tally(counts, sub, field, n)              adds to a count for the audit ('' for the global one)
 -- flush_tally(prefix, counts)               writes those counts, one HINCRBY per field
@@ -24,10 +26,13 @@ local function server_now()
   return t[1] * 1000 + math.floor(t[2] / 1000)
 end
 
-local function arm(prefix, sub, expiry, out)
+-- ``failing`` (0/1) when the caller already read it, else it is read here.
+local function arm(prefix, sub, expiry, out, failing)
   local token = redis.call('INCR', prefix .. ':slot-seq')
   redis.call('ZADD', prefix .. ':slots:' .. sub, expiry, token)
-  local failing = redis.call('HEXISTS', prefix .. ':subscriber:' .. sub, 'failing_since')
+  if failing == nil then
+    failing = redis.call('HEXISTS', prefix .. ':subscriber:' .. sub, 'failing_since')
+  end
   out[#out + 1] = {sub, tostring(token), failing}
 end
 
@@ -54,13 +59,32 @@ local function wake_slot(prefix, sub, now)
   end
 end
 
+-- A held subscriber (a gate in CLAIM withholds it until ``hold_until``, server ms) gets no slot
+-- before that time: SWEEP arms one at or after it. The hold is read only when a slot would be
+-- armed, in the read arming makes anyway.
 local function ensure_slot(prefix, sub, now, expiry, out)
   if redis.call('LLEN', prefix .. ':ready:' .. sub) == 0 then return end
   if live_slots(prefix, sub, now) == 0 then
-    arm(prefix, sub, expiry, out)
+    local h = redis.call('HMGET', prefix .. ':subscriber:' .. sub, 'failing_since', 'hold_until')
+    if h[2] and tonumber(h[2]) > now then return end
+    arm(prefix, sub, expiry, out, h[1] and 1 or 0)
   else
     wake_slot(prefix, sub, now)
   end
+end
+
+-- The rate (attempts/s) a subscriber is allowed after 429s, or nil when none was set: ``rate``
+-- was set at ``changed`` (server ms) and grows back by max(1, 10 % of the configured ``limit``,
+-- else of ``rate`` itself) per second since, up to ``limit``, else to twice the rate ``from``
+-- which the first cut started. Returns the rate and whether it is back at its ceiling.
+local function adaptive_rate(rate, changed, from, limit, now)
+  rate = rate and tonumber(rate)
+  if not rate then return nil, false end
+  local step = math.max(1, 0.1 * (limit or rate))
+  local ceiling = limit or 2 * (tonumber(from or '') or rate)
+  local grown = rate + step * math.max(0, now - tonumber(changed or now)) / 1000
+  if grown >= ceiling then return ceiling, true end
+  return grown, false
 end
 
 -- The audit's counts (``{prefix}:tally:{sub}``, and ``{prefix}:tally`` for sub ''), gathered

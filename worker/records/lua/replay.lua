@@ -34,7 +34,7 @@ local function replay_one(did)
   end
   redis.call('HSET', key, 'event', data['event_id'], 'sub', sub, 'type', data['event_type'],
              'state', 'ready', 'attempts', 0, 'trigger', 'manual', 'chain', '')
-  redis.call('HDEL', key, 'reason', 'done', 'next', 'lease')
+  redis.call('HDEL', key, 'reason', 'done', 'next', 'lease', 'deferrals')
   redis.call('PERSIST', key)
   redis.call('RPUSH', prefix .. ':ready:' .. sub, did)
   redis.call('ZREM', KEYS[1], did)
