@@ -17,7 +17,8 @@ from reseller_webhooks.worker.records.breaker import (
     probe_intervals_ms,
     read_breaker,
 )
-from reseller_webhooks.worker.records.store import Claim, ClaimBatch, Finish, Store
+from reseller_webhooks.worker.records.shapes import Claim, ClaimBatch, Finish
+from reseller_webhooks.worker.records.store import Store
 from tests.helpers import ROUTES, publish_burst, wait_until
 from tests.test_subscribers import problem, sub
 

@@ -31,7 +31,8 @@ from reseller_webhooks.worker.devserver.samples import sample_user
 from reseller_webhooks.worker.ops.actions import SubscriberHealth, parse_since
 from reseller_webhooks.worker.records.activity import Activity, Rate, rates, window_minutes
 from reseller_webhooks.worker.records.scripts import RECENT_KEPT, USER_EVENTS_KEPT
-from reseller_webhooks.worker.records.store import Claim, Finish, Store, split_delivery_id
+from reseller_webhooks.worker.records.shapes import Claim, Finish, split_delivery_id
+from reseller_webhooks.worker.records.store import Store
 from tests.helpers import ROUTES, Deployment, one_line_error
 
 PASSWORD = "console-" + secrets.token_hex(8)

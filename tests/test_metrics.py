@@ -34,7 +34,8 @@ from reseller_webhooks.worker.devserver.receiver import Received, Receiver, Repl
 from reseller_webhooks.worker.devserver.redis_server import free_port
 from reseller_webhooks.worker.devserver.samples import sample_user
 from reseller_webhooks.worker.ops.metrics import StatsReader
-from reseller_webhooks.worker.records.store import Finish, Route, Store
+from reseller_webhooks.worker.records.shapes import Finish, Route
+from reseller_webhooks.worker.records.store import Store
 from tests.helpers import IN_CI, ROOT, Deployment, Script, settled, wait_until
 
 OPS = ROOT / "ops"

@@ -10,7 +10,7 @@ from reseller_webhooks.producers.user import format_timestamp
 from reseller_webhooks.worker.delivery.outcome import Decision, Outcome
 from reseller_webhooks.worker.http.sender import AttemptResult
 from reseller_webhooks.worker.records.breaker import DEFAULT_BREAKER_AFTER
-from reseller_webhooks.worker.records.store import Claim, Finish
+from reseller_webhooks.worker.records.shapes import Claim, Finish
 
 
 def iso(ms: float) -> str:

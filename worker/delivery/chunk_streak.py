@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from reseller_webhooks.worker.records.store import Claim, Store
+from reseller_webhooks.worker.records.shapes import Claim
+from reseller_webhooks.worker.records.store import Store
 
 #: Failed attempts in a row that end a chunk (one failure alone does not: a single bad event).
 CHUNK_STREAK = 2

@@ -30,14 +30,8 @@ from reseller_webhooks.worker.errors import PermanentDeliveryError
 from reseller_webhooks.worker.http.sender import AttemptResult, Sender
 from reseller_webhooks.worker.ops import outage
 from reseller_webhooks.worker.ops.tracing import AttemptTracing
-from reseller_webhooks.worker.records.store import (
-    Claim,
-    ClaimBatch,
-    Drained,
-    Finish,
-    Store,
-    Trigger,
-)
+from reseller_webhooks.worker.records.shapes import Claim, ClaimBatch, Drained, Finish, Trigger
+from reseller_webhooks.worker.records.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -29,12 +29,8 @@ from reseller_webhooks.worker.records.deadletters import (
     Filter,
     Page,
 )
-from reseller_webhooks.worker.records.store import (
-    DISABLED_BY_OPERATOR,
-    Store,
-    Trigger,
-    iso_ms,
-)
+from reseller_webhooks.worker.records.shapes import Trigger, iso_ms
+from reseller_webhooks.worker.records.store import DISABLED_BY_OPERATOR, Store
 
 #: Most letters one dead-letter page reads to find those of an event type.
 DEAD_LETTER_SCAN = 2000
