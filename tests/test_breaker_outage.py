@@ -17,7 +17,7 @@ from reseller_webhooks.producers.settings import ProducerSettings
 from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.devserver.receiver import Received, Receiver, Reply
 from reseller_webhooks.worker.devserver.redis_server import RedisServer
-from reseller_webhooks.worker.ops.metrics import StatsReader
+from reseller_webhooks.worker.ops.deployment_metrics import StatsReader
 from reseller_webhooks.worker.records.store import Store
 from tests.helpers import Deployment, Script, publish_burst, report, wait_until
 from tests.test_console import TOKEN

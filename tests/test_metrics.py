@@ -33,7 +33,7 @@ from reseller_webhooks.worker.config.settings import WorkerSettings
 from reseller_webhooks.worker.devserver.receiver import Received, Receiver, Reply
 from reseller_webhooks.worker.devserver.redis_server import free_port
 from reseller_webhooks.worker.devserver.samples import sample_user
-from reseller_webhooks.worker.ops.metrics import StatsReader
+from reseller_webhooks.worker.ops.deployment_metrics import StatsReader
 from reseller_webhooks.worker.records.shapes import Finish, Route
 from reseller_webhooks.worker.records.store import Store
 from tests.helpers import IN_CI, ROOT, Deployment, Script, settled, wait_until

@@ -19,7 +19,7 @@ from reseller_webhooks.worker.config.subscribers import Subscriber, SubscribersC
 from reseller_webhooks.worker.delivery.health import LimitState, limit_state
 from reseller_webhooks.worker.delivery.runtime import make_store
 from reseller_webhooks.worker.errors import SubscribersDisabledError, UnknownSubscriberError
-from reseller_webhooks.worker.ops.metrics import StatsReader, SubscriberStats
+from reseller_webhooks.worker.ops.deployment_metrics import StatsReader, SubscriberStats
 from reseller_webhooks.worker.records.activity import Activity, Attempt, EventStory, Rate, rates
 from reseller_webhooks.worker.records.breaker import BreakerView, read_breaker
 from reseller_webhooks.worker.records.deadletters import (
