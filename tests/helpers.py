@@ -27,7 +27,8 @@ from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.devserver.receiver import Received, Reply
 from reseller_webhooks.worker.devserver.samples import sample_user
 from reseller_webhooks.worker.ops.audit import AuditReport, audit
-from reseller_webhooks.worker.records.store import Route, Store
+from reseller_webhooks.worker.records.shapes import Route
+from reseller_webhooks.worker.records.store import Store
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,8 +16,9 @@ from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.delivery.burst_log import BurstLog
 from reseller_webhooks.worker.devserver.samples import sample_user
-from reseller_webhooks.worker.ops.metrics import RedisCollector
-from reseller_webhooks.worker.records.store import Claim, Finish, Route, Store
+from reseller_webhooks.worker.ops.deployment_metrics import RedisCollector
+from reseller_webhooks.worker.records.shapes import Claim, Finish, Route
+from reseller_webhooks.worker.records.store import Store
 from reseller_webhooks.worker.records.tally import (
     GlobalTally,
     Tally,

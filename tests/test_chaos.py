@@ -92,7 +92,9 @@ def test_redis_restart_with_retries_pending_loses_nothing(
     down.set()
     receiver.respond = lambda _item: Reply(503) if down.is_set() else Reply(200)
     deployment = Deployment(tmp_path=tmp_path, redis_url=own_redis.url)
-    deployment.subscriber("s", f"{receiver.url}/s", retry={"schedule_s": [0, 4], "jitter": 0})
+    deployment.subscriber(  # every delivery's own retry pending: a breaker that never opens
+        "s", f"{receiver.url}/s", retry={"schedule_s": [0, 4], "jitter": 0}, breaker_after=10**6
+    )
     deployment.start_worker()
     client = redis.Redis.from_url(own_redis.url)
     try:
@@ -144,7 +146,9 @@ def test_two_schedulers_never_send_a_retry_twice(
 
     receiver.respond = first_fails
     deployment.settings["WEBHOOKS_EMBEDDED_SCHEDULER"] = "false"
-    deployment.subscriber("s", f"{receiver.url}/s", retry={"schedule_s": [0, 0.5], "jitter": 0.5})
+    deployment.subscriber(  # every delivery retried on its own: a breaker that never opens
+        "s", f"{receiver.url}/s", retry={"schedule_s": [0, 0.5], "jitter": 0.5}, breaker_after=10**6
+    )
     deployment.start_scheduler()
     deployment.start_scheduler()
     deployment.start_worker()
@@ -180,6 +184,7 @@ def test_retries_do_not_starve_first_attempts(
         ["reseller.user.created"],
         timeout_s=0.3,
         retry={"schedule_s": [0] + [0.05] * 5, "jitter": 0},
+        breaker_after=10**6,  # a retry backlog, not probes: a breaker that never opens
     )
     deployment.subscriber("healthy", f"{receiver.url}/healthy", ["reseller.user.updated"])
     script.always("/dead", Reply(200, delay_s=2))

@@ -31,7 +31,8 @@ from reseller_webhooks.worker.devserver.samples import sample_user
 from reseller_webhooks.worker.ops.actions import SubscriberHealth, parse_since
 from reseller_webhooks.worker.records.activity import Activity, Rate, rates, window_minutes
 from reseller_webhooks.worker.records.scripts import RECENT_KEPT, USER_EVENTS_KEPT
-from reseller_webhooks.worker.records.store import Claim, Finish, Store, split_delivery_id
+from reseller_webhooks.worker.records.shapes import Claim, Finish, split_delivery_id
+from reseller_webhooks.worker.records.store import Store
 from tests.helpers import ROUTES, Deployment, one_line_error
 
 PASSWORD = "console-" + secrets.token_hex(8)
@@ -268,6 +269,35 @@ def test_the_rate_window_is_the_last_hour_of_minutes() -> None:
             {"failing_since": "1", "failures": "7"},
             "failing",
             "failing (7 failed attempt(s) in a row)",
+        ),
+        (
+            True,
+            {
+                "failing_since": "1",
+                "failures": "10",
+                "breaker": "open",
+                "probe_at": "4102444800000",
+            },
+            "failing",
+            "failing (10 failed attempt(s) in a row); breaker open (next probe"
+            " 2100-01-01T00:00:00.000Z)",
+        ),
+        (
+            True,
+            {"failing_since": "1", "breaker": "half_open", "trial_left": "2"},
+            "failing",
+            "failing; breaker half-open (2 trial(s) left)",
+        ),
+        (
+            True,
+            {
+                "disabled": "1",
+                "reason": "down 5 days",
+                "breaker": "open",
+                "probe_lease": "4102444800000",
+            },
+            "disabled",
+            "DISABLED: down 5 days; breaker open (probe in flight)",
         ),
     ],
 )

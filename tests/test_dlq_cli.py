@@ -13,7 +13,8 @@ from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.cli import commands as cli
 from reseller_webhooks.worker.devserver.samples import sample_user
-from reseller_webhooks.worker.records.store import Claim, Store
+from reseller_webhooks.worker.records.shapes import Claim
+from reseller_webhooks.worker.records.store import Store
 from tests.helpers import ROUTES, Deployment, wait_until
 from tests.test_store import finish
 

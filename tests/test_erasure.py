@@ -12,7 +12,8 @@ import redis
 from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.records.erasure import Erasure, Preview
-from reseller_webhooks.worker.records.store import Claim, Finish, Route, Store
+from reseller_webhooks.worker.records.shapes import Claim, Finish, Route
+from reseller_webhooks.worker.records.store import Store
 from tests.helpers import Deployment, assert_audit_balances, every_value, own_values, person
 
 ROUTES = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpcore
 import httpx
 import pytest
 
@@ -40,6 +41,22 @@ from reseller_webhooks.worker.http.sender import translate
             "the URL's scheme is not http or https (Request URL has an unsupported protocol 'ftp://'.)",
         ),
         (ValueError("boom"), "unexpected error (ValueError: boom)"),
+        # httpcore's own, as the delivery transport raises them
+        (httpcore.ConnectTimeout("timed out"), "timed out connecting"),
+        (httpcore.ReadTimeout("timed out"), "timed out waiting for the response"),
+        (httpcore.PoolTimeout("x"), "timed out waiting for a free connection (x)"),
+        (
+            httpcore.ConnectError("[Errno 111] Connection refused"),
+            "could not connect ([Errno 111] Connection refused)",
+        ),
+        (httpcore.WriteError("pipe"), "the connection broke while sending the request (pipe)"),
+        (
+            httpcore.RemoteProtocolError("Server disconnected without sending a response."),
+            "the subscriber broke off or garbled the HTTP exchange"
+            " (Server disconnected without sending a response.)",
+        ),
+        (httpcore.LocalProtocolError("bad"), "the request could not be sent as HTTP (bad)"),
+        (httpcore.ProxyError("p"), "the HTTP exchange failed (p)"),
     ],
 )
 def test_failure_text(exc: Exception, text: str) -> None:
@@ -63,6 +80,31 @@ def test_failure_text(exc: Exception, text: str) -> None:
             httpx.UnsupportedProtocol("no"),
             PermanentDeliveryError,
             "the URL's scheme is not http or https (no)",
+        ),
+        (
+            httpcore.ReadError("reset"),
+            RetryableDeliveryError,
+            "the connection broke while reading the response (reset)",
+        ),
+        (
+            httpcore.ReadTimeout("timed out"),
+            RetryableDeliveryError,
+            "timed out waiting for the response",
+        ),
+        (
+            httpcore.RemoteProtocolError("x"),
+            RetryableDeliveryError,
+            "the subscriber broke off or garbled the HTTP exchange (x)",
+        ),
+        (
+            httpcore.UnsupportedProtocol("no"),
+            PermanentDeliveryError,
+            "the URL's scheme is not http or https (no)",
+        ),
+        (
+            httpcore.LocalProtocolError("bad"),
+            PermanentDeliveryError,
+            "the request could not be sent as HTTP (bad)",
         ),
         (
             RefusedAddressError("x resolves to 10.0.0.1"),

@@ -16,7 +16,7 @@ from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.devserver.receiver import Received, Receiver, Reply
 from reseller_webhooks.worker.devserver.samples import sample_user
-from reseller_webhooks.worker.records.store import delivery_id
+from reseller_webhooks.worker.records.shapes import delivery_id
 from tests.helpers import Deployment, attempt_log, publish_burst, report, settled, wait_until
 
 CONSOLE_TOKEN = "limits-console-token-" + "x" * 24

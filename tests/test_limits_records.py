@@ -9,7 +9,8 @@ from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.devserver.samples import sample_user
 from reseller_webhooks.worker.ops.limit_gauges import limit_metrics
-from reseller_webhooks.worker.records.store import Claim, Finish, Store
+from reseller_webhooks.worker.records.shapes import Claim, Finish
+from reseller_webhooks.worker.records.store import Store
 from tests.helpers import ROUTES, wait_until
 
 LIMIT_FIELDS = {b"rate", b"rate_changed_at", b"rate_from", b"tokens", b"tokens_at"}

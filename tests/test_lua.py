@@ -20,7 +20,8 @@ from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.devserver.samples import sample_user
 from reseller_webhooks.worker.records import scripts
 from reseller_webhooks.worker.records.erasure import Erasure
-from reseller_webhooks.worker.records.store import Claim, Finish, Store
+from reseller_webhooks.worker.records.shapes import Claim, Finish
+from reseller_webhooks.worker.records.store import Store
 from tests.helpers import IN_CI, ROUTES
 
 LUA_DIR = Path(__file__).resolve().parents[1] / "worker" / "records" / "lua"

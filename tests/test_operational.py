@@ -18,7 +18,8 @@ from reseller_webhooks.worker.config.subscribers import parse_config
 from reseller_webhooks.worker.devserver.receiver import Received, Receiver, Reply
 from reseller_webhooks.worker.devserver.samples import sample_user
 from reseller_webhooks.worker.operational_events import OPERATIONAL_EVENT_TYPES
-from reseller_webhooks.worker.records.store import Finish, Route, Store, iso_ms
+from reseller_webhooks.worker.records.shapes import Finish, Route, iso_ms
+from reseller_webhooks.worker.records.store import Store
 from tests.helpers import ROUTES, Deployment, Script, settled, wait_until
 
 

@@ -28,7 +28,8 @@ from reseller_webhooks.worker.config.subscribers import (
 from reseller_webhooks.worker.delivery.deliverer import REMOVED_REASON
 from reseller_webhooks.worker.devserver.receiver import Receiver, Reply
 from reseller_webhooks.worker.devserver.samples import sample_user
-from reseller_webhooks.worker.records.store import Route, Store
+from reseller_webhooks.worker.records.shapes import Route
+from reseller_webhooks.worker.records.store import Store
 from tests.helpers import ROOT, Deployment, Script, new_secret, wait_until
 
 SECRET = new_secret()

@@ -8,7 +8,8 @@ import redis
 from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.devserver.samples import sample_user
-from reseller_webhooks.worker.records.store import Finish, Store
+from reseller_webhooks.worker.records.shapes import Finish
+from reseller_webhooks.worker.records.store import Store
 from tests.helpers import ROUTES, assert_audit_balances, wait_until
 
 

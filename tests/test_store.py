@@ -9,7 +9,8 @@ import redis
 from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.devserver.samples import sample_user
-from reseller_webhooks.worker.records.store import Claim, Finish, Store
+from reseller_webhooks.worker.records.shapes import Claim, Finish
+from reseller_webhooks.worker.records.store import Store
 from tests.helpers import ROUTES
 
 

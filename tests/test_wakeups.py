@@ -16,7 +16,8 @@ from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.delivery.wake import DISPATCH, Linger, Wakeups, seats, slot_name
 from reseller_webhooks.worker.devserver.samples import sample_user
-from reseller_webhooks.worker.records.store import Finish, Store
+from reseller_webhooks.worker.records.shapes import Finish
+from reseller_webhooks.worker.records.store import Store
 from tests.helpers import ROUTES, wait_until
 
 #: A linger that would outlast the test: a wait that returns was woken.

@@ -14,7 +14,7 @@ from reseller_webhooks.worker.cli.common import operations, parse_since, store_a
 if TYPE_CHECKING:
     from reseller_webhooks.worker.ops.actions import Operations
     from reseller_webhooks.worker.records.deadletters import DeadLetter, Filter
-    from reseller_webhooks.worker.records.store import Trigger
+    from reseller_webhooks.worker.records.shapes import Trigger
 
 LIST_PAGE = 500
 

@@ -41,6 +41,7 @@ from reseller_webhooks.worker.config.headers import check_headers
 from reseller_webhooks.worker.config.signing_secrets import ENV_NAME, Scheme, resolve_secret
 from reseller_webhooks.worker.config.urls import redact_url
 from reseller_webhooks.worker.operational_events import WORKER_EVENT_TYPES
+from reseller_webhooks.worker.records.breaker import DEFAULT_BREAKER_AFTER
 
 #: Standard Webhooks schedule: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h.
 STANDARD_SCHEDULE_S: tuple[float, ...] = (
@@ -139,6 +140,8 @@ class Subscriber(_Strict):
     rate_limit_per_s: float | None = Field(default=None, gt=0, le=100_000)
     #: Attempts the bucket lets through at once after a quiet spell (default: the rate, >= 1).
     rate_burst: int | None = Field(default=None, ge=1, le=100_000)
+    #: Failed attempts in a row that open the circuit breaker (docs/endpoint-health.md).
+    breaker_after: int = Field(default=DEFAULT_BREAKER_AFTER, ge=1)
 
     _keys: tuple[bytes, ...] = PrivateAttr(default=())
 

@@ -26,7 +26,7 @@ from reseller_webhooks.worker.console.routes import routes
 from reseller_webhooks.worker.console.sessions import Sessions
 from reseller_webhooks.worker.console.throttle import Throttle
 from reseller_webhooks.worker.ops.actions import Operations
-from reseller_webhooks.worker.records.store import Trigger
+from reseller_webhooks.worker.records.shapes import Trigger
 
 log = logging.getLogger("reseller_webhooks.worker.console")
 

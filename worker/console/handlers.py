@@ -35,7 +35,7 @@ from reseller_webhooks.worker.console.throttle import Throttle
 from reseller_webhooks.worker.errors import OperatorError, UnknownSubscriberError
 from reseller_webhooks.worker.ops import outage
 from reseller_webhooks.worker.ops.actions import Operations
-from reseller_webhooks.worker.records.store import Trigger
+from reseller_webhooks.worker.records.shapes import Trigger
 
 log = logging.getLogger("reseller_webhooks.worker.console")
 

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from reseller_webhooks.producers.user import format_timestamp
 from reseller_webhooks.worker.delivery.outcome import Decision, Outcome
 from reseller_webhooks.worker.http.sender import AttemptResult
-from reseller_webhooks.worker.records.store import Claim, Finish
+from reseller_webhooks.worker.records.breaker import DEFAULT_BREAKER_AFTER
+from reseller_webhooks.worker.records.shapes import Claim, Finish
 
 
 def iso(ms: float) -> str:
@@ -33,6 +34,7 @@ def attempt_record(
     now: float,
     *,
     disable_after_s: float = 0.0,
+    breaker_after: int = DEFAULT_BREAKER_AFTER,
     attempted: bool = True,
     rate_limit: float | None = None,
     pause_s: float = 0.0,
@@ -77,6 +79,7 @@ def attempt_record(
         decision.reason,
         letter,
         disable_after_ms=int(disable_after_s * 1000),
+        breaker_after=breaker_after,
         rate_limit=rate_limit,
         pause_ms=int(pause_s * 1000),
         measured_rate=measured_rate,

@@ -20,6 +20,7 @@ from reseller_webhooks.worker.config.settings import WorkerSettings
 from reseller_webhooks.worker.config.subscribers import Subscriber, SubscribersConfig
 from reseller_webhooks.worker.delivery.attempt_record import attempt_record, iso
 from reseller_webhooks.worker.delivery.burst_log import BurstLog
+from reseller_webhooks.worker.delivery.chunk_streak import ChunkStreak, give_back
 from reseller_webhooks.worker.delivery.health import RecentRate, throttle
 from reseller_webhooks.worker.delivery.lane import Lane, Setup
 from reseller_webhooks.worker.delivery.observe import observe
@@ -30,14 +31,8 @@ from reseller_webhooks.worker.errors import PermanentDeliveryError
 from reseller_webhooks.worker.http.sender import AttemptResult, Sender
 from reseller_webhooks.worker.ops import outage
 from reseller_webhooks.worker.ops.tracing import AttemptTracing
-from reseller_webhooks.worker.records.store import (
-    Claim,
-    ClaimBatch,
-    Drained,
-    Finish,
-    Store,
-    Trigger,
-)
+from reseller_webhooks.worker.records.shapes import Claim, ClaimBatch, Drained, Finish, Trigger
+from reseller_webhooks.worker.records.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +229,7 @@ class Deliverer:
                 while True:
                     finished, unrecorded = unrecorded, []
                     batch = self._claim(lane, finished, keep=linger.keep())
-                    if batch is None:  # released: nothing left after the linger
+                    if batch is None:  # released: nothing left after the linger, or held
                         return served
                     if batch.claims:
                         linger.worked()
@@ -275,8 +270,7 @@ class Deliverer:
         counts: Counter[str] = Counter()
         claims = list(batch.claims)
         done: list[tuple[Claim, Finish]] = []
-        flushed_at = time.monotonic()
-        index = 0
+        flushed_at, index, streak = time.monotonic(), 0, ChunkStreak()
         while index < len(claims):
             if claims[index].expires_at - time.monotonic() < budget_s:  # keep the rest leased
                 self._record(done)
@@ -288,6 +282,9 @@ class Deliverer:
             counts[finish.attempt["outcome"]] += 1
             done.append((claim, finish))
             index += 1
+            if streak.ends(finish.outcome):  # the endpoint fails: the rest goes back untried
+                give_back(self.store, claims[index:])
+                break
             if time.monotonic() - flushed_at > FLUSH_INTERVAL_S:
                 self._record(done)
                 done, flushed_at = [], time.monotonic()
@@ -362,6 +359,7 @@ class Deliverer:
             rate_limit=subscriber.rate_limit_per_s,
             pause_s=throttled.pause_s,
             measured_rate=self._recent.note(claim.subscriber_id),
+            breaker_after=subscriber.breaker_after,
         )
 
     @_RECORDING

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from reseller_webhooks.worker.config.subscribers import Subscriber, SubscribersConfig
 from reseller_webhooks.worker.http.sender import Sender, attempt_bound_s
 from reseller_webhooks.worker.operational_events import WORKER_EVENT_TYPES
-from reseller_webhooks.worker.records.store import Route
+from reseller_webhooks.worker.records.shapes import Route
 
 #: Grace beyond an attempt's own bound before its lease may be taken over.
 LEASE_MARGIN_S = 5.0

@@ -8,7 +8,7 @@ import time
 from reseller_webhooks.worker.delivery.outcome import Decision, Outcome
 from reseller_webhooks.worker.http.sender import AttemptResult
 from reseller_webhooks.worker.ops import metrics
-from reseller_webhooks.worker.records.store import Claim
+from reseller_webhooks.worker.records.shapes import Claim
 
 log = logging.getLogger("reseller_webhooks.worker.delivery.deliverer")
 

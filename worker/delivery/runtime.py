@@ -35,6 +35,7 @@ def make_store(settings: WorkerSettings, client: redis.Redis | None = None) -> S
         attempt_log_size=settings.attempt_log_size,
         trigger_expiry_s=settings.visibility_timeout_s,
         failing_after=settings.failing_after,
+        schedule_scale=settings.schedule_scale,
     )
 
 

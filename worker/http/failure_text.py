@@ -4,22 +4,44 @@ phrase a reader understands, never the HTTP client's class names. A table, first
 
 from __future__ import annotations
 
+import httpcore
 import httpx
 
-#: (exception type, what happened), most specific first.
-PHRASES: tuple[tuple[type[BaseException], str], ...] = (
-    (httpx.ConnectTimeout, "timed out connecting"),
-    (httpx.ReadTimeout, "timed out waiting for the response"),
-    (httpx.WriteTimeout, "timed out sending the request"),
-    (httpx.PoolTimeout, "timed out waiting for a free connection"),
-    (httpx.TimeoutException, "timed out"),
-    (httpx.ConnectError, "could not connect"),
-    (httpx.ReadError, "the connection broke while reading the response"),
-    (httpx.WriteError, "the connection broke while sending the request"),
-    (httpx.RemoteProtocolError, "the subscriber broke off or garbled the HTTP exchange"),
-    (httpx.UnsupportedProtocol, "the URL's scheme is not http or https"),
-    (httpx.LocalProtocolError, "the request could not be sent as HTTP"),
-    (httpx.TransportError, "the HTTP exchange failed"),
+#: (exception types, what happened), most specific first: httpx's, and httpcore's that the
+#: delivery transport raises as they are.
+PHRASES: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
+    ((httpx.ConnectTimeout, httpcore.ConnectTimeout), "timed out connecting"),
+    ((httpx.ReadTimeout, httpcore.ReadTimeout), "timed out waiting for the response"),
+    ((httpx.WriteTimeout, httpcore.WriteTimeout), "timed out sending the request"),
+    ((httpx.PoolTimeout, httpcore.PoolTimeout), "timed out waiting for a free connection"),
+    ((httpx.TimeoutException, httpcore.TimeoutException), "timed out"),
+    ((httpx.ConnectError, httpcore.ConnectError), "could not connect"),
+    ((httpx.ReadError, httpcore.ReadError), "the connection broke while reading the response"),
+    ((httpx.WriteError, httpcore.WriteError), "the connection broke while sending the request"),
+    (
+        (httpx.RemoteProtocolError, httpcore.RemoteProtocolError),
+        "the subscriber broke off or garbled the HTTP exchange",
+    ),
+    (
+        (httpx.UnsupportedProtocol, httpcore.UnsupportedProtocol),
+        "the URL's scheme is not http or https",
+    ),
+    (
+        (httpx.LocalProtocolError, httpcore.LocalProtocolError),
+        "the request could not be sent as HTTP",
+    ),
+    (
+        (httpx.TransportError, httpcore.NetworkError, httpcore.ProtocolError, httpcore.ProxyError),
+        "the HTTP exchange failed",
+    ),
+)
+
+#: httpcore's failures that a later attempt may get past (httpx's: its ``TransportError``).
+RETRYABLE_CORE = (
+    httpcore.TimeoutException,
+    httpcore.NetworkError,
+    httpcore.RemoteProtocolError,
+    httpcore.ProxyError,
 )
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
 
+import httpcore
 import httpx
 
 from reseller_webhooks.worker.config.subscribers import Subscriber, SubscribersConfig
@@ -18,10 +18,9 @@ from reseller_webhooks.worker.errors import (
     PermanentDeliveryError,
     RetryableDeliveryError,
 )
-from reseller_webhooks.worker.http.failure_text import failure_text
+from reseller_webhooks.worker.http.failure_text import RETRYABLE_CORE, failure_text
 from reseller_webhooks.worker.http.signing import Signer
 from reseller_webhooks.worker.http.transport import (
-    DEADLINE,
     GuardedTransport,
     Resolve,
     system_resolve,
@@ -64,8 +63,9 @@ def translate(exc: Exception) -> DeliveryError:
     if isinstance(exc, DeliveryError):
         return exc
     text = failure_text(exc)
-    if isinstance(exc, httpx.TransportError) and not isinstance(
-        exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError
+    if isinstance(exc, RETRYABLE_CORE) or (
+        isinstance(exc, httpx.TransportError)
+        and not isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError)
     ):
         return RetryableDeliveryError(text)  # timeouts included
     return PermanentDeliveryError(text)
@@ -75,10 +75,27 @@ def translate(exc: Exception) -> DeliveryError:
 class _Route:
     """Everything about one subscriber that does not change between attempts, built once."""
 
-    url: httpx.URL
-    headers: dict[str, str]
+    url: httpcore.URL
+    #: ``host`` first, then the subscriber's headers and ours, encoded as httpx encodes them.
+    host: tuple[bytes, bytes]
+    headers: tuple[tuple[bytes, bytes], ...]
     timeout: dict[str, float | None]
     signer: Signer
+
+    @classmethod
+    def of(cls, sub: Subscriber) -> _Route:
+        url = httpx.URL(str(sub.url))
+        raw = httpx.Request("POST", url, headers=_fixed_headers(sub, url)).headers.raw
+        host, *rest = (h for h in raw if h[0].lower() != b"content-length")
+        return cls(
+            url=httpcore.URL(
+                scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path
+            ),
+            host=host,
+            headers=tuple(rest),
+            timeout=httpx.Timeout(sub.timeout_s).as_dict(),
+            signer=Signer(sub.signing_keys, sub.signing),
+        )
 
 
 def _fixed_headers(sub: Subscriber, url: httpx.URL) -> dict[str, str]:
@@ -103,9 +120,11 @@ class Sender:
     ``keepalive_expiry``. An idle subscriber holds no connection and no TLS context
     (docs/sizing.md).
 
-    Requests go to the transport directly: ``httpx.Client`` would merge headers, cookies, auth
-    and redirect settings on every call, none of which a webhook uses, and costs about as much
-    CPU again as the HTTP exchange itself (docs/benchmarks.md).
+    Requests go to the transport's httpcore pool directly, their headers encoded once per
+    subscriber: ``httpx.Client`` would merge headers, cookies, auth and redirect settings on
+    every call, none of which a webhook uses, and costs about as much CPU again as the HTTP
+    exchange itself; the ``httpx.Request`` and ``Response`` around each exchange cost another
+    sixth of a delivery's CPU (docs/benchmarks.md).
     """
 
     def __init__(
@@ -123,15 +142,7 @@ class Sender:
         self.transport = GuardedTransport(
             allow_private=config.allow_private_networks, limits=limits, resolve=resolve
         )
-        self._routes: dict[str, _Route] = {}
-        for sub in config.subscribers:
-            url = httpx.URL(str(sub.url))
-            self._routes[sub.id] = _Route(
-                url=url,
-                headers=_fixed_headers(sub, url),
-                timeout=httpx.Timeout(sub.timeout_s).as_dict(),
-                signer=Signer(sub.signing_keys, sub.signing),
-            )
+        self._routes = {sub.id: _Route.of(sub) for sub in config.subscribers}
 
     def close(self) -> None:
         self.transport.close()
@@ -181,28 +192,26 @@ class Sender:
         traceparent: str,
     ) -> tuple[int, str, str | None]:
         route = self._routes[sub.id]
-        headers = {**route.headers, **route.signer.headers(webhook_id, int(self._clock()), body)}
+        signed = route.signer.headers(webhook_id, int(self._clock()), body)
+        headers = [route.host, *route.headers]
+        headers += [(k.encode(), v.encode("ascii")) for k, v in signed.items()]
         if sequence:
-            headers[SEQUENCE_HEADER] = str(sequence)
+            headers.append((SEQUENCE_HEADER.encode(), b"%d" % sequence))
         if traceparent:
-            headers["traceparent"] = traceparent
-        request = httpx.Request(
-            "POST",
+            headers.append((b"traceparent", traceparent.encode("ascii")))
+        headers.append((b"Content-Length", b"%d" % len(body)))
+        request = httpcore.Request(
+            b"POST",
             route.url,
             headers=headers,
             content=body,
-            extensions={"timeout": route.timeout, DEADLINE: deadline},
+            extensions={"timeout": dict(route.timeout)},
         )
-        response = self.transport.handle_request(request)
-        try:
-            received = bytearray()
-            # The raw stream: no accept-encoding is sent, so the body comes as it is. Reads past
-            # the deadline fail in the transport, however fast the body keeps coming.
-            for chunk in cast(httpx.SyncByteStream, response.stream):
-                received += chunk[: self._body_limit - len(received)]
-                if len(received) >= self._body_limit:
-                    break
-        finally:
-            response.close()
+        status, received, response_headers = self.transport.exchange(
+            request, deadline, self._body_limit
+        )
         excerpt = received.decode("utf-8", errors="replace")
-        return response.status_code, excerpt, response.headers.get("retry-after")
+        retry_after = next(
+            (v.decode("latin-1") for k, v in response_headers if k.lower() == b"retry-after"), None
+        )
+        return status, excerpt, retry_after

@@ -6,14 +6,16 @@ connection is made to a vetted address, so there is no window between the check 
 unchecked.
 
 Deadline: httpcore's timeouts are per phase and per socket operation, so a peer that sends one
-byte just inside each read timeout can hold a request open for ever. A request carrying the
-``"deadline"`` extension (a :func:`time.monotonic` instant) is bounded as a whole instead: name
+byte just inside each read timeout can hold a request open for ever. A request made through
+:meth:`GuardedTransport.exchange` with a deadline (a :func:`time.monotonic` instant) is bounded
+as a whole instead: name
 resolution, every connect, the TLS handshake, each write and each read get at most the time left,
 and a phase that starts after the deadline fails at once with that phase's timeout error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import ipaddress
@@ -23,10 +25,10 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any
+from typing import Any, cast
 
 import httpcore
 import httpx
@@ -37,9 +39,6 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 #: Resolves a host name to the addresses to try, in order. Injectable, e.g. to simulate a slow DNS.
 Resolve = Callable[[str, int], Sequence[IPAddress]]
-
-#: Request extension holding the :func:`time.monotonic` instant by which the request must end.
-DEADLINE = "deadline"
 
 # --- Address rules -------------------------------------------------------------------------------
 
@@ -159,13 +158,28 @@ _RESOLVERS = _ResolverPool()
 # --- Backend and stream --------------------------------------------------------------------------
 
 
+#: Request bytes up to this size wait for the first read and go out in one ``send``.
+COALESCE_BYTES = 65536
+
+
 class DeadlineStream(httpcore.NetworkStream):
-    """A socket whose every operation waits at most the phase timeout and the time left."""
+    """A socket whose every operation waits at most the phase timeout and the time left.
+
+    A request's head and body, written one after the other, go out together when the response
+    is first read (or once they pass :data:`COALESCE_BYTES`): one system call, and one hand-over
+    of the GIL, instead of two. A failure to send them is raised as the write's own error, a
+    broken pipe suppressed as httpcore does for its writes (the response may still be read)."""
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
+        self._pending = bytearray()
+        self._pending_timeout: float | None = None
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        if self._pending:
+            # As httpcore does with its writes: the peer may have answered before closing.
+            with contextlib.suppress(httpcore.WriteError):
+                self._send_pending()
         wait = _time_left(timeout, httpcore.ReadTimeout, "while reading the response")
         try:
             self._sock.settimeout(wait)
@@ -176,7 +190,20 @@ class DeadlineStream(httpcore.NetworkStream):
             raise httpcore.ReadError(str(exc)) from exc
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        view = memoryview(buffer)
+        self._pending_timeout = timeout
+        if len(self._pending) + len(buffer) < COALESCE_BYTES:
+            self._pending += buffer
+        else:
+            self._send_pending(buffer)
+
+    def _send_pending(self, more: bytes = b"") -> None:
+        head = bytes(self._pending)
+        self._pending.clear()
+        # A large body goes out as it is, not copied behind the head.
+        for part in (head, more) if len(more) >= COALESCE_BYTES else (head + more,):
+            self._send(memoryview(part), self._pending_timeout)
+
+    def _send(self, view: memoryview, timeout: float | None) -> None:
         try:
             while view:
                 # Again for every send: a peer that reads a little at a time gets no extension.
@@ -304,26 +331,6 @@ class GuardedBackend(httpcore.NetworkBackend):
         time.sleep(seconds)
 
 
-class _DeadlineBody(httpx.SyncByteStream):
-    """The response body, read under the request's deadline."""
-
-    def __init__(self, inner: httpx.SyncByteStream, deadline: float) -> None:
-        self._inner = inner
-        self._deadline = deadline
-
-    def __iter__(self) -> Iterator[bytes]:
-        chunks = iter(self._inner)
-        while True:
-            with _Within(self._deadline):
-                chunk = next(chunks, None)
-            if chunk is None:
-                return
-            yield chunk
-
-    def close(self) -> None:
-        self._inner.close()
-
-
 @functools.cache
 def tls_context() -> ssl.SSLContext:
     """The one TLS client context of this process: the system's defaults with certifi's CA
@@ -334,9 +341,9 @@ def tls_context() -> ssl.SSLContext:
 
 
 class GuardedTransport(httpx.HTTPTransport):
-    """``httpx.HTTPTransport`` whose connections go through :class:`GuardedBackend`, and whose
-    requests end by their ``"deadline"`` extension when they carry one. One connection pool,
-    keyed by origin, with the shared :func:`tls_context`."""
+    """``httpx.HTTPTransport`` whose connections go through :class:`GuardedBackend`; its
+    :meth:`exchange` ends a request by its deadline. One connection pool, keyed by origin, with
+    the shared :func:`tls_context`."""
 
     def __init__(
         self, *, allow_private: bool, limits: httpx.Limits, resolve: Resolve = system_resolve
@@ -352,17 +359,23 @@ class GuardedTransport(httpx.HTTPTransport):
             network_backend=GuardedBackend(allow_private=allow_private, resolve=resolve),
         )
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        deadline: float | None = request.extensions.get(DEADLINE)
-        if deadline is None:
-            return super().handle_request(request)
-        timeouts = dict(request.extensions.get("timeout", {}))
-        pool = timeouts.get("pool")
+    def exchange(
+        self, request: httpcore.Request, deadline: float, body_limit: int
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """One request handed to the pool as it is (no ``httpx.Request`` or ``Response`` around
+        it), ended by ``deadline``: the status, the body's first ``body_limit`` bytes (the rest
+        is not read) and the headers. Raises httpcore's exceptions."""
+        timeouts = request.extensions["timeout"]
         left = max(deadline - time.monotonic(), 0.0)
-        timeouts["pool"] = left if pool is None else min(pool, left)
-        request.extensions = {**request.extensions, "timeout": timeouts}
+        timeouts["pool"] = left if timeouts.get("pool") is None else min(timeouts["pool"], left)
         with _Within(deadline):
-            response = super().handle_request(request)
-        assert isinstance(response.stream, httpx.SyncByteStream)
-        response.stream = _DeadlineBody(response.stream, deadline)
-        return response
+            response = self._pool.handle_request(request)
+            try:
+                received = bytearray()
+                for chunk in cast(Iterable[bytes], response.stream):
+                    received += chunk[: body_limit - len(received)]
+                    if len(received) >= body_limit:
+                        break
+            finally:
+                response.close()
+        return response.status, bytes(received), response.headers

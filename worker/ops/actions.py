@@ -19,8 +19,9 @@ from reseller_webhooks.worker.config.subscribers import Subscriber, SubscribersC
 from reseller_webhooks.worker.delivery.health import LimitState, limit_state
 from reseller_webhooks.worker.delivery.runtime import make_store
 from reseller_webhooks.worker.errors import SubscribersDisabledError, UnknownSubscriberError
-from reseller_webhooks.worker.ops.metrics import StatsReader, SubscriberStats
+from reseller_webhooks.worker.ops.deployment_metrics import StatsReader, SubscriberStats
 from reseller_webhooks.worker.records.activity import Activity, Attempt, EventStory, Rate, rates
+from reseller_webhooks.worker.records.breaker import BreakerView, read_breaker
 from reseller_webhooks.worker.records.deadletters import (
     CHUNK,
     DeadLetter,
@@ -28,12 +29,8 @@ from reseller_webhooks.worker.records.deadletters import (
     Filter,
     Page,
 )
-from reseller_webhooks.worker.records.store import (
-    DISABLED_BY_OPERATOR,
-    Store,
-    Trigger,
-    iso_ms,
-)
+from reseller_webhooks.worker.records.shapes import Trigger, iso_ms
+from reseller_webhooks.worker.records.store import DISABLED_BY_OPERATOR, Store
 
 #: Most letters one dead-letter page reads to find those of an event type.
 DEAD_LETTER_SCAN = 2000
@@ -110,12 +107,27 @@ class SubscriberHealth:
         if not self.enabled_in_file:
             return "off in config"
         if self.disabled:
-            return f"DISABLED: {self.reason}"
+            return f"DISABLED: {self.reason}{self.breaker_note()}"
         text = "failing" if self.failing_since_ms is not None else "ok"
         if self.failures:
             text += f" ({self.failures} failed attempt(s) in a row)"
         limits = self.describe_limits()
-        return f"{text}; {limits}" if limits else text
+        return (f"{text}; {limits}" if limits else text) + self.breaker_note()
+
+    @property
+    def breaker(self) -> BreakerView:
+        """The circuit breaker as its fields say now (docs/endpoint-health.md)."""
+        return read_breaker(self.state, self.now_ms or int(time.time() * 1000))
+
+    @property
+    def breaker_text(self) -> str:
+        """``closed``, ``half-open (...)``, ``open (next probe <time>)``: for people."""
+        view = self.breaker
+        return view.describe(iso_ms(view.next_probe_ms) if view.next_probe_ms else "")
+
+    def breaker_note(self) -> str:
+        """``; breaker open (next probe ...)`` while the breaker is not closed, else ''."""
+        return "" if self.breaker.state == "closed" else "; breaker " + self.breaker_text
 
     @property
     def limits(self) -> LimitState:

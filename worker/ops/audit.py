@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from reseller_webhooks.worker.ops.metrics import StatsReader
+from reseller_webhooks.worker.ops.deployment_metrics import StatsReader
 from reseller_webhooks.worker.records.store import Store
 from reseller_webhooks.worker.records.tally import (
     GlobalTally,

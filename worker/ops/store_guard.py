@@ -21,7 +21,8 @@ from reseller_webhooks.producers.store_identity import StoreChange, StoreWatch
 from reseller_webhooks.worker.background import BackgroundThread
 from reseller_webhooks.worker.operational_events import OperationalEvent
 from reseller_webhooks.worker.ops.metrics import STORE_RESET, STORE_SEEN
-from reseller_webhooks.worker.records.store import Store, iso_ms
+from reseller_webhooks.worker.records.shapes import iso_ms
+from reseller_webhooks.worker.records.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from reseller_webhooks.producers.errors import ConfigError
 from reseller_webhooks.worker.delivery.attempt_record import event_type
-from reseller_webhooks.worker.records.store import Claim, Finish
+from reseller_webhooks.worker.records.shapes import Claim, Finish
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span

@@ -25,7 +25,7 @@ from reseller_webhooks.worker.queue.app import app
 from reseller_webhooks.worker.queue.context import runtime_of
 from reseller_webhooks.worker.queue.envelope import arguments_shape
 from reseller_webhooks.worker.queue.triggers import send_deliver, send_dispatch
-from reseller_webhooks.worker.records.store import Trigger
+from reseller_webhooks.worker.records.shapes import Trigger
 
 log = logging.getLogger(__name__)
 

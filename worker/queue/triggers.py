@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from celery import Celery
 
 from reseller_webhooks.producers.wire import DELIVER_TASK, DISPATCH_TASK, Keys
-from reseller_webhooks.worker.records.store import Trigger
+from reseller_webhooks.worker.records.shapes import Trigger
 
 
 def send_deliver(celery: Celery, keys: Keys, triggers: Sequence[Trigger]) -> None:

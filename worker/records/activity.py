@@ -16,7 +16,8 @@ from typing import Any, cast
 from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.records.deadletters import DeadLetter
 from reseller_webhooks.worker.records.scripts import RECENT_KEPT, USER_EVENTS_KEPT
-from reseller_webhooks.worker.records.store import Store, split_delivery_id
+from reseller_webhooks.worker.records.shapes import split_delivery_id
+from reseller_webhooks.worker.records.store import Store
 
 #: The success-rate window, in minutes of server time.
 RATE_WINDOW_MIN = 60

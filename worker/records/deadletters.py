@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from reseller_webhooks.producers.wire import Keys
-from reseller_webhooks.worker.records.store import Store, Trigger, split_delivery_id
+from reseller_webhooks.worker.records.shapes import Trigger, split_delivery_id
+from reseller_webhooks.worker.records.store import Store
 
 #: How many dead letters one Redis round trip reads, replays or purges.
 CHUNK = 500

@@ -26,8 +26,6 @@ import dataclasses
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, cast
 
 import redis
@@ -35,120 +33,27 @@ import redis
 from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker import operational_events as operational
 from reseller_webhooks.worker.records import scripts
+from reseller_webhooks.worker.records.breaker import (
+    BREAKER_FIELDS,
+    probe_intervals_ms,
+)
+from reseller_webhooks.worker.records.shapes import (
+    Claim,
+    ClaimBatch,
+    Drained,
+    Finish,
+    Route,
+    Swept,
+    Trigger,
+    iso_ms,
+    triggers_of,
+)
 
 #: How long a slot stays live without its holder's heartbeat (renewed every second).
 SLOT_TTL_S = 5.0
 
 #: The reason of a disable an operator gives none for.
 DISABLED_BY_OPERATOR = "disabled by an operator"
-
-
-def iso_ms(ms: int) -> str:
-    """RFC 3339 in UTC with milliseconds: the text of the times the scripts write for people."""
-    at = datetime.fromtimestamp(ms // 1000, UTC).replace(microsecond=ms % 1000 * 1000)
-    return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def delivery_id(event_id: str, subscriber_id: str) -> str:
-    return f"{event_id}:{subscriber_id}"
-
-
-def split_delivery_id(did: str) -> tuple[str, str]:
-    event_id, _, subscriber_id = did.partition(":")
-    return event_id, subscriber_id
-
-
-@dataclass(frozen=True, slots=True)
-class Trigger:
-    """A deliver trigger a script armed: the caller sends it as a Celery message."""
-
-    subscriber_id: str
-    token: str
-    failing: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """A delivery this worker owns while ``lease`` (server ms, the ownership token) holds."""
-
-    delivery_id: str
-    event_id: str
-    subscriber_id: str
-    attempt: int
-    trigger: str
-    body: bytes
-    lease: int
-    #: Local monotonic time by which the lease has certainly ended (taken before the claim).
-    expires_at: float
-    #: When the event was published (server ms; 0 when unknown).
-    published_at: int = 0
-    #: The event's number in its user's sequence (``webhook-sequence``; 0: none).
-    sequence: int = 0
-    #: The publisher's W3C ``traceparent`` ('' for none), the parent of the attempt's span.
-    traceparent: str = ""
-
-    def server_ms(self, monotonic: float) -> float:
-        """The Redis server's clock (ms) at local monotonic time ``monotonic``, give or take the
-        claim's round trip: the lease ends ``lease`` on the server and by ``expires_at`` here."""
-        return self.lease - (self.expires_at - monotonic) * 1000
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimBatch:
-    claims: list[Claim]
-    more: list[Trigger]
-    disabled_reason: str
-    #: A gate (pause, rate tokens) withholds the subscriber this long, ms; the slot is kept
-    #: (the caller sleeps it out and claims again). 0: not held.
-    hold_ms: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Drained:
-    events: int
-    missing: int
-    triggers: list[Trigger]
-    more: bool
-    #: Events no subscriber takes (counted ``unmatched`` in the tally).
-    unmatched: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Swept:
-    triggers: list[Trigger]
-    dispatch: bool
-    moved: int
-    #: How late (ms) each retry it made ready was, against its due time.
-    late_ms: list[int] = dataclasses.field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """One subscriber an event type goes to, with its ordering choices."""
-
-    subscriber_id: str
-    ordered: bool
-    coalesce: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Finish:
-    outcome: str  # delivered | retry | dead | gone | skipped | throttled
-    attempt: dict[str, Any]
-    delay_ms: int | None = None
-    reason: str = ""
-    dead_letter: dict[str, Any] | None = None
-    disable_after_ms: int = 0
-    #: The subscriber's configured ``rate_limit_per_s`` (None: none), for its adaptive rate.
-    rate_limit: float | None = None
-    #: A 429's Retry-After: the whole subscriber pauses this long, ms (0: none).
-    pause_ms: int = 0
-    #: Attempts/s this worker made to the subscriber lately (0: unknown), where a 429 cuts from.
-    measured_rate: float = 0.0
-
-
-def triggers_of(raw: Sequence[Any]) -> list[Trigger]:
-    return [Trigger(sub.decode(), token.decode(), bool(failing)) for sub, token, failing in raw]
 
 
 class Store:
@@ -162,6 +67,7 @@ class Store:
         attempt_log_size: int,
         trigger_expiry_s: float = 60.0,
         failing_after: int = operational.DEFAULT_FAILING_AFTER,
+        schedule_scale: float = 1.0,
     ) -> None:
         self.redis = client
         self.keys = keys
@@ -170,6 +76,7 @@ class Store:
         self._log_size = attempt_log_size
         self._trigger_ms = int(trigger_expiry_s * 1000)
         self._failing_after = failing_after
+        self._probe_ms = probe_intervals_ms(schedule_scale)
         self._drain = scripts.register(client, "drain")
         self._claim = scripts.register(client, "claim")
         self._extend = scripts.register(client, "extend")
@@ -332,6 +239,7 @@ class Store:
         now_iso = iso_ms(int(time.time() * 1000))
         args: list[Any] = [self.keys.prefix, self._record_ttl, self._log_size, self._dead_ttl]
         args += [self._failing_after, now_iso, scripts.RECENT_KEPT, scripts.RATE_TTL_S]
+        args += self._probe_ms
         for claim, result in results:
             args += [
                 claim.delivery_id,
@@ -346,6 +254,7 @@ class Store:
                 "" if result.rate_limit is None else result.rate_limit,
                 result.pause_ms,
                 round(result.measured_rate, 3),
+                result.breaker_after,
             ]
         return args
 
@@ -415,10 +324,13 @@ class Store:
         pipe.execute()
 
     def disable_subscriber(self, subscriber_id: str, reason: str = DISABLED_BY_OPERATOR) -> None:
+        """An operator's disable: no breaker is left to probe it (an operator enables it)."""
+        key = self.keys.subscriber_state(subscriber_id)
         self.redis.hset(
-            self.keys.subscriber_state(subscriber_id),
+            key,
             mapping={"disabled": "1", "reason": reason, "disabled_at": int(time.time() * 1000)},
         )
+        self.redis.hdel(key, *BREAKER_FIELDS)
 
     def enable_subscriber(self, subscriber_id: str) -> None:
         """Clear a disable (operator, 410 or persistent failure) and the failure streak."""
@@ -430,6 +342,7 @@ class Store:
             "failing_since",
             "failing_since_iso",
             "failures",
+            *BREAKER_FIELDS,
         )
 
     def subscriber_state(self, subscriber_id: str) -> dict[str, str]:

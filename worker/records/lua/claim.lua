@@ -4,9 +4,10 @@
 -- The holder's heartbeat renews the slot while it works: a killed worker's slots lapse in
 -- seconds, its leased deliveries when their lease ends. A slot with nothing left to claim is
 -- released (the task ends) unless the caller keeps it (it waits for a wake-up; lease -1 says so),
--- and so is every slot but one of a failing subscriber. It claims a 1/bound share of the ready
--- list (at most ``most``), and while work is left wakes a slot that waits or else arms one more,
--- up to ``bound``: a moderate backlog is served in parallel and a large one in whole chunks.
+-- and so is every slot but one of a failing subscriber (one delivery at a time). It claims a
+-- 1/bound share of the ready list (at most ``most``), and while work is left wakes a slot that
+-- waits or else arms one more, up to ``bound``: a moderate backlog is served in parallel and a
+-- large one in whole chunks.
 --
 -- KEYS[1] due: ZSET of delivery ids by lease end or next due time, server ms
 -- ARGV[1] key prefix
@@ -21,18 +22,20 @@
 -- ARGV[10] rate limit: the subscriber's configured attempts/s ('' for none)
 -- ARGV[11] rate burst: the bucket's capacity, count ('' for the default, max(1, ceil(rate)))
 --
--- Gates after "slot is live", in order: disabled/failing, pause (``paused_until``: a
--- Retry-After), rate tokens (a token bucket, ``tokens`` at ``tokens_at``, refilled at the
--- configured or adaptive ``rate``). A gate that withholds everything sets ``hold_until`` and
--- releases the slot (SWEEP arms one then); a hold of at most SHORT_HOLD_MS (a token about to
--- refill) keeps the slot instead, and the caller sleeps that long before claiming again. A
--- subscriber with no limit and no 429 reads the gates' fields in the one HMGET it does anyway.
+-- Gates after "slot is live", in order: disabled/failing; the circuit breaker (``breaker``, kept
+-- by FINISH; open: one probe at a time, the head of ready, from ``probe_at``; half-open: one
+-- delivery at a time; docs/endpoint-health.md); pause (``paused_until``: a Retry-After); rate
+-- tokens (a token bucket, ``tokens`` at ``tokens_at``, refilled at the configured or adaptive
+-- ``rate``). A gate that withholds everything sets ``hold_until`` and releases the slot (SWEEP
+-- arms one then); a hold of at most SHORT_HOLD_MS keeps the slot, and the caller sleeps that
+-- long. A subscriber with no limit, no 429 and a closed breaker reads the gates' fields in its
+-- one HMGET.
 --
 -- Returns {lease (server ms; 0: slot gone, nothing claimed or held; -1: kept, nothing to
--- claim), claims, triggers, disabled reason, hold ms (0: not held)}; a claim is {delivery id, event id, attempt number,
--- trigger, body, published at (server ms, 0: unknown), the event's number in its user's
--- sequence (0: none, an event recorded before events were numbered), the publisher's W3C
--- traceparent ('' for none)}.
+-- claim), claims, triggers, disabled reason, hold ms (0: not held)}; a claim is {delivery id,
+-- event id, attempt number, trigger, body, published at (server ms, 0: unknown), the event's
+-- number in its user's sequence (0: none, an event recorded before events were numbered), the
+-- publisher's W3C traceparent ('' for none)}.
 -- luacheck: std lua51
 -- luacheck: globals ARGV KEYS redis
 -- luacheck: read globals server_now live_slots arm wake_slot WAITING_MS adaptive_rate (prelude.lua)
@@ -74,6 +77,22 @@ local function held(hold_ms)
   redis.call('HSET', health_key, 'hold_until', now + hold_ms)
   redis.call('ZREM', slots, token)
   return {0, {}, {}, '', hold_ms}
+end
+
+-- The breaker's say, from the subscriber's ``health``: nil (closed), 'trial' (half-open: one at
+-- a time), 'probe' (open: one probe may go now), or else the ms until one may.
+local function breaker_gate(h)
+  if not h.breaker then return nil end
+  if h.breaker == 'half_open' then return 'trial' end
+  local probe_at, probe_lease = tonumber(h.probe_at or 0), tonumber(h.probe_lease or 0)
+  if now >= probe_at and probe_lease < now then return 'probe' end
+  return math.max(probe_at, probe_lease + 1) - now
+end
+
+-- The probe claimed (its lease marks it in flight); the next may go after the interval.
+local function probe_sent(h, lease)
+  local interval = tonumber(h.probe_interval_ms or 0)
+  redis.call('HSET', health_key, 'probe_lease', lease, 'probe_at', now + interval)
 end
 
 -- The token bucket, or nil when no rate applies: {rate, tokens available now}.
@@ -125,20 +144,27 @@ end
 
 if not slot_is_live() then return release() end
 local h = redis.call('HMGET', health_key, 'disabled', 'reason', 'failing_since', 'paused_until',
-                     'rate', 'rate_changed_at', 'rate_from', 'tokens', 'tokens_at')
+                     'rate', 'rate_changed_at', 'rate_from', 'tokens', 'tokens_at', 'breaker',
+                     'probe_at', 'probe_lease', 'probe_interval_ms')
 local health = {disabled = h[1], reason = h[2], failing_since = h[3], paused_until = h[4],
                 rate = h[5], rate_changed_at = h[6], rate_from = h[7], tokens = h[8],
-                tokens_at = h[9]}
-local bound = args.bound
-if health.failing_since then  -- failing: one slot at a time
-  bound = 1
+                tokens_at = h[9], breaker = h[10], probe_at = h[11], probe_lease = h[12],
+                probe_interval_ms = h[13]}
+local bound, most = args.bound, args.most
+if health.failing_since then  -- failing: one slot at a time, one delivery at a time
+  bound, most = 1, 1
   if live_slots(prefix, sub, now) > 1 then return release() end
 end
+local gate = breaker_gate(health)
+if gate and gate ~= 'probe' and health.disabled == '1' then gate = nil end
+if type(gate) == 'number' then return held(math.max(1, gate)) end
 redis.call('LREM', waiting, 0, token)  -- not waiting while it claims
 local disabled, limit = '', nil
-if health.disabled == '1' then
-  disabled = health.reason or 'subscriber disabled'  -- dead-lettered unattempted: no gate
+if health.disabled == '1' and gate ~= 'probe' then
+  -- Dead-lettered unattempted: no gate (a subscriber disabled by failing: between its probes).
+  disabled = health.reason or 'subscriber disabled'
 else
+  if gate then bound, most = 1, 1 end
   if health.paused_until and tonumber(health.paused_until) > now then
     return held(tonumber(health.paused_until) - now)
   end
@@ -149,7 +175,7 @@ else
 end
 local lease = now + args.lease_ms
 -- A share of what waits, so that up to ``bound`` slots go in parallel; whole chunks under load.
-local share = math.min(args.most, math.max(1, math.ceil(redis.call('LLEN', ready) / bound)))
+local share = math.min(most, math.max(1, math.ceil(redis.call('LLEN', ready) / bound)))
 if limit then share = math.min(share, math.floor(limit.tokens)) end
 local claims = take(share, lease)
 if limit and #claims > 0 then spend(limit, #claims) end
@@ -163,8 +189,9 @@ if #claims == 0 then  -- the caller lingers: the slot stays (no new trigger is n
   redis.call('PEXPIRE', waiting, WAITING_MS)
   return {-1, claims, {}, disabled, 0}
 end
+if gate == 'probe' then probe_sent(health, lease) end
 local more = {}
-if redis.call('LLEN', ready) > 0 and (not limit or limit.tokens >= 1)
+if not gate and redis.call('LLEN', ready) > 0 and (not limit or limit.tokens >= 1)
    and wake_slot(prefix, sub, now) == 0 and live_slots(prefix, sub, now) < bound then
   arm(prefix, sub, now + args.expiry_ms, more)
 end

@@ -10,16 +10,12 @@
 -- Returns how many were made due.
 -- luacheck: std lua51
 -- luacheck: globals ARGV KEYS redis
--- luacheck: read globals server_now (prelude.lua)
+-- luacheck: read globals server_now expedite_one (prelude.lua)
 
 local args = {prefix = ARGV[1], sub = ARGV[2], first_id = 3}
 local now = server_now()
 local moved = 0
 for i = args.first_id, #ARGV do
-  local rec = redis.call('HMGET', args.prefix .. ':delivery:' .. ARGV[i], 'state', 'sub')
-  if rec[1] == 'waiting' and rec[2] == args.sub then
-    redis.call('ZADD', KEYS[1], 'XX', now, ARGV[i])
-    moved = moved + 1
-  end
+  moved = moved + expedite_one(args.prefix, KEYS[1], args.sub, ARGV[i], now)
 end
 return moved

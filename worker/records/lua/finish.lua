@@ -11,7 +11,9 @@
 -- attempts per minute (``{prefix}:rate:{sub}:{minute}``) and lists the deliveries of its latest
 -- attempts (``{prefix}:recent:{sub}``) for the console. Counts for the audit: a delivery that
 -- ends ``delivered`` or ``dead`` (``{prefix}:tally:{sub}``), an operational event recorded
--- (``published`` in ``{prefix}:tally``, as a publish counts it).
+-- (``published`` in ``{prefix}:tally``, as a publish counts it). Moves the circuit breaker
+-- (``breaker``, docs/endpoint-health.md): open at ``breaker after`` failures in a row, probes
+-- from ``probe min`` to ``probe max`` ms; half_open; closed with the waiting backlog due now.
 --
 -- KEYS[1] due: ZSET of delivery ids by lease end or next due time, server ms
 -- KEYS[2] dead: ZSET of dead delivery ids by time of death, server ms
@@ -23,19 +25,25 @@
 -- ARGV[6] now: operational events' timestamps, RFC 3339 UTC text
 -- ARGV[7] recent kept: a subscriber's latest attempts the console lists, count
 -- ARGV[8] rate ttl: how long a minute of attempt counts is kept, s
--- ARGV[9...] attempts, 12 fields each: delivery id, subscriber id, lease (server ms, the
---   ownership token), outcome (delivered | retry | dead | gone | skipped | throttled), attempt
---   log entry (JSON), retry delay (ms), dead letter (JSON), disable after (ms), reason, the
---   subscriber's configured rate limit (attempts/s, '' for none), pause (ms, a Retry-After; 0
---   for none), attempts/s the worker measured to the subscriber lately (0: unknown)
+-- ARGV[9] probe min: the breaker's first probe interval, ms
+-- ARGV[10] probe max: the breaker's longest probe interval (and a disabled subscriber's), ms
+-- ARGV[11...] attempts, 13 fields each: delivery id, subscriber id, lease (server ms, the owner's
+--   token), outcome (delivered | retry | dead | gone | skipped | throttled), attempt log entry
+--   (JSON), retry delay (ms), dead letter (JSON), disable after (ms), reason, the configured
+--   rate limit (attempts/s, '' for none), pause (ms, a Retry-After; 0 for none), attempts/s the
+--   worker measured to the subscriber lately (0: unknown), breaker after (count)
 --
 -- Returns {owned (1/0 per attempt), notices}; a notice is {type, event id, subscriber, delivery
 -- id} for the caller to log.
 -- luacheck: std lua51
 -- luacheck: globals ARGV KEYS redis cjson
--- luacheck: read globals server_now tally flush_tally adaptive_rate (prelude.lua)
+-- luacheck: read globals server_now tally flush_tally adaptive_rate expedite_open (prelude.lua)
 
-local FIELDS = 12
+local FIELDS = 13
+-- Successes in a row, after a successful probe, that close the breaker.
+local TRIALS = 3
+local BREAKER_FIELDS = {'breaker', 'opened_at', 'probe_at', 'probe_interval_ms', 'probe_lease',
+                        'trial_left', 'hold_until'}
 local MAX_DEFERRALS = 5
 local CUT_EVERY_MS = 1000
 local args = {
@@ -47,17 +55,19 @@ local args = {
   now_iso = ARGV[6],
   recent_kept = tonumber(ARGV[7]),
   rate_ttl_s = tonumber(ARGV[8]),
+  probe_min_ms = tonumber(ARGV[9]),
+  probe_max_ms = tonumber(ARGV[10]),
   attempts = {},
 }
 local prefix = args.prefix
-for i = 9, #ARGV, FIELDS do
+for i = 11, #ARGV, FIELDS do
   local did, sub = ARGV[i], ARGV[i + 1]
   args.attempts[#args.attempts + 1] = {
     id = did, sub = sub, lease = ARGV[i + 2], outcome = ARGV[i + 3],
     entry = ARGV[i + 4], delay_ms = tonumber(ARGV[i + 5]), letter = ARGV[i + 6],
     disable_after_ms = tonumber(ARGV[i + 7]), reason = ARGV[i + 8],
     limit = tonumber(ARGV[i + 9]), pause_ms = tonumber(ARGV[i + 10]),
-    measured = tonumber(ARGV[i + 11]),
+    measured = tonumber(ARGV[i + 11]), breaker_after = tonumber(ARGV[i + 12]),
     key = prefix .. ':delivery:' .. did,  -- its record, its attempt log, its subscriber's health
     log = prefix .. ':attempts:' .. did,
     health = prefix .. ':subscriber:' .. sub,
@@ -85,12 +95,35 @@ local function notify(kind, about, data, delivery)
   notices[#notices + 1] = {kind, eid, about, delivery or ''}
 end
 
+-- A success with the breaker open or half-open (``cur``: the health fields read). Open (the
+-- probe, or an attempt sent before it opened): half-open, and a subscriber disabled by failing
+-- is enabled again. Half-open: one trial fewer; the last closes it and the waiting backlog is due
+-- now. Returns true once closed.
+local function breaker_succeeded(a, cur)
+  local health = a.health
+  if cur[4] == 'open' then
+    if cur[6] == '1' then
+      redis.call('HSET', health, 'disabled', '0')
+      redis.call('HDEL', health, 'reason', 'disabled_at')
+    end
+    redis.call('HSET', health, 'breaker', 'half_open', 'trial_left', TRIALS)
+    redis.call('HDEL', health, 'probe_lease', 'hold_until')
+    return false
+  end
+  if redis.call('HINCRBY', health, 'trial_left', -1) > 0 then return false end
+  redis.call('HDEL', health, unpack(BREAKER_FIELDS))
+  expedite_open(prefix, KEYS[1], a.sub, now)
+  return true
+end
+
 -- The streak ends; an announced incident is closed once; an adaptive rate back at its
 -- ceiling is forgotten. A healthy subscriber costs one read.
 local function subscriber_delivered(a)
   local health = a.health
+  local cur = redis.call('HMGET', health, 'failures', 'notified', 'rate', 'breaker', 'trial_left',
+                         'disabled')
+  if cur[4] and not breaker_succeeded(a, cur) then return end
   redis.call('HDEL', health, 'failing_since', 'failing_since_iso')
-  local cur = redis.call('HMGET', health, 'failures', 'notified', 'rate')
   if cur[1] then redis.call('HDEL', health, 'failures') end
   if cur[2] then
     redis.call('HDEL', health, 'notified')
@@ -136,18 +169,46 @@ local function defer(a)
   return true
 end
 
+-- The incident is announced once (``notified``), with the streak ``n`` long.
+local function announce_failing(sub, health, n)
+  if redis.call('HSETNX', health, 'notified', 'failing') == 0 then return end
+  notify('webhooks.subscriber.failing', sub, {
+    consecutiveFailures = n,
+    failingSince = redis.call('HGET', health, 'failing_since_iso'),
+  })
+end
+
 -- The streak grows; at ``failing after`` in a row the incident is announced once.
 local function streak_grows(sub, health)
   redis.call('HSETNX', health, 'failing_since', now)
   redis.call('HSETNX', health, 'failing_since_iso', args.now_iso)
   local n = redis.call('HINCRBY', health, 'failures', 1)
-  if n < args.failing_after or redis.call('HSETNX', health, 'notified', 'failing') == 0 then
-    return
+  if n >= args.failing_after then announce_failing(sub, health, n) end
+  return n
+end
+
+-- The breaker opens (again, or stays open after a failed probe) with the next probe
+-- ``interval`` ms from now; claims are held until then.
+local function open_breaker(a, interval, first)
+  local health = a.health
+  if first then redis.call('HSET', health, 'opened_at', now) end
+  redis.call('HSET', health, 'breaker', 'open', 'probe_interval_ms', interval,
+             'probe_at', now + interval, 'hold_until', now + interval)
+  redis.call('HDEL', health, 'probe_lease', 'trial_left')
+end
+
+-- A failure, the streak now ``n`` long: the breaker opens at ``breaker after``; a failed probe
+-- (its lease is the probe's) or a failure in half-open waits twice the interval, up to the max.
+local function breaker_failed(a, n)
+  local h = redis.call('HMGET', a.health, 'breaker', 'probe_interval_ms', 'probe_lease')
+  if not h[1] then
+    if n < a.breaker_after then return end
+    open_breaker(a, args.probe_min_ms, true)
+    announce_failing(a.sub, a.health, n)
+  elseif h[1] == 'half_open' or h[3] == a.lease then
+    local interval = math.min(2 * tonumber(h[2] or args.probe_min_ms), args.probe_max_ms)
+    open_breaker(a, interval, h[1] == 'half_open')
   end
-  notify('webhooks.subscriber.failing', sub, {
-    consecutiveFailures = n,
-    failingSince = redis.call('HGET', health, 'failing_since_iso'),
-  })
 end
 
 local function disable(health, reason)
@@ -159,16 +220,22 @@ end
 local function subscriber_failed(a)
   local health = a.health
   local was_disabled = redis.call('HGET', health, 'disabled')
-  streak_grows(a.sub, health)
+  breaker_failed(a, streak_grows(a.sub, health))
   local failing_ms = now - tonumber(redis.call('HGET', health, 'failing_since'))
   local reason = nil
   if a.outcome == 'gone' then
     disable(health, a.reason)
-  elseif failing_ms >= a.disable_after_ms then
+    redis.call('HDEL', health, unpack(BREAKER_FIELDS))  -- not probed: an operator enables it
+  elseif failing_ms >= a.disable_after_ms and was_disabled ~= '1' then
     reason = 'subscriber disabled: every attempt failed for ' .. math.floor(failing_ms / 1000) ..
              ' s'
     disable(health, reason)
+    -- Probed on the slow schedule; its backlog is dead-lettered meanwhile, as without a breaker.
+    open_breaker(a, args.probe_max_ms, redis.call('HEXISTS', health, 'breaker') == 0)
+  elseif failing_ms >= a.disable_after_ms then  -- a failed probe: it dies like the backlog
+    reason = redis.call('HGET', health, 'reason')
   end
+  if reason then redis.call('HDEL', health, 'hold_until') end
   if was_disabled ~= '1' and redis.call('HGET', health, 'disabled') == '1' then
     redis.call('HSET', health, 'notified', 'disabled')
     notify('webhooks.subscriber.disabled', a.sub,
@@ -247,6 +314,14 @@ local function count(a)
   if a.outcome == 'delivered' then s.ok = s.ok + 1 else s.failed = s.failed + 1 end
 end
 
+-- A probe answered 429 and deferred proves nothing either way: it is no longer in flight, and
+-- the next probe goes at ``probe_at`` (not when its lease would have ended).
+local function probe_deferred(a)
+  if redis.call('HGET', a.health, 'probe_lease') == a.lease then
+    redis.call('HDEL', a.health, 'probe_lease')
+  end
+end
+
 -- Records one attempt; 1 if this worker still owned the delivery, else 0.
 local function finish_one(a)
   local cur = redis.call('HMGET', a.key, 'state', 'lease')
@@ -258,6 +333,7 @@ local function finish_one(a)
   if a.outcome == 'throttled' then
     slow_down(a)
     if defer(a) then
+      probe_deferred(a)
       count(a)
       return 1
     end

@@ -9,6 +9,8 @@
 -- ensure_slot(prefix, sub, now, expiry, out)  work is ready: wake a slot, or arm one if none lives
 --                                           (none while the subscriber is held: hold_until)
 -- adaptive_rate(rate, changed, from, limit, now)  the subscriber's rate after 429s, recovering
+-- expedite_one(prefix, due, sub, did, now)  a waiting delivery of ``sub`` made due now: 1, else 0
+-- expedite_open(prefix, due, sub, now)      every waiting delivery of ``sub`` made due now: count
 -- WAITING_MS                                how long a waiting marker outlives the wait that set it
 -- tally(counts, sub, field, n)              adds to a count for the audit ('' for the global one)
 -- flush_tally(prefix, counts)               writes those counts, one HINCRBY per field
@@ -85,6 +87,25 @@ local function adaptive_rate(rate, changed, from, limit, now)
   local grown = rate + step * math.max(0, now - tonumber(changed or now)) / 1000
   if grown >= ceiling then return ceiling, true end
   return grown, false
+end
+
+-- EXPEDITE's step: delivery ``did``, if it is a waiting one of subscriber ``sub``, is due now
+-- (the next SWEEP makes it ready). Returns 1 if it was moved, else 0.
+local function expedite_one(prefix, due, sub, did, now)
+  local rec = redis.call('HMGET', prefix .. ':delivery:' .. did, 'state', 'sub')
+  if rec[1] ~= 'waiting' or rec[2] ~= sub then return 0 end
+  redis.call('ZADD', due, 'XX', now, did)
+  return 1
+end
+
+-- Every waiting delivery of ``sub`` (its unfinished ones are indexed in ``{prefix}:open:{sub}``)
+-- is due now. Returns how many were moved.
+local function expedite_open(prefix, due, sub, now)
+  local moved = 0
+  for _, did in ipairs(redis.call('ZRANGE', prefix .. ':open:' .. sub, 0, -1)) do
+    moved = moved + expedite_one(prefix, due, sub, did, now)
+  end
+  return moved
 end
 
 -- The audit's counts (``{prefix}:tally:{sub}``, and ``{prefix}:tally`` for sub ''), gathered

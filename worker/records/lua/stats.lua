@@ -11,7 +11,8 @@
 --
 -- Returns {rows, undispatched events, oldest undispatched age ms, due entries, most overdue ms,
 -- global tally}; a row is {subscriber id, backlog, oldest age ms, dead letters held, dead letters
--- ever, disabled 0/1, failing for ms, tally}, one per configured or active subscriber. A tally is
+-- ever, disabled 0/1, failing for ms, tally, breaker (0 closed, 1 half-open, 2 open), ms until
+-- its next probe (0: none waited for)}, one per configured or active subscriber. A tally is
 -- the audit's counts (``{prefix}:tally:{sub}``: TALLY_FIELDS; ``{prefix}:tally``: GLOBAL_FIELDS),
 -- read in the same call as the open deliveries they must balance against.
 -- luacheck: std lua51
@@ -49,6 +50,14 @@ local function counts(key, fields)
   return raw
 end
 
+-- The circuit breaker: 0 closed, 1 half-open, 2 open; and the ms until its next probe.
+local function breaker_of(sub)
+  local b = redis.call('HMGET', prefix .. ':subscriber:' .. sub, 'breaker', 'probe_at')
+  if b[1] == 'half_open' then return 1, 0 end
+  if b[1] ~= 'open' then return 0, 0 end
+  return 2, math.max(0, tonumber(b[2] or 0) - now)
+end
+
 local function row(sub)
   local open = prefix .. ':open:' .. sub
   local backlog = redis.call('ZCARD', open)
@@ -57,8 +66,9 @@ local function row(sub)
   local h = redis.call('HMGET', prefix .. ':subscriber:' .. sub, 'disabled', 'failing_since')
   local failing = 0
   if h[2] then failing = math.max(0, now - tonumber(h[2])) end
+  local breaker, next_probe = breaker_of(sub)
   return {sub, backlog, oldest_age(open), held, tonumber(ever), h[1] == '1' and 1 or 0, failing,
-          counts(prefix .. ':tally:' .. sub, TALLY_FIELDS)}
+          counts(prefix .. ':tally:' .. sub, TALLY_FIELDS), breaker, next_probe}
 end
 
 local function oldest_undispatched()
