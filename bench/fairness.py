@@ -35,7 +35,8 @@ from reseller_webhooks.producers.publisher import Publisher
 from reseller_webhooks.producers.settings import ProducerSettings
 from reseller_webhooks.producers.wire import Keys
 from reseller_webhooks.worker.ops.audit import audit
-from reseller_webhooks.worker.records.store import Store, delivery_id
+from reseller_webhooks.worker.records.shapes import delivery_id
+from reseller_webhooks.worker.records.store import Store
 
 #: What a delivery record's state says at the end: still to be delivered, or ended.
 WAITING_STATES = {"blocked", "ready", "running", "waiting"}
