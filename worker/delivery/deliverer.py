@@ -13,9 +13,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import redis
-from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
-
 from reseller_webhooks.worker.config.settings import WorkerSettings
 from reseller_webhooks.worker.config.subscribers import Subscriber, SubscribersConfig
 from reseller_webhooks.worker.delivery.attempt_record import attempt_record, iso
@@ -25,6 +22,7 @@ from reseller_webhooks.worker.delivery.health import RecentRate, throttle
 from reseller_webhooks.worker.delivery.lane import Lane, Setup
 from reseller_webhooks.worker.delivery.observe import observe
 from reseller_webhooks.worker.delivery.outcome import Decision, Outcome, decide
+from reseller_webhooks.worker.delivery.recording import RECORDING, REFUSED
 from reseller_webhooks.worker.delivery.seats import Pace
 from reseller_webhooks.worker.delivery.wake import Wakeups, seats, slot_name
 from reseller_webhooks.worker.errors import PermanentDeliveryError
@@ -46,33 +44,6 @@ DRAIN_BATCH = 500
 TIME_SLICE_S = 2.0
 
 SendTriggers = Callable[[Sequence[Trigger]], None]
-
-
-def _waited_out(exc: BaseException) -> bool:
-    """A Redis out of reach for a moment, or one refusing writes (an outage, reported)."""
-    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-        return True
-    return outage.REDIS.refused(exc, "recording deliveries")
-
-
-# Attempts that happened: recording them must survive a Redis hiccup, and a Redis that refuses
-# writes for a while (full): the results wait here, while their leases last, rather than be
-# attempted again. A retry after a lost reply may log an attempt twice, but the state moves once
-# (the lease check in the script).
-_RECORDING = retry(
-    retry=retry_if_exception(_waited_out),
-    wait=wait_exponential(multiplier=0.05, max=2),
-    stop=stop_after_delay(30),
-    reraise=True,
-)
-
-#: A drain refused (nothing done) is tried again the same way, while the outage lasts.
-_REFUSED = retry(
-    retry=retry_if_exception(lambda exc: outage.REDIS.refused(exc, "fanning out events")),
-    wait=wait_exponential(multiplier=0.05, max=2),
-    stop=stop_after_delay(30),
-    reraise=True,
-)
 
 
 #: Logged once per burst of events no subscriber takes (counted in the tally, and a metric).
@@ -150,7 +121,7 @@ class Deliverer:
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
 
-    @_REFUSED
+    @REFUSED
     def drain(self, *, keep_armed: bool = False) -> Drained:
         """Fan out the next batch of pending events (publish order) in one script call."""
         routes = self.setup.routes
@@ -362,7 +333,7 @@ class Deliverer:
             breaker_after=subscriber.breaker_after,
         )
 
-    @_RECORDING
+    @RECORDING
     def _record(self, done: Sequence[tuple[Claim, Finish]]) -> None:
         if done:
             self.store.finish(done)
@@ -385,7 +356,7 @@ class Deliverer:
             return self.store.claim(lane.subscriber_id, lane.token, **kw)
         return self._record_and_claim(lane.subscriber_id, lane.token, finished, **kw)
 
-    @_RECORDING
+    @RECORDING
     def _record_and_claim(
         self, subscriber_id: str, token: str, finished: list[tuple[Claim, Finish]], **kw: Any
     ) -> ClaimBatch | None:
