@@ -4,6 +4,7 @@ is ever attempted twice at the same time however long they make an attempt last.
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import threading
 import time
@@ -57,6 +58,24 @@ class HostilePeer:
                 continue
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
+    def _ended(self, conn: socket.socket, wait_s: float) -> bool:
+        """Waits ``wait_s``; True as soon as the test ends or the worker closes the connection
+        (its deadline passed): from then on the request is no longer in flight. Noticed when it
+        happens, not at the next byte sent, which a closed connection may still take."""
+        deadline = time.monotonic() + wait_s
+        while (left := deadline - time.monotonic()) > 0:
+            if self._stop.is_set():
+                return True
+            readable, _, _ = select.select([conn], [], [], min(left, 0.05))
+            if readable:
+                try:
+                    if conn.recv(1, socket.MSG_PEEK) == b"":
+                        return True
+                except OSError:
+                    return True
+                self._stop.wait(min(left, 0.05))  # bytes we do not read: no busy loop
+        return self._stop.is_set()
+
     def _handle(self, conn: socket.socket) -> None:
         with conn:
             conn.settimeout(30)
@@ -78,7 +97,7 @@ class HostilePeer:
                 self.most_in_flight = max(self.most_in_flight, sum(self._in_flight.values()))
             try:
                 for byte in b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n":
-                    if self._stop.wait(self.trickle_s if self.trickle_s is not None else 60):
+                    if self._ended(conn, self.trickle_s if self.trickle_s is not None else 60):
                         return
                     conn.sendall(bytes([byte]))
             except OSError:
