@@ -29,6 +29,7 @@ from reseller_webhooks.producers.connection import (
     redis_client,
 )
 from reseller_webhooks.producers.errors import (
+    ConfigError,
     IdempotencyKeyReusedError,
     InvalidEventError,
     StoreResetError,
@@ -334,10 +335,17 @@ class Publisher:
             producer.maybe_declare(amqp.queues[self.keys.queue])
 
     def ping_redis(self) -> None:
-        """Raise ``UnavailableError`` unless Redis answers now (a health check)."""
+        """Raise unless Redis answers now (a health check): ``UnavailableError`` for an outage,
+        ``ConfigError`` for what only an operator can fix (a TLS certificate that does not
+        verify, a refused user name or password), saying what to set."""
         try:
             self._redis.ping()
+        except redis.AuthenticationError:
+            raise ConfigError("REDIS_URL: Redis refused the user name or password") from None
         except (redis.ConnectionError, redis.TimeoutError) as exc:
+            fault = operator_fault(exc) if isinstance(exc, redis.ConnectionError) else None
+            if fault is not None:
+                raise fault from None
             raise UnavailableError(type(exc).__name__) from None
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from reseller_webhooks.producers.publisher import Publisher
@@ -115,3 +116,41 @@ def test_missing_client_certificate_is_a_clear_error(
     assert worker.process.returncode != 0
     assert "error: REDIS_URL: the TLS handshake with Redis failed" in worker.log()
     assert " ready." not in worker.log()
+
+
+def test_the_ingest_api_publishes_over_verified_tls(
+    tls_deployment: Deployment, tls_redis: TLSRedis, receiver: Receiver
+) -> None:
+    """The ingest API's own Redis client (on its event loop) takes the same TLS settings as the
+    Publisher: an event posted over HTTP is recorded over verified TLS and delivered."""
+    tls_deployment.subscriber("s", f"{receiver.url}/s")
+    tls_deployment.start_worker()
+    token = "tls-producer-token-" + "t" * 24
+    api, url = tls_deployment.start_api(WEBHOOKS_API_TOKENS=f"shop:{token}")
+    answer = httpx.post(
+        f"{url}/v1/events",
+        json={"event": "reseller.user.created", "data": sample_user()},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert answer.status_code == 202, answer.text
+    event_id = answer.json()["id"]
+    wait_until(lambda: receiver.received, what="delivery of the API's event over TLS")
+    assert receiver.received[0].headers["webhook-id"] == event_id
+    assert "insecure" not in api.log()
+
+
+def test_the_ingest_api_with_a_ca_that_does_not_verify_stops_before_listening(
+    tls_deployment: Deployment, tls_redis: TLSRedis
+) -> None:
+    """A certificate that does not verify is the operator's to fix, not an outage to answer 503
+    for: the API stops at start (exit 2) naming what to set, as a worker does."""
+    token = "tls-producer-token-" + "u" * 24
+    tls_deployment.settings["WEBHOOKS_REDIS_CA_FILE"] = str(tls_redis.certs.other_ca)
+    tls_deployment.settings["WEBHOOKS_API_TOKENS"] = f"shop:{token}"
+    refused = tls_deployment.cli("api", "--port", "0")
+    assert refused.returncode == 2, refused.stderr
+    assert "TLS certificate did not verify" in refused.stderr
+    assert "WEBHOOKS_REDIS_CA_FILE" in refused.stderr
+    assert "api on http://" not in refused.stdout
+    assert token not in refused.stdout + refused.stderr
