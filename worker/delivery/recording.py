@@ -13,6 +13,10 @@ from tenacity import RetryCallState, retry, retry_if_exception, stop_after_delay
 from reseller_webhooks.worker.ops import outage
 from reseller_webhooks.worker.records.shapes import Claim
 
+#: A result is retried into Redis at least this long, even past its lease: recorded late it is
+#: refused as stale, but its attempt still goes into the delivery's attempt log.
+STALE_RESULTS_S = 30.0
+
 #: The longest a recording is retried whatever its leases (a lease is at most ~4 min).
 RECORDING_LIMIT_S = 300.0
 
@@ -27,15 +31,24 @@ def _waited_out(exc: BaseException) -> bool:
 def leases_over(results: Sequence[tuple[Claim, Any]], now: float) -> bool:
     """Whether the earliest lease among ``results`` has ended by ``now`` (local monotonic): from
     then on the finish script refuses that result as stale and the delivery is its new owner's
-    to send again, so waiting longer to record it buys nothing."""
+    to send again."""
     return not results or now >= min(claim.expires_at for claim, _ in results)
 
 
+def stop_recording(results: Sequence[tuple[Claim, Any]], now: float, elapsed_s: float) -> bool:
+    """Whether to give up recording ``results`` after ``elapsed_s`` of trying: not while a lease
+    holds (recorded in time, the delivery is not sent again), nor in the first
+    ``STALE_RESULTS_S`` (recorded late, its attempts are still logged), and always after
+    ``RECORDING_LIMIT_S``."""
+    if elapsed_s >= RECORDING_LIMIT_S:
+        return True
+    return leases_over(results, now) and elapsed_s >= STALE_RESULTS_S
+
+
 def _stop_recording(state: RetryCallState) -> bool:
-    """Retry a recording while the leases of what it records last (its last positional
-    argument), within ``RECORDING_LIMIT_S``."""
+    """``stop_recording`` of what the call records (its last positional argument)."""
     results = state.args[-1] if state.args else ()
-    return leases_over(results, time.monotonic()) or stop_after_delay(RECORDING_LIMIT_S)(state)
+    return stop_recording(results, time.monotonic(), state.seconds_since_start or 0.0)
 
 
 # Attempts that happened: recording them must survive a Redis hiccup, and a Redis that refuses
