@@ -181,14 +181,25 @@ def redis_target(settings: ProducerSettings) -> RedisTarget:
     )
 
 
-def redis_client(settings: ProducerSettings) -> redis.Redis:
-    """The redis-py client for this deployment (thread-safe; one per process is enough)."""
-    target = redis_target(settings)
-    common: dict[str, Any] = {
+def socket_options() -> dict[str, Any]:
+    """The socket options of every Redis client of the deployment."""
+    return {
         "socket_timeout": SOCKET_TIMEOUT_S,
         "socket_connect_timeout": CONNECT_TIMEOUT_S,
         "socket_keepalive": True,
     }
+
+
+def direct_client_options(target: RedisTarget) -> dict[str, Any]:
+    """What a client of ``target`` (not through Sentinel) is made with besides its URL: the
+    socket options and the TLS settings; redis-py's sync and asyncio clients take the same."""
+    return {**socket_options(), **(target.tls.redis_kwargs() if target.tls else {})}
+
+
+def redis_client(settings: ProducerSettings) -> redis.Redis:
+    """The redis-py client for this deployment (thread-safe; one per process is enough)."""
+    target = redis_target(settings)
+    common = socket_options()
     if target.scheme == "sentinel":
         assert target.master is not None
         sentinel_kwargs = {**common}
@@ -204,8 +215,7 @@ def redis_client(settings: ProducerSettings) -> redis.Redis:
         )
         master = sentinel.master_for(target.master, redis_class=redis.Redis)
         return cast(redis.Redis, master)
-    extra = target.tls.redis_kwargs() if target.tls else {}
-    return redis.Redis.from_url(target.url, **common, **extra)
+    return redis.Redis.from_url(target.url, **direct_client_options(target))
 
 
 def broker_options(settings: ProducerSettings) -> dict[str, Any]:

@@ -23,8 +23,7 @@ import redis
 import redis.asyncio
 
 from reseller_webhooks.producers.connection import (
-    CONNECT_TIMEOUT_S,
-    SOCKET_TIMEOUT_S,
+    direct_client_options,
     publish_replicas,
     redis_target,
 )
@@ -38,7 +37,7 @@ class Committer:
         self.pool = pool
         target = redis_target(publisher.settings)
         self._url = target.url
-        self._tls = target.tls.redis_kwargs() if target.tls else {}
+        self._options = direct_client_options(target)  # those of the publisher's own client
         #: On the loop unless the publisher's own client must make the call.
         self.on_loop = target.scheme != "sentinel" and publish_replicas(publisher.settings) <= 0
         self._client: redis.asyncio.Redis | None = None
@@ -50,13 +49,7 @@ class Committer:
 
     def _record(self) -> Any:
         if self._script is None:  # made on the loop that uses it
-            self._client = redis.asyncio.Redis.from_url(
-                self._url,
-                socket_timeout=SOCKET_TIMEOUT_S,
-                socket_connect_timeout=CONNECT_TIMEOUT_S,
-                socket_keepalive=True,
-                **self._tls,
-            )
+            self._client = redis.asyncio.Redis.from_url(self._url, **self._options)
             self._script = self._client.register_script(RECORD_EVENTS)
         return self._script
 
